@@ -1,0 +1,280 @@
+"""The Python API: ``thawkit.train(...)`` and ``thawkit.load(path)``; the CLI calls the same functions."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from thawkit.config import TrainConfig, make_config
+from thawkit.data.classification import ClassificationData, load_classification_data
+from thawkit.errors import ConfigError
+from thawkit.models.backbone import load_sequence_classifier, load_tokenizer, resolve_model_path
+from thawkit.models.layout import build_layout
+from thawkit.registry import get_strategy_class
+from thawkit.run import Run
+from thawkit.rundir import (
+    HISTORY_FILE,
+    LABELS_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    check_destination,
+    default_run_dir,
+    partial_dir_for,
+    publish,
+    write_history,
+    write_json,
+)
+
+log = logging.getLogger("thawkit")
+
+
+def load(path: str | Path) -> Run:
+    """Load a finished run directory for prediction or evaluation."""
+    return Run.load(path)
+
+
+def _tokenize(frame: Any, tokenizer: Any, max_length: int) -> Any:
+    from datasets import Dataset
+
+    columns = {"text": frame["text"].tolist(), "labels": frame["labels"].tolist()}
+    has_pair = "text_pair" in frame
+    if has_pair:
+        columns["text_pair"] = frame["text_pair"].tolist()
+    dataset = Dataset.from_dict(columns)
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        # No padding here: the collator pads each batch to its own longest example.
+        return tokenizer(
+            batch["text"], batch["text_pair"] if has_pair else None, truncation=True, max_length=max_length
+        )
+
+    return dataset.map(encode, batched=True, remove_columns=[c for c in columns if c != "labels"])
+
+
+def _check_max_length(cfg: TrainConfig, model: Any) -> None:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and cfg.max_length > limit:
+        raise ConfigError(
+            f"--max-length {cfg.max_length} exceeds the model's {limit} positions; fix: pass --max-length {limit} or less"
+        )
+
+
+def _training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) -> Any:
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.resolved_lr(),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        load_best_model_at_end=cfg.select_best,
+        metric_for_best_model=cfg.metric,
+        greater_is_better=cfg.metric != "loss",
+        save_total_limit=1,
+        save_only_model=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=cfg.report_to or "none",
+        disable_tqdm=True,
+        # Gradual unfreezing thaws parameters that DDP registered but saw no gradient for yet.
+        ddp_find_unused_parameters=multi_stage,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def _run_info(cfg: TrainConfig, data: ClassificationData, model: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    from thawkit import __version__
+
+    return {
+        "thawkit_version": __version__,
+        "task": "sequence-classification",
+        "strategy": cfg.strategy,
+        "strategy_options": cfg.strategy_config().model_dump(),
+        "base_model": cfg.model,
+        "base_model_path": resolve_model_path(cfg.model),
+        "model_type": model.config.model_type,
+        "problem_type": "multi_label_classification" if data.multi_label else "single_label_classification",
+        "text_col": data.text_col,
+        "text_pair_col": data.text_pair_col,
+        "label_col": data.label_col,
+        "validation_source": data.validation_source,
+        "num_train_examples": len(data.train),
+        "num_validation_examples": len(data.validation),
+        "learning_rate": cfg.resolved_lr(),
+        "config": cfg.model_dump(mode="json"),
+        **extra,
+    }
+
+
+def _verify_merge(peft_model: Any, merged: Any, sample: dict[str, torch.Tensor]) -> None:
+    """A merged LoRA model must predict what the adapter model did."""
+    with torch.inference_mode():
+        before = peft_model(**sample).logits
+    merged_model = merged()
+    with torch.inference_mode():
+        after = merged_model(**sample).logits
+    if not torch.allclose(before, after, atol=1e-4, rtol=1e-4):
+        diff = (before - after).abs().max().item()
+        raise RuntimeError(f"merged LoRA model differs from the adapter model (max |diff| {diff:.2e})")
+    return merged_model
+
+
+def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) -> Run:
+    """Fine-tune a classifier with a strategy and write a run directory.
+
+    Pass a ``TrainConfig``, a dict, or keyword options (the CLI flags' names with underscores);
+    keyword options override the config. Returns the trained ``Run``.
+    """
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, set_seed
+
+    from thawkit.engine.callbacks import HistoryCallback, RichProgressCallback
+    from thawkit.engine.metrics import detailed_metrics, scalar_metrics
+    from thawkit.engine.stages import StageCallback, StageController
+    from thawkit.engine.trainability import count_trainable, set_requires_grad
+    from thawkit.engine.trainer import StrategyTrainer
+
+    values = config.model_dump() if isinstance(config, TrainConfig) else dict(config or {})
+    values.update({k: v for k, v in options.items() if v is not None})
+    cfg = make_config(values)
+    final_dir = Path(cfg.out) if cfg.out is not None else default_run_dir(cfg.strategy)
+    check_destination(final_dir, cfg.overwrite)
+    partial_dir = partial_dir_for(final_dir)
+
+    set_seed(cfg.seed)
+    data = load_classification_data(
+        cfg.data,
+        validation=cfg.validation,
+        test=cfg.test,
+        text_col=cfg.text_col,
+        text_pair_col=cfg.text_pair_col,
+        label_col=cfg.label_col,
+        multi_label=cfg.multi_label,
+        label_sep=cfg.label_sep,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+    )
+    tokenizer = load_tokenizer(cfg.model)
+    problem_type = "multi_label_classification" if data.multi_label else "single_label_classification"
+    model = load_sequence_classifier(cfg.model, len(data.labels), data.id2label, problem_type)
+    _check_max_length(cfg, model)
+
+    strategy = get_strategy_class(cfg.strategy)(cfg.strategy_config())
+    model = strategy.prepare(model)
+    layout = build_layout(model)
+    controller = StageController(strategy, model, layout, cfg.resolved_lr(), cfg.weight_decay, decay_names=set())
+    # DDP registers what is trainable when it wraps the model: everything any stage will train.
+    set_requires_grad(model, controller.ever_trainable())
+
+    train_ds = _tokenize(data.train, tokenizer, cfg.max_length)
+    val_ds = _tokenize(data.validation, tokenizer, cfg.max_length)
+    args = _training_arguments(cfg, partial_dir / "checkpoints", controller.num_stages > 1)
+    is_main = args.process_index == 0
+    with args.main_process_first(desc="prepare run directory"):
+        if is_main and partial_dir.exists():
+            shutil.rmtree(partial_dir)  # left over from an interrupted run
+
+    def compute_metrics(eval_pred: Any) -> dict[str, float]:
+        logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+        return scalar_metrics(np.asarray(logits), np.asarray(eval_pred.label_ids), data.multi_label)
+
+    history = HistoryCallback(controller)
+    callbacks = [StageCallback(controller), history, RichProgressCallback(cfg.metric)]
+    if cfg.early_stopping_patience > 0 and cfg.select_best:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = StrategyTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+        controller=controller,
+    )
+    trainer.remove_callback(PrinterCallback)  # the rich progress bar replaces the raw log dicts
+    controller.decay_names = set(trainer.get_decay_parameter_names(model))
+
+    started = time.perf_counter()
+    train_output = trainer.train()
+    train_seconds = time.perf_counter() - started
+
+    # The best checkpoint is loaded now; every parameter is frozen again for inference.
+    model = trainer.model
+    model.eval()
+    metrics: dict[str, Any] = {}
+    splits = {"validation": (val_ds, data.validation)}
+    if data.test is not None:
+        splits["test"] = (_tokenize(data.test, tokenizer, cfg.max_length), data.test)
+    for split, (dataset, _) in splits.items():
+        output = trainer.predict(dataset, metric_key_prefix=split)
+        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+        metrics[split] = detailed_metrics(np.asarray(logits), np.asarray(output.label_ids), data.labels, data.multi_label)
+        metrics[split]["loss"] = float(output.metrics.get(f"{split}_loss", float("nan")))
+
+    merge = bool(getattr(strategy.config, "merge", False))
+    ever_trainable = controller.ever_trainable()
+    extra = {
+        "train_seconds": round(train_seconds, 3),
+        "train_loss": float(train_output.training_loss),
+        "global_steps": int(trainer.state.global_step),
+        "best_checkpoint_metric": trainer.state.best_metric,
+        "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in ever_trainable),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "stages": controller.stage_log,
+        "world_size": args.world_size,
+        "merged_lora": merge,
+        "peak_memory_mb": _peak_memory_mb(),
+    }
+    info = _run_info(cfg, data, model, extra)
+
+    if is_main:
+        shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)
+        partial_dir.mkdir(parents=True, exist_ok=True)
+        to_save = model
+        if merge:
+            sample = {
+                k: v.to(next(model.parameters()).device)
+                for k, v in DataCollatorWithPadding(tokenizer)([val_ds[i] for i in range(min(8, len(val_ds)))]).items()
+                if k != "labels"
+            }
+            to_save = _verify_merge(model, model.merge_and_unload, sample)
+            model = to_save
+        to_save.save_pretrained(str(partial_dir))
+        tokenizer.save_pretrained(str(partial_dir))
+        write_json(partial_dir / LABELS_FILE, {"labels": data.labels, "multi_label": data.multi_label})
+        write_json(partial_dir / RUN_FILE, info)
+        write_json(partial_dir / METRICS_FILE, metrics)
+        write_history(partial_dir / HISTORY_FILE, history.records)
+        publish(partial_dir, final_dir, cfg.overwrite)
+    trainer.accelerator.wait_for_everyone()
+    set_requires_grad(model, [])
+    return Run(model, tokenizer, data.labels, data.multi_label, info, path=final_dir)
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    import resource
+
+    # ru_maxrss is KiB on Linux: the process's peak resident memory.
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+__all__ = ["train", "load"]

@@ -1,0 +1,51 @@
+"""Entry point: builds the typer app and turns every ``ThawkitError`` into one line and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from thawkit.cli import inspect_cmds, train_cmds
+from thawkit.errors import ThawkitError
+
+app = typer.Typer(
+    name="thawkit",
+    help="Adapt a pretrained transformer encoder to your labeled data with the right strategy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("train")(train_cmds.train)
+app.command("demo")(train_cmds.demo)
+app.command("evaluate")(inspect_cmds.evaluate)
+app.command("predict")(inspect_cmds.predict)
+app.command("info")(inspect_cmds.info)
+app.command("strategies")(inspect_cmds.strategies)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from thawkit.logging_setup import quiet_libraries
+
+    quiet_libraries()
+    try:
+        app(args=argv, standalone_mode=False)
+    except ThawkitError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.secho("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors carry their own exit code (2)
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Rich tables shared by the commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def metrics_table(metrics: dict[str, dict[str, Any]], title: str = "metrics") -> Table:
+    table = Table(title=title)
+    table.add_column("split")
+    names = ["accuracy", "macro_f1", "weighted_f1", "micro_f1", "loss", "num_examples"]
+    shown = [n for n in names if any(n in split for split in metrics.values())]
+    for name in shown:
+        table.add_column(name, justify="right")
+    for split, values in metrics.items():
+        cells = []
+        for name in shown:
+            value = values.get(name)
+            cells.append("" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value))
+        table.add_row(split, *cells)
+    return table
+
+
+def per_class_table(split_metrics: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("label", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, values in split_metrics.get("per_class", {}).items():
+        table.add_row(
+            label, f"{values['precision']:.3f}", f"{values['recall']:.3f}", f"{values['f1']:.3f}", str(values["support"])
+        )
+    return table

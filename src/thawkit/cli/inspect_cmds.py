@@ -1,0 +1,106 @@
+"""``thawkit evaluate``, ``predict``, ``info`` and ``strategies``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from thawkit.cli.display import console, metrics_table, per_class_table
+from thawkit.errors import ConfigError
+
+
+def evaluate(
+    run: Path = typer.Argument(..., help="run directory"),
+    data: Path = typer.Option(..., "--data", help="labeled file to evaluate on"),
+    text_col: Optional[str] = typer.Option(None, "--text-col"),
+    text_pair_col: Optional[str] = typer.Option(None, "--text-pair-col"),
+    label_col: Optional[str] = typer.Option(None, "--label-col"),
+    as_json: bool = typer.Option(False, "--json", help="print metrics as JSON"),
+) -> None:
+    """Evaluate a trained run on a labeled file."""
+    from thawkit.api import load
+
+    metrics = load(run).evaluate(data, text_col=text_col, text_pair_col=text_pair_col, label_col=label_col)
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
+    console.print(metrics_table({data.name: metrics}, title=f"evaluation of {run}"))
+    console.print(per_class_table(metrics, title="per class"))
+
+
+def predict(
+    run: Path = typer.Argument(..., help="run directory"),
+    texts: Optional[list[str]] = typer.Argument(None, help="texts to classify"),
+    file: Optional[Path] = typer.Option(None, "--file", help="file of texts (.txt one per line, or a table)"),
+    pair: Optional[str] = typer.Option(None, "--pair", help="second text, for a pair model"),
+    text_col: Optional[str] = typer.Option(None, "--text-col"),
+    text_pair_col: Optional[str] = typer.Option(None, "--text-pair-col"),
+    output: Optional[Path] = typer.Option(None, "--output", help="write predictions as JSONL here"),
+) -> None:
+    """Classify texts given as arguments or in a file; prints one JSON object per text."""
+    from thawkit.api import load
+    from thawkit.data.classification import read_texts_for_prediction
+
+    if not texts and file is None:
+        raise ConfigError("nothing to predict; fix: pass texts as arguments or --file FILE")
+    pairs = None
+    if file is not None:
+        texts, pairs = read_texts_for_prediction(file, text_col, text_pair_col)
+    elif pair is not None:
+        pairs = [pair] * len(texts or [])
+    loaded = load(run)
+    results = loaded.predict(list(texts or []), pairs)
+    lines = [json.dumps({"text": text, **result}) for text, result in zip(texts or [], results)]
+    if output is not None:
+        output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        console.print(f"{len(lines)} predictions written to {output}")
+    else:
+        for line in lines:
+            print(line)
+
+
+def info(run: Path = typer.Argument(..., help="run directory")) -> None:
+    """Show what a run is: model, strategy, labels, data, metrics and trainable parameters."""
+    from thawkit.rundir import read_run_files
+
+    path, facts, labels = read_run_files(run)
+    table = Table(title=f"run {path}", show_header=False)
+    table.add_column("key")
+    table.add_column("value")
+    share = 100.0 * facts.get("trainable_params", 0) / max(facts.get("total_params", 1), 1)
+    rows = {
+        "task": facts.get("task"),
+        "strategy": f"{facts.get('strategy')} {facts.get('strategy_options')}",
+        "base model": facts.get("base_model"),
+        "labels": ", ".join(labels["labels"]) + (" (multi-label)" if labels["multi_label"] else ""),
+        "train examples": facts.get("num_train_examples"),
+        "validation": f"{facts.get('num_validation_examples')} from {facts.get('validation_source')}",
+        "learning rate": facts.get("learning_rate"),
+        "trainable params": f"{facts.get('trainable_params', 0):,} of {facts.get('total_params', 0):,} ({share:.2f}%)",
+        "train time": f"{facts.get('train_seconds', 0):.1f}s, {facts.get('global_steps')} steps",
+        "format": "PEFT adapter" if (path / "adapter_config.json").exists() else "Hugging Face model",
+    }
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    metrics_path = path / "metrics.json"
+    if metrics_path.exists():
+        console.print(metrics_table(json.loads(metrics_path.read_text(encoding="utf-8"))))
+
+
+def strategies() -> None:
+    """List the registered strategies with their default learning rates and options."""
+    from thawkit.registry import available_strategies, get_strategy_class
+
+    table = Table(title="strategies")
+    for column in ("name", "default lr", "options", "what it does"):
+        table.add_column(column)
+    for name in available_strategies():
+        cls = get_strategy_class(name)
+        options = ", ".join(cls.Config.model_fields) or "-"
+        table.add_row(name, f"{cls.default_lr:g}", options, (cls.__doc__ or "").strip().splitlines()[0])
+    console.print(table)

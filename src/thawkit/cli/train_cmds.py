@@ -1,0 +1,135 @@
+"""``thawkit train`` and ``thawkit demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from thawkit.cli.display import console, metrics_table, per_class_table
+from thawkit.errors import ConfigError
+
+# CLI flag -> (strategy option name, strategies that take it)
+STRATEGY_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "freeze_layers": ("freeze_layers", ("partial",)),
+    "unfreeze_every": ("every_steps", ("gradual", "llrd")),
+    "layer_decay": ("decay", ("llrd",)),
+    "head_lr_mult": ("head_lr_mult", ("llrd",)),
+    "gradual": ("gradual", ("llrd",)),
+    "lora_r": ("r", ("lora",)),
+    "lora_alpha": ("alpha", ("lora",)),
+    "lora_dropout": ("dropout", ("lora",)),
+    "merge_lora": ("merge", ("lora",)),
+}
+
+
+def _strategy_options(strategy: str, flags: dict[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        option, takers = STRATEGY_FLAGS[flag]
+        if strategy not in takers:
+            raise ConfigError(
+                f"--{flag.replace('_', '-')} does not apply to strategy {strategy!r}; "
+                f"fix: drop it or use --strategy {'/'.join(takers)}"
+            )
+        options[option] = value
+    return options
+
+
+def train(
+    data: Optional[Path] = typer.Option(None, "--data", help="training file (.csv/.tsv/.jsonl/.parquet) or dataset folder"),
+    validation: Optional[Path] = typer.Option(None, "--validation", help="validation file (default: stratified split of --data)"),
+    test: Optional[Path] = typer.Option(None, "--test", help="test file, evaluated once at the end"),
+    text_col: Optional[str] = typer.Option(None, "--text-col", help="text column (default: text, sentence, ...)"),
+    text_pair_col: Optional[str] = typer.Option(None, "--text-pair-col", help="second text column for pairs"),
+    label_col: Optional[str] = typer.Option(None, "--label-col", help="label column (default: label, ...)"),
+    multi_label: Optional[bool] = typer.Option(None, "--multi-label/--single-label", help="default: detected"),
+    label_sep: Optional[str] = typer.Option(None, "--label-sep", help="separator in multi-label cells (default ',')"),
+    model: Optional[str] = typer.Option(None, "--model", help="hub id, local folder or alias (default minilm-l6)"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="full, frozen, partial, gradual, llrd, lora"),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="training epochs (default 3)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="base learning rate (default: per strategy)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="per-device batch size (default 16)"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="max tokens per example (default 128)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="random seed (default 42)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<strategy>-<time>)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config; flags override it"),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="replace an existing run directory"),
+    early_stopping_patience: Optional[int] = typer.Option(None, "--patience", help="evaluations without gain before stopping (0: off)"),
+    metric: Optional[str] = typer.Option(None, "--metric", help="model-selection metric: macro_f1, accuracy, ..."),
+    warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio", help="warmup share of steps (default 0.1)"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default 0.01)"),
+    freeze_layers: Optional[int] = typer.Option(None, "--freeze-layers", help="partial: layers frozen from the bottom"),
+    unfreeze_every: Optional[int] = typer.Option(None, "--unfreeze-every", help="gradual: steps per stage (default: epoch)"),
+    layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="llrd: LR factor per layer down (default 0.9)"),
+    head_lr_mult: Optional[float] = typer.Option(None, "--head-lr-mult", help="llrd: head LR multiplier"),
+    gradual: Optional[bool] = typer.Option(None, "--gradual", help="llrd: also unfreeze gradually"),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r", help="lora: rank (default 8)"),
+    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="lora: alpha (default 16)"),
+    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="lora: dropout (default 0.1)"),
+    merge_lora: Optional[bool] = typer.Option(None, "--merge-lora", help="lora: merge the adapter at save time"),
+) -> None:
+    """Fine-tune a classifier on your data with one strategy and write a run directory."""
+    from thawkit.api import train as train_run
+    from thawkit.config import load_yaml_config
+
+    values: dict[str, Any] = load_yaml_config(config) if config is not None else {}
+    flags = dict(
+        data=data, validation=validation, test=test, text_col=text_col, text_pair_col=text_pair_col,
+        label_col=label_col, multi_label=multi_label, label_sep=label_sep, model=model, strategy=strategy,
+        epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed, out=out,
+        overwrite=overwrite, early_stopping_patience=early_stopping_patience, metric=metric,
+        warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+    )
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if values.get("data") is None:
+        raise ConfigError("no training data; fix: pass --data FILE or set data: in the --config file")
+    strategy_flags = dict(
+        freeze_layers=freeze_layers, unfreeze_every=unfreeze_every, layer_decay=layer_decay,
+        head_lr_mult=head_lr_mult, gradual=gradual, lora_r=lora_r, lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout, merge_lora=merge_lora,
+    )
+    options = dict(values.get("strategy_options") or {})
+    options.update(_strategy_options(values.get("strategy", "full"), strategy_flags))
+    values["strategy_options"] = options
+    run = train_run(values)
+    _summary(run)
+
+
+def _summary(run: Any) -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return
+    info = run.info
+    console.print(metrics_table(run.metrics, title=f"{info['strategy']} on {info['base_model']}"))
+    console.print(per_class_table(run.metrics["validation"], title="validation per class"))
+    share = 100.0 * info["trainable_params"] / max(info["total_params"], 1)
+    console.print(
+        f"trainable params {info['trainable_params']:,} of {info['total_params']:,} ({share:.2f}%) · "
+        f"train time {info['train_seconds']:.1f}s · peak memory {info['peak_memory_mb']:.0f} MB"
+    )
+    console.print(f"run saved to [bold]{run.path}[/bold]")
+
+
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="run directory"),
+    strategy: str = typer.Option("lora", "--strategy", help="strategy to train"),
+    epochs: float = typer.Option(6, "--epochs", help="training epochs"),
+) -> None:
+    """Train on the built-in demo dataset with the embedded MiniLM-L6 (no arguments needed)."""
+    from thawkit.api import train as train_run
+    from thawkit.demo import demo_data_path
+
+    console.print(
+        f"[bold]thawkit demo[/bold]: {strategy} fine-tuning of the embedded MiniLM-L6 on "
+        f"{demo_data_path().name} (support-ticket intents)"
+    )
+    run = train_run(data=demo_data_path(), strategy=strategy, epochs=epochs, out=out, overwrite=True, max_length=64)
+    _summary(run)
+    example = "I was charged twice for my subscription this month"
+    prediction = run.predict([example])[0]
+    console.print(f"predict({example!r}) -> {prediction['label']} ({prediction['score']:.2f})")

@@ -1,0 +1,307 @@
+"""Sequence-classification data: column mapping, label encoding, validation split and checks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from thawkit.data.tables import read_table
+from thawkit.errors import DataError
+
+log = logging.getLogger("thawkit")
+
+TEXT_COLUMN_GUESSES = ("text", "sentence", "sentence1", "content", "review", "document", "question")
+LABEL_COLUMN_GUESSES = ("label", "labels", "class", "category", "target")
+
+
+@dataclass
+class ClassificationData:
+    """Texts and encoded labels for each split; ``labels`` lists label names in id order."""
+
+    labels: list[str]
+    multi_label: bool
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame | None = None
+    text_col: str = "text"
+    text_pair_col: str | None = None
+    label_col: str = "label"
+    validation_source: str = "split"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+
+def _where(path: Path, index: int) -> str:
+    row = index + 1
+    if path.suffix.lower() in {".csv", ".tsv", ".tab", ".txt"}:
+        return f"row {row} (line {row + 1})"
+    if path.suffix.lower() in {".jsonl", ".json"}:
+        return f"row {row}"
+    return f"row {row}"
+
+
+def _rows(path: Path, indices: list[int]) -> str:
+    shown = ", ".join(_where(path, i) for i in indices[:3])
+    more = f" and {len(indices) - 3} more" if len(indices) > 3 else ""
+    return shown + more
+
+
+def _pick_column(frame: pd.DataFrame, path: Path, wanted: str | None, guesses: tuple[str, ...], flag: str) -> str:
+    if wanted is not None:
+        if wanted not in frame.columns:
+            raise DataError(
+                f"{path}: no column {wanted!r}; columns are: {', '.join(frame.columns)}; "
+                f"fix: pass {flag} with one of them"
+            )
+        return wanted
+    for guess in guesses:
+        if guess in frame.columns:
+            return guess
+    raise DataError(
+        f"{path}: cannot tell which column to use for {flag}; columns are: {', '.join(frame.columns)}; "
+        f"fix: pass {flag} NAME"
+    )
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip() == ""
+
+
+def _normalise_label(value: Any) -> str:
+    """Labels are kept as strings; integral floats (1.0, from a column pandas read as float) become '1'."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return str(value).strip()
+
+
+def _label_set(value: Any, sep: str) -> list[str]:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return sorted({_normalise_label(v) for v in value})
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            return sorted({_normalise_label(v) for v in json.loads(value)})
+        except json.JSONDecodeError:
+            pass
+    return sorted({part.strip() for part in str(value).split(sep) if part.strip()})
+
+
+def _sort_labels(labels: set[str]) -> list[str]:
+    if all(label.lstrip("-").isdigit() for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def _check_texts(frame: pd.DataFrame, path: Path, column: str) -> None:
+    empty = [i for i, value in enumerate(frame[column].tolist()) if _is_missing(value)]
+    if empty:
+        raise DataError(
+            f"{path}: empty text in column {column!r} at {_rows(path, empty)}; "
+            "fix: remove those rows or fill in their text"
+        )
+
+
+def _check_labels_present(frame: pd.DataFrame, path: Path, column: str) -> None:
+    missing = [i for i, value in enumerate(frame[column].tolist()) if _is_missing(value)]
+    if missing:
+        raise DataError(
+            f"{path}: missing (NaN or empty) label in column {column!r} at {_rows(path, missing)}; "
+            "fix: label those rows or remove them"
+        )
+
+
+def _prepare_split(
+    path: Path,
+    text_col: str | None,
+    text_pair_col: str | None,
+    label_col: str | None,
+    multi_label: bool | None,
+    label_sep: str,
+) -> tuple[pd.DataFrame, str, str | None, str, bool]:
+    frame = read_table(path)
+    text_col = _pick_column(frame, path, text_col, TEXT_COLUMN_GUESSES, "--text-col")
+    label_col = _pick_column(frame, path, label_col, LABEL_COLUMN_GUESSES, "--label-col")
+    if text_pair_col is not None:
+        _pick_column(frame, path, text_pair_col, (), "--text-pair-col")
+    _check_texts(frame, path, text_col)
+    if text_pair_col is not None:
+        _check_texts(frame, path, text_pair_col)
+    _check_labels_present(frame, path, label_col)
+    raw_labels = frame[label_col].tolist()
+    if multi_label is None:
+        multi_label = any(isinstance(v, (list, tuple, np.ndarray)) for v in raw_labels)
+    if multi_label:
+        label_sets = [_label_set(v, label_sep) for v in raw_labels]
+    else:
+        label_sets = [[_normalise_label(v)] for v in raw_labels]
+    columns = {"text": frame[text_col].astype(str).tolist(), "label_names": label_sets}
+    if text_pair_col is not None:
+        columns["text_pair"] = frame[text_pair_col].astype(str).tolist()
+    return pd.DataFrame(columns), text_col, text_pair_col, label_col, multi_label
+
+
+def _encode(frame: pd.DataFrame, label_to_id: dict[str, int], multi_label: bool) -> pd.DataFrame:
+    frame = frame.copy()
+    if multi_label:
+        vectors = []
+        for names in frame["label_names"]:
+            vector = [0.0] * len(label_to_id)
+            for name in names:
+                vector[label_to_id[name]] = 1.0
+            vectors.append(vector)
+        frame["labels"] = vectors
+    else:
+        frame["labels"] = [label_to_id[names[0]] for names in frame["label_names"]]
+    return frame
+
+
+def _check_known_labels(frame: pd.DataFrame, path: Path, known: set[str], train_path: Path) -> None:
+    for index, names in enumerate(frame["label_names"]):
+        unseen = [name for name in names if name not in known]
+        if unseen:
+            raise DataError(
+                f"{path}: label {unseen[0]!r} at {_where(path, index)} never occurs in the training data "
+                f"{train_path}; fix: add training examples of {unseen[0]!r} or drop those rows"
+            )
+
+
+def _split_validation(
+    train: pd.DataFrame, fraction: float, seed: int, multi_label: bool
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    from sklearn.model_selection import train_test_split
+
+    if len(train) < 4:
+        raise DataError(
+            f"only {len(train)} training examples, too few to hold out a validation split; "
+            "fix: add examples or pass --validation FILE"
+        )
+    stratify = None
+    how = "random"
+    if not multi_label:
+        keys = train["labels"]
+        counts = keys.value_counts()
+        n_val = max(1, int(round(len(train) * fraction)))
+        if counts.min() >= 2 and n_val >= len(counts):
+            stratify = keys
+            how = "stratified"
+        else:
+            log.warning("Hint: some classes are too rare for a stratified split; using a random split")
+    fit, held_out = train_test_split(
+        train, test_size=fraction, random_state=seed, shuffle=True, stratify=stratify
+    )
+    return fit.reset_index(drop=True), held_out.reset_index(drop=True), how
+
+
+def load_classification_data(
+    data: str | Path,
+    validation: str | Path | None = None,
+    test: str | Path | None = None,
+    text_col: str | None = None,
+    text_pair_col: str | None = None,
+    label_col: str | None = None,
+    multi_label: bool | None = None,
+    label_sep: str = ",",
+    val_fraction: float = 0.1,
+    seed: int = 42,
+) -> ClassificationData:
+    """Load and check the training file, plus a validation file or a seeded stratified split."""
+    train_path = Path(data)
+    train, text_col, text_pair_col, label_col, multi_label = _prepare_split(
+        train_path, text_col, text_pair_col, label_col, multi_label, label_sep
+    )
+    labels = _sort_labels({name for names in train["label_names"] for name in names})
+    if len(labels) < 2:
+        raise DataError(
+            f"{train_path}: column {label_col!r} has a single class {labels[0]!r}; "
+            "fix: classification needs examples of at least two classes"
+        )
+    label_to_id = {name: i for i, name in enumerate(labels)}
+    train = _encode(train, label_to_id, multi_label)
+
+    def other_split(path: str | Path) -> pd.DataFrame:
+        split_path = Path(path)
+        frame, *_ = _prepare_split(split_path, text_col, text_pair_col, label_col, multi_label, label_sep)
+        _check_known_labels(frame, split_path, set(labels), train_path)
+        return _encode(frame, label_to_id, multi_label)
+
+    if validation is not None:
+        validation_frame = other_split(validation)
+        source = str(validation)
+    else:
+        train, validation_frame, how = _split_validation(train, val_fraction, seed, multi_label)
+        source = f"{how} {val_fraction:.0%} split of {train_path} (seed {seed})"
+    test_frame = other_split(test) if test is not None else None
+    return ClassificationData(
+        labels=labels,
+        multi_label=multi_label,
+        train=train,
+        validation=validation_frame,
+        test=test_frame,
+        text_col=text_col,
+        text_pair_col=text_pair_col,
+        label_col=label_col,
+        validation_source=source,
+    )
+
+
+def read_texts_for_prediction(path: str | Path, text_col: str | None, text_pair_col: str | None) -> tuple[list[str], list[str] | None]:
+    """Texts (and optional pairs) from a file, for ``predict --file``."""
+    path = Path(path)
+    if path.suffix.lower() == ".txt":
+        raw = path.read_bytes() if path.exists() else None
+        if raw is None:
+            raise DataError(f"{path}: file not found; fix: check the path")
+        from thawkit.data.tables import _decode_utf8
+
+        lines = [line for line in _decode_utf8(path, raw).splitlines() if line.strip()]
+        if not lines:
+            raise DataError(f"{path}: file is empty; fix: one text per line")
+        return lines, None
+    frame = read_table(path)
+    text_col = _pick_column(frame, path, text_col, TEXT_COLUMN_GUESSES, "--text-col")
+    _check_texts(frame, path, text_col)
+    pairs = None
+    if text_pair_col is not None:
+        _pick_column(frame, path, text_pair_col, (), "--text-pair-col")
+        pairs = frame[text_pair_col].astype(str).tolist()
+    return frame[text_col].astype(str).tolist(), pairs
+
+
+def load_eval_split(
+    data: str | Path,
+    labels: list[str],
+    multi_label: bool,
+    text_col: str | None,
+    text_pair_col: str | None,
+    label_col: str | None,
+    label_sep: str = ",",
+) -> pd.DataFrame:
+    """A labeled file checked against an existing label set (for ``thawkit evaluate``)."""
+    path = Path(data)
+    frame, *_ = _prepare_split(path, text_col, text_pair_col, label_col, multi_label, label_sep)
+    known = set(labels)
+    for index, names in enumerate(frame["label_names"]):
+        unseen = [name for name in names if name not in known]
+        if unseen:
+            raise DataError(
+                f"{path}: label {unseen[0]!r} at {_where(path, index)} is not one the model was trained on "
+                f"({', '.join(labels)}); fix: drop those rows or retrain with them"
+            )
+    return _encode(frame, {name: i for i, name in enumerate(labels)}, multi_label)

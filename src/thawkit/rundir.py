@@ -1,0 +1,87 @@
+"""Run directories: written under a temporary name and renamed only when complete.
+
+Layout of a finished run::
+
+    config.json, model.safetensors        the model, standard Hugging Face format
+      (or adapter_config.json, adapter_model.safetensors for an unmerged LoRA run)
+    tokenizer.json, tokenizer_config.json, ...
+    labels.json       label names in id order, multi-label flag
+    thawkit.json      the resolved config plus run facts (strategy, base model, timings)
+    metrics.json      {"validation": {...}, "test": {...}}
+    history.jsonl     one record per evaluation during training
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from thawkit.errors import ConfigError, RunDirError
+
+RUN_FILE = "thawkit.json"
+LABELS_FILE = "labels.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.jsonl"
+
+
+def default_run_dir(strategy: str) -> Path:
+    return Path("runs") / f"{strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def partial_dir_for(final: Path) -> Path:
+    """Deterministic, so every process of a distributed run agrees on it."""
+    return final.parent / f".{final.name}.partial"
+
+
+def check_destination(final: Path, overwrite: bool) -> None:
+    if final.exists() and any(final.iterdir()) and not overwrite:
+        raise ConfigError(f"{final}: run directory already exists; fix: choose another --out or pass --overwrite")
+
+
+def publish(partial: Path, final: Path, overwrite: bool) -> None:
+    """Move a complete run into place; an existing run is replaced only after the new one is whole."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    backup = None
+    if final.exists():
+        if not overwrite and any(final.iterdir()):
+            raise ConfigError(f"{final}: run directory already exists; fix: choose another --out or pass --overwrite")
+        backup = final.parent / f".{final.name}.old"
+        shutil.rmtree(backup, ignore_errors=True)
+        final.rename(backup)
+    partial.rename(final)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def write_history(path: Path, records: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, default=str) + "\n")
+
+
+def read_run_files(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    run = Path(path)
+    if not run.is_dir():
+        raise RunDirError(f"{run}: no such run directory; fix: pass the --out folder of a finished training run")
+    for name in (RUN_FILE, LABELS_FILE):
+        if not (run / name).exists():
+            raise RunDirError(
+                f"{run}: missing {name}, so this is not a complete thawkit run; fix: pass a run folder written by 'thawkit train'"
+            )
+    info = json.loads((run / RUN_FILE).read_text(encoding="utf-8"))
+    labels = json.loads((run / LABELS_FILE).read_text(encoding="utf-8"))
+    return run, info, labels
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    history = path / HISTORY_FILE
+    if not history.exists():
+        return []
+    return [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line.strip()]

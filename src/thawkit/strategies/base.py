@@ -1,0 +1,90 @@
+"""The strategy interface: which parameters train at each stage, and at which learning rate.
+
+Trainability is data. A strategy returns a ``TrainablePlan`` for a stage; one function
+(``thawkit.engine.trainability.apply_plan``) applies it to the model and the optimizer. Stages
+advance per epoch, or every ``stage_every_steps`` optimizer steps when a strategy sets it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from thawkit.models.layout import BlockLayout
+
+
+class StrategyConfig(BaseModel):
+    """Base for each strategy's own options; unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class TrainablePlan:
+    """Parameter names that train, and a learning-rate multiplier per parameter (default 1.0)."""
+
+    trainable: frozenset[str]
+    lr_scale: Mapping[str, float] = field(default_factory=dict)
+
+    def scale(self, name: str) -> float:
+        return self.lr_scale.get(name, 1.0)
+
+    def trainable_blocks(self, layout: BlockLayout) -> list[str]:
+        return [b for b in layout.blocks if any(n in self.trainable for n in layout.params[b])]
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    name: ClassVar[str]
+    Config: ClassVar[type[StrategyConfig]]
+    default_lr: ClassVar[float]
+    config: StrategyConfig
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Return the model to train (LoRA wraps it; other strategies return it unchanged)."""
+        ...
+
+    def num_stages(self, layout: BlockLayout) -> int:
+        """How many distinct stages the plan has (1 for a static strategy)."""
+        ...
+
+    def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
+        ...
+
+    @property
+    def stage_every_steps(self) -> int | None:
+        """Advance the stage every N optimizer steps; None advances it every epoch."""
+        ...
+
+
+def blocks_plan(
+    layout: BlockLayout, blocks: list[str] | set[str], lr_scale_by_block: Mapping[str, float] | None = None
+) -> TrainablePlan:
+    """A plan that trains whole blocks, with an optional LR multiplier per block."""
+    scales = {}
+    for block, scale in (lr_scale_by_block or {}).items():
+        for name in layout.params.get(block, []):
+            scales[name] = scale
+    return TrainablePlan(trainable=frozenset(layout.names(blocks)), lr_scale=scales)
+
+
+class StaticStrategyMixin:
+    """Defaults for strategies whose plan never changes during training."""
+
+    config: StrategyConfig
+
+    def __init__(self, config: StrategyConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()  # type: ignore[attr-defined]
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def num_stages(self, layout: BlockLayout) -> int:
+        return 1
+
+    @property
+    def stage_every_steps(self) -> int | None:
+        return None

@@ -1,0 +1,50 @@
+"""Discriminative / layer-wise learning-rate decay (Howard & Ruder 2018; Sun et al. 2019).
+
+The top encoder layer trains at the base LR, each layer below at ``decay`` times the one above,
+embeddings below the bottom layer, and the head at the base LR times ``head_lr_mult``.
+With ``gradual: true`` the trainable set follows gradual unfreezing while the LRs decay.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from thawkit.models.layout import EMBEDDINGS, HEAD, BlockLayout, layer_block
+from thawkit.registry import register_strategy
+from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan
+from thawkit.strategies.gradual import gradual_blocks
+
+
+class LLRDConfig(StrategyConfig):
+    decay: float = Field(default=0.9, gt=0, le=1, description="LR factor per layer going down")
+    head_lr_mult: float = Field(default=1.0, gt=0, description="head LR = base LR x this")
+    gradual: bool = Field(default=False, description="also unfreeze gradually from the top")
+    every_steps: int | None = Field(default=None, gt=0, description="with gradual: stage length in steps")
+
+
+def layer_lr_scales(layout: BlockLayout, decay: float, head_lr_mult: float) -> dict[str, float]:
+    top = layout.num_layers - 1
+    scales = {layer_block(i): decay ** (top - i) for i in range(layout.num_layers)}
+    scales[EMBEDDINGS] = decay ** layout.num_layers
+    scales[HEAD] = head_lr_mult
+    return scales
+
+
+@register_strategy("llrd")
+class LayerwiseLRDecay(StaticStrategyMixin):
+    """Lower layers change less: they hold general features that transfer."""
+
+    Config = LLRDConfig
+    default_lr = 5e-5
+
+    def num_stages(self, layout: BlockLayout) -> int:
+        return layout.num_layers + 2 if self.config.gradual else 1  # type: ignore[attr-defined]
+
+    @property
+    def stage_every_steps(self) -> int | None:
+        return self.config.every_steps if self.config.gradual else None  # type: ignore[attr-defined]
+
+    def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
+        cfg = self.config
+        blocks = gradual_blocks(layout, stage) if cfg.gradual else layout.blocks  # type: ignore[attr-defined]
+        return blocks_plan(layout, blocks, layer_lr_scales(layout, cfg.decay, cfg.head_lr_mult))  # type: ignore[attr-defined]

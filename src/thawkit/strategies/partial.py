@@ -1,0 +1,40 @@
+"""Partial freezing: embeddings and the first k encoder layers frozen, the rest trains."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from thawkit.errors import ConfigError
+from thawkit.models.layout import EMBEDDINGS, BlockLayout, layer_block
+from thawkit.registry import register_strategy
+from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan
+
+
+class PartialConfig(StrategyConfig):
+    freeze_layers: int | None = Field(
+        default=None, ge=0, description="encoder layers frozen from the bottom (default: half of them)"
+    )
+
+
+@register_strategy("partial")
+class PartialFreezing(StaticStrategyMixin):
+    """Lower layers hold general features worth keeping; the top adapts to the task."""
+
+    Config = PartialConfig
+    default_lr = 5e-5
+
+    def frozen_layer_count(self, layout: BlockLayout) -> int:
+        k = self.config.freeze_layers  # type: ignore[attr-defined]
+        if k is None:
+            return layout.num_layers // 2
+        if k > layout.num_layers:
+            raise ConfigError(
+                f"--freeze-layers {k} exceeds the model's {layout.num_layers} encoder layers; "
+                f"fix: pass a value from 0 to {layout.num_layers}"
+            )
+        return k
+
+    def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
+        k = self.frozen_layer_count(layout)
+        frozen = {EMBEDDINGS, *(layer_block(i) for i in range(k))}
+        return blocks_plan(layout, [b for b in layout.blocks if b not in frozen])

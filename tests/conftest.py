@@ -1,0 +1,38 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from thawkit.logging_setup import quiet_libraries  # noqa: E402
+from thawkit.testing import make_tiny_model, write_toy_csv  # noqa: E402
+
+quiet_libraries()
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {arch: make_tiny_model(root / arch, arch=arch) for arch in ("bert", "roberta", "distilbert", "deberta-v2")}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tiny_models) -> Path:
+    return tiny_models["bert"]
+
+
+@pytest.fixture(scope="session")
+def toy_csv(tmp_path_factory) -> Path:
+    return write_toy_csv(tmp_path_factory.mktemp("data") / "toy.csv", n=120)
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    if not SHARED_DATASETS.exists():
+        pytest.skip(f"real datasets not found at {SHARED_DATASETS}")
+    return SHARED_DATASETS
