@@ -66,8 +66,16 @@ def _check_max_length(cfg: TrainConfig, model: Any) -> None:
         )
 
 
+def _distributed_cpu() -> bool:
+    """Launched by torchrun / accelerate launch with several processes and no GPU."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def _training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) -> Any:
     from transformers import TrainingArguments
+
+    # Accelerate only sets up CPU data parallelism (gloo) when told the run is on the CPU.
+    cpu_ddp = {"use_cpu": True, "ddp_backend": "gloo"} if _distributed_cpu() else {}
 
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -95,6 +103,7 @@ def _training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) -
         ddp_find_unused_parameters=multi_stage,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        **cpu_ddp,
     )
 
 
@@ -229,13 +238,14 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         metrics[split]["loss"] = float(output.metrics.get(f"{split}_loss", float("nan")))
 
     merge = bool(getattr(strategy.config, "merge", False))
-    ever_trainable = controller.ever_trainable()
+    final_trainable = controller.plan.trainable
     extra = {
         "train_seconds": round(train_seconds, 3),
         "train_loss": float(train_output.training_loss),
         "global_steps": int(trainer.state.global_step),
         "best_checkpoint_metric": trainer.state.best_metric,
-        "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in ever_trainable),
+        # What the last stage reached trains (for gradual: the most that was ever thawed).
+        "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in final_trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
         "stages": controller.stage_log,
         "world_size": args.world_size,
