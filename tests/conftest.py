@@ -2,6 +2,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests never read or fill the user's feature cache.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("THAWKIT_CACHE_DIR", tempfile.mkdtemp(prefix="thawkit-cache-"))
 
 from pathlib import Path  # noqa: E402
 

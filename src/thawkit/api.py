@@ -88,13 +88,9 @@ def _training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) -
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         lr_scheduler_type="linear",
         eval_strategy="epoch",
-        save_strategy="epoch",
+        # The best weights are kept in memory by BestStateCallback: no checkpoint files on disk.
+        save_strategy="no",
         logging_strategy="epoch",
-        load_best_model_at_end=cfg.select_best,
-        metric_for_best_model=cfg.metric,
-        greater_is_better=cfg.metric != "loss",
-        save_total_limit=1,
-        save_only_model=True,
         seed=cfg.seed,
         data_seed=cfg.seed,
         report_to=cfg.report_to or "none",
@@ -150,12 +146,15 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     Pass a ``TrainConfig``, a dict, or keyword options (the CLI flags' names with underscores);
     keyword options override the config. Returns the trained ``Run``.
     """
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, set_seed
+    from transformers import PrinterCallback, set_seed
 
+    from thawkit.engine.best import BestStateCallback
+    from thawkit.engine.cache import FeatureStore
+    from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset, prepare_cached_path, sorted_order
     from thawkit.engine.callbacks import HistoryCallback, RichProgressCallback
     from thawkit.engine.metrics import detailed_metrics, scalar_metrics
     from thawkit.engine.stages import StageCallback, StageController
-    from thawkit.engine.trainability import count_trainable, set_requires_grad
+    from thawkit.engine.trainability import set_requires_grad
     from thawkit.engine.trainer import StrategyTrainer
 
     values = config.model_dump() if isinstance(config, TrainConfig) else dict(config or {})
@@ -187,13 +186,40 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     model = strategy.prepare(model)
     layout = build_layout(model)
     controller = StageController(strategy, model, layout, cfg.resolved_lr(), cfg.weight_decay, decay_names=set())
+    controller.plan = strategy.plan(layout, 0)  # validates strategy options against this model
+    ever_trainable = controller.ever_trainable()
     # DDP registers what is trainable when it wraps the model: everything any stage will train.
-    set_requires_grad(model, controller.ever_trainable())
+    set_requires_grad(model, ever_trainable)
 
-    train_ds = _tokenize(data.train, tokenizer, cfg.max_length)
-    val_ds = _tokenize(data.validation, tokenizer, cfg.max_length)
     args = _training_arguments(cfg, partial_dir / "checkpoints", controller.num_stages > 1)
     is_main = args.process_index == 0
+    train_tokens = _tokenize(data.train, tokenizer, cfg.max_length)
+    val_tokens = _tokenize(data.validation, tokenizer, cfg.max_length)
+    train_ds = SwitchableDataset(train_tokens)
+    val_ds = SwitchableDataset(val_tokens, order=sorted_order(val_tokens))
+
+    runtime, cache_reason = None, "off (--no-cache)"
+    if cfg.cache and args.world_size > 1:
+        cache_reason = "off: distributed runs use the plain path"
+    elif cfg.cache:
+        store = FeatureStore(cfg.cache_dir, cfg.cache_ram_budget_mb)
+        runtime, cache_reason = prepare_cached_path(
+            controller,
+            model,
+            tokenizer,
+            {"train": train_ds, "validation": val_ds},
+            cfg.max_length,
+            cfg.cache_dtype,
+            store,
+            autocast_bf16=cfg.cache_dtype == "bfloat16",
+            batch_size=cfg.eval_batch_size,
+        )
+        if runtime is not None:
+            controller.listeners.append(runtime.follow)
+            controller.full_structure = runtime.surgery.restored
+        else:
+            log.info("Hint: frozen-layer cache not used: %s", cache_reason)
+
     with args.main_process_first(desc="prepare run directory"):
         if is_main and partial_dir.exists():
             shutil.rmtree(partial_dir)  # left over from an interrupted run
@@ -203,35 +229,48 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         return scalar_metrics(np.asarray(logits), np.asarray(eval_pred.label_ids), data.multi_label)
 
     history = HistoryCallback(controller)
-    callbacks = [StageCallback(controller), history, RichProgressCallback(cfg.metric)]
-    if cfg.early_stopping_patience > 0 and cfg.select_best:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    best = BestStateCallback(
+        [p for n, p in model.named_parameters() if n in ever_trainable],
+        metric=cfg.metric,
+        greater_is_better=cfg.metric != "loss",
+        patience=cfg.early_stopping_patience,
+        restore=cfg.select_best,
+    )
+    callbacks = [StageCallback(controller), history, best, RichProgressCallback(cfg.metric)]
     trainer = StrategyTrainer(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=val_ds,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=SwitchableCollator(tokenizer),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         callbacks=callbacks,
         controller=controller,
+        train_lengths=train_ds.lengths() if cfg.group_by_length else None,
     )
     trainer.remove_callback(PrinterCallback)  # the rich progress bar replaces the raw log dicts
     controller.decay_names = set(trainer.get_decay_parameter_names(model))
 
     started = time.perf_counter()
-    train_output = trainer.train()
+    try:
+        train_output = trainer.train()
+    finally:
+        if runtime is not None:
+            runtime.finish()  # the full model again, for evaluation and saving
     train_seconds = time.perf_counter() - started
+    if best.stopped_early:
+        log.info("Early stopping: no %s gain for %d evaluations", cfg.metric, cfg.early_stopping_patience)
+    if best.summary()["restored_best"]:
+        log.info("Restored the best checkpoint (epoch %s, %s %.4f)", best.best_epoch, cfg.metric, best.best_value)
 
-    # The best checkpoint is loaded now; every parameter is frozen again for inference.
     model = trainer.model
     model.eval()
     metrics: dict[str, Any] = {}
-    splits = {"validation": (val_ds, data.validation)}
+    splits = {"validation": val_ds}
     if data.test is not None:
-        splits["test"] = (_tokenize(data.test, tokenizer, cfg.max_length), data.test)
-    for split, (dataset, _) in splits.items():
+        splits["test"] = SwitchableDataset(_tokenize(data.test, tokenizer, cfg.max_length))
+    for split, dataset in splits.items():
         output = trainer.predict(dataset, metric_key_prefix=split)
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         metrics[split] = detailed_metrics(np.asarray(logits), np.asarray(output.label_ids), data.labels, data.multi_label)
@@ -243,25 +282,27 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         "train_seconds": round(train_seconds, 3),
         "train_loss": float(train_output.training_loss),
         "global_steps": int(trainer.state.global_step),
-        "best_checkpoint_metric": trainer.state.best_metric,
+        "best": best.summary(),
         # What the last stage reached trains (for gradual: the most that was ever thawed).
         "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in final_trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
         "stages": controller.stage_log,
         "world_size": args.world_size,
         "merged_lora": merge,
+        "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
         "peak_memory_mb": _peak_memory_mb(),
     }
     info = _run_info(cfg, data, model, extra)
 
     if is_main:
-        shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)  # Trainer's output_dir, empty
         partial_dir.mkdir(parents=True, exist_ok=True)
         to_save = model
         if merge:
+            collate = SwitchableCollator(tokenizer)
             sample = {
                 k: v.to(next(model.parameters()).device)
-                for k, v in DataCollatorWithPadding(tokenizer)([val_ds[i] for i in range(min(8, len(val_ds)))]).items()
+                for k, v in collate([val_ds[i] for i in range(min(8, len(val_ds)))]).items()
                 if k != "labels"
             }
             to_save = _verify_merge(model, model.merge_and_unload, sample)

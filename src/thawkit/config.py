@@ -45,6 +45,13 @@ class TrainConfig(BaseModel):
     metric: Literal["accuracy", "macro_f1", "weighted_f1", "loss"] = Field(
         default="macro_f1", description="validation metric for model selection and early stopping"
     )
+    cache: bool = Field(default=True, description="cache frozen-layer outputs (frozen, partial, gradual)")
+    cache_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        default="float32", description="storage of cached states; bfloat16 also runs the frozen pass in bf16"
+    )
+    cache_dir: Path | None = Field(default=None, description="feature cache folder (default ~/.cache/thawkit)")
+    cache_ram_budget_mb: float = Field(default=4096, gt=0, description="above this, cache files are memory-mapped")
+    group_by_length: bool = Field(default=True, description="batch examples of similar length (less padding)")
     select_best: bool = Field(default=True, description="restore the best validation checkpoint at the end")
     seed: int = Field(default=42, ge=0, description="random seed (init, shuffling, split)")
 

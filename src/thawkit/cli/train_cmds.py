@@ -62,6 +62,9 @@ def train(
     metric: Optional[str] = typer.Option(None, "--metric", help="model-selection metric: macro_f1, accuracy, ..."),
     warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio", help="warmup share of steps (default 0.1)"),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default 0.01)"),
+    cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="cache frozen-layer outputs (default on)"),
+    cache_dtype: Optional[str] = typer.Option(None, "--cache-dtype", help="float32 (exact), bfloat16 or float16"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="feature cache folder"),
     freeze_layers: Optional[int] = typer.Option(None, "--freeze-layers", help="partial: layers frozen from the bottom"),
     unfreeze_every: Optional[int] = typer.Option(None, "--unfreeze-every", help="gradual: steps per stage (default: epoch)"),
     layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="llrd: LR factor per layer down (default 0.9)"),
@@ -82,7 +85,8 @@ def train(
         label_col=label_col, multi_label=multi_label, label_sep=label_sep, model=model, strategy=strategy,
         epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed, out=out,
         overwrite=overwrite, early_stopping_patience=early_stopping_patience, metric=metric,
-        warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+        warmup_ratio=warmup_ratio, weight_decay=weight_decay, cache=cache, cache_dtype=cache_dtype,
+        cache_dir=cache_dir,
     )
     values.update({k: v for k, v in flags.items() if v is not None})
     if values.get("data") is None:

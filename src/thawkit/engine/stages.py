@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from torch import nn
@@ -38,6 +39,10 @@ class StageController:
         self.stage = 0
         self.plan: TrainablePlan = strategy.plan(layout, 0)
         self.stage_log: list[dict[str, Any]] = []
+        # Called with the new plan at every stage change (the cached path follows the boundary).
+        self.listeners: list[Any] = []
+        # Parameter names refer to the full model; the cached path provides a context restoring it.
+        self.full_structure: Any = contextlib.nullcontext
 
     def ever_trainable(self) -> set[str]:
         """Union over stages: what DDP must register as trainable when it wraps the model."""
@@ -58,17 +63,20 @@ class StageController:
         """Apply the plan of ``stage``: requires_grad, eval modes, and new optimizer groups."""
         self.stage = stage
         self.plan = self.strategy.plan(self.layout, stage)
-        set_requires_grad(self.model, self.plan.trainable)
-        if optimizer is not None:
-            new_groups = build_param_groups(
-                self.model,
-                self.plan,
-                self.base_lr,
-                self.weight_decay,
-                self.decay_names,
-                exclude=params_in_optimizer(optimizer),
-            )
-            add_groups_to_optimizer(optimizer, scheduler, new_groups)
+        with self.full_structure():
+            set_requires_grad(self.model, self.plan.trainable)
+            if optimizer is not None:
+                new_groups = build_param_groups(
+                    self.model,
+                    self.plan,
+                    self.base_lr,
+                    self.weight_decay,
+                    self.decay_names,
+                    exclude=params_in_optimizer(optimizer),
+                )
+                add_groups_to_optimizer(optimizer, scheduler, new_groups)
+        for listener in self.listeners:
+            listener(self.plan)
         self.stage_log.append(
             {"stage": stage, "step": global_step, "trainable_blocks": self.plan.trainable_blocks(self.layout)}
         )

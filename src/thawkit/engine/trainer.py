@@ -17,9 +17,26 @@ class StrategyTrainer(Trainer):
     - frozen blocks are put back in eval mode after the Trainer's ``model.train()``.
     """
 
-    def __init__(self, *args: Any, controller: StageController, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, controller: StageController, train_lengths: list[int] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.controller = controller
+        self.train_lengths = train_lengths
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """Length-grouped batches (random mega-batches sorted by length): little padding, still shuffled."""
+        if self.train_lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        generator = torch.Generator()
+        generator.manual_seed(self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+        return LengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            lengths=self.train_lengths,
+            generator=generator,
+        )
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         if self.optimizer is None:

@@ -1,0 +1,64 @@
+"""Keep the best weights seen at any evaluation in memory, stop early, restore them at the end.
+
+Only parameters that can change (what any stage trains) are copied. Holding parameter objects
+rather than names keeps this correct while the cached path has the model's modules swapped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+
+class BestStateCallback(TrainerCallback):
+    def __init__(self, params: list[torch.nn.Parameter], metric: str, greater_is_better: bool, patience: int, restore: bool) -> None:
+        self.params = params
+        self.metric = metric
+        self.greater_is_better = greater_is_better
+        self.patience = patience
+        self.restore = restore
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+        self.best_epoch: float | None = None
+        self.stopped_early = False
+        self._snapshot: list[torch.Tensor] | None = None
+        self._bad_evaluations = 0
+
+    def _improved(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.greater_is_better else value < self.best_value
+
+    def on_evaluate(self, args, state, control, metrics: dict[str, Any] | None = None, **kwargs):  # type: ignore[override]
+        if not metrics or f"eval_{self.metric}" not in metrics:
+            return
+        value = float(metrics[f"eval_{self.metric}"])
+        if self._improved(value):
+            self.best_value, self.best_step, self.best_epoch = value, state.global_step, state.epoch
+            self._bad_evaluations = 0
+            if self.restore:
+                self._snapshot = [p.detach().clone() for p in self.params]
+        else:
+            self._bad_evaluations += 1
+            if self.patience and self._bad_evaluations >= self.patience:
+                control.should_training_stop = True
+                self.stopped_early = True
+
+    def on_train_end(self, args, state, control, **kwargs):  # type: ignore[override]
+        if self.restore and self._snapshot is not None:
+            with torch.no_grad():
+                for param, saved in zip(self.params, self._snapshot):
+                    param.copy_(saved)
+            self._snapshot = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "best_value": self.best_value,
+            "best_step": self.best_step,
+            "best_epoch": self.best_epoch,
+            "restored_best": self.restore and self.best_step is not None,
+            "stopped_early": self.stopped_early,
+        }

@@ -1,0 +1,163 @@
+"""Frozen-layer caching: exact, equivalent to the plain path, and never stale."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import thawkit
+from thawkit.engine.cache import FeatureStore, compute_states
+from thawkit.engine.cached_training import SwitchableCollator
+from thawkit.engine.surgery import ModelSurgery
+from thawkit.models.layout import build_layout
+
+TEXTS = [
+    "the film was great",
+    "a long and dull story with a weak ending and poor music",
+    "superb",
+    "the cast was brilliant and the plot delightful",
+]
+
+
+def _classifier(model_dir, num_layers_expected=2):
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=3).eval()
+    return model
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "deberta-v2"])
+def test_cached_logits_equal_plain_logits_at_every_boundary(tiny_models, arch):
+    from transformers import AutoTokenizer
+
+    model = _classifier(tiny_models[arch])
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_models[arch]))
+    layout = build_layout(model)
+    surgery = ModelSurgery(model, layout)
+    features = [dict(tokenizer(text)) for text in TEXTS]
+    collator = SwitchableCollator(tokenizer)
+    with torch.inference_mode():
+        plain = model(**collator(features)).logits
+    # DeBERTa-v2's encoder cannot run with zero layers: the engine's self-check sends that case
+    # to the plain path (tested below); every other boundary is exact.
+    top = layout.num_layers if arch != "deberta-v2" else layout.num_layers - 1
+    boundaries = list(range(top + 1))
+    for first_token_only in ((False, True) if arch != "deberta-v2" else (False,)):
+        wanted = [layout.num_layers] if first_token_only else boundaries
+        states = compute_states(surgery, [{k: f[k] for k in f if k != "attention_mask"} for f in features], wanted, first_token_only, "float32", batch_size=3)
+        for boundary in wanted:
+            surgery.start_at(boundary)
+            try:
+                batch = collator([{"inputs_embeds": states[boundary].get(i), "labels": 0} for i in range(len(TEXTS))])
+                with torch.inference_mode():
+                    cached = model(inputs_embeds=batch["inputs_embeds"], attention_mask=batch["attention_mask"]).logits
+            finally:
+                surgery.restore()
+            torch.testing.assert_close(cached, plain, atol=1e-5, rtol=1e-5, msg=f"{arch} boundary {boundary}")
+    # Only real tokens are stored: no padding rows.
+    lengths = [len(f["input_ids"]) for f in features]
+    assert states_total_rows(compute_states(surgery, features, [1], False, "float32")[1]) == sum(lengths)
+
+
+def states_total_rows(states) -> int:
+    return int(states.offsets[-1])
+
+
+@pytest.mark.parametrize(
+    "strategy, options, epochs",
+    [("frozen", {}, 2), ("partial", {"freeze_layers": 1}, 2), ("gradual", {}, 3), ("llrd", {"gradual": True}, 3)],
+)
+def test_cached_training_matches_plain_training(tiny_bert, toy_csv, tmp_path, strategy, options, epochs):
+    common = dict(
+        data=toy_csv, model=str(tiny_bert), strategy=strategy, strategy_options=options, epochs=epochs, lr=2e-3,
+        max_length=32, batch_size=16, seed=3, early_stopping_patience=0, select_best=False,
+    )
+    cached = thawkit.train(**common, out=tmp_path / "cached", cache=True)
+    plain = thawkit.train(**common, out=tmp_path / "plain", cache=False)
+    assert cached.info["cache"]["used"] is True
+    assert plain.info["cache"]["used"] is False
+    plain_params = dict(plain.model.named_parameters())
+    before = dict(_classifier(tiny_bert).named_parameters())
+    moved = 0
+    for name, param in cached.model.named_parameters():
+        torch.testing.assert_close(param, plain_params[name], atol=2e-5, rtol=1e-4, msg=name)
+        if name in before and not torch.equal(param, before[name]):
+            moved += 1
+    assert moved > 0  # trainable layers did change, identically in both paths
+    assert cached.history[-1]["validation"]["loss"] == pytest.approx(plain.history[-1]["validation"]["loss"], abs=1e-4)
+
+
+def test_cache_is_reused_and_invalidated(tiny_models, toy_csv, tmp_path):
+    FeatureStore.forget_in_memory()
+    store_dir = tmp_path / "features"
+    common = dict(strategy="partial", strategy_options={"freeze_layers": 1}, epochs=1, max_length=32, cache_dir=store_dir)
+
+    def cache_info(name, **overrides):
+        FeatureStore.forget_in_memory()  # a fresh process: only the disk cache remains
+        settings = {**common, "data": toy_csv, "model": str(tiny_models["bert"]), **overrides}
+        return thawkit.train(**settings, out=tmp_path / name).info["cache"]
+
+    first = cache_info("a")
+    assert first["used"] and not first["reused"]
+    assert cache_info("b")["reused"]  # same weights, tokenizer, settings, data
+    assert not cache_info("c", max_length=24)["reused"]  # a tokenizer setting changed
+    changed_data = tmp_path / "changed.csv"
+    changed_data.write_text(toy_csv.read_text().replace("great", "good"))
+    assert not cache_info("d", data=changed_data)["reused"]  # the data changed
+    assert not cache_info("e", model=str(tiny_models["roberta"]))["reused"]  # another checkpoint
+    # The same checkpoint folder with different weights inside must not reuse either.
+    from transformers import AutoModel
+
+    altered = tmp_path / "altered"
+    model = AutoModel.from_pretrained(str(tiny_models["bert"]))
+    with torch.no_grad():
+        model.encoder.layer[0].output.dense.weight.add_(0.01)
+    model.save_pretrained(str(altered))
+    (altered / "tokenizer.json").write_bytes((tiny_models["bert"] / "tokenizer.json").read_bytes())
+    (altered / "tokenizer_config.json").write_bytes((tiny_models["bert"] / "tokenizer_config.json").read_bytes())
+    assert not cache_info("f", model=str(altered))["reused"]
+    # Changing only the unfrozen top layer keeps the cache valid (layer 0 is below the boundary).
+    top_only = tmp_path / "top-only"
+    model = AutoModel.from_pretrained(str(tiny_models["bert"]))
+    with torch.no_grad():
+        model.encoder.layer[1].output.dense.weight.add_(0.01)
+    model.save_pretrained(str(top_only))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (top_only / name).write_bytes((tiny_models["bert"] / name).read_bytes())
+    assert cache_info("g", model=str(top_only))["reused"]
+
+
+def test_memory_mapped_cache_gives_the_same_model(tiny_bert, toy_csv, tmp_path):
+    common = dict(data=toy_csv, model=str(tiny_bert), strategy="gradual", epochs=2, lr=2e-3, max_length=32, seed=5,
+                  early_stopping_patience=0, select_best=False)
+    FeatureStore.forget_in_memory()
+    in_ram = thawkit.train(**common, out=tmp_path / "ram", cache_dir=tmp_path / "c1")
+    FeatureStore.forget_in_memory()
+    mapped = thawkit.train(**common, out=tmp_path / "mmap", cache_dir=tmp_path / "c2", cache_ram_budget_mb=1e-6)
+    assert mapped.info["cache"]["memory_mapped"] and not in_ram.info["cache"]["memory_mapped"]
+    for (name, a), (_, b) in zip(in_ram.model.named_parameters(), mapped.model.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_bfloat16_cache_trains_close_to_fp32(tiny_bert, toy_csv, tmp_path):
+    common = dict(data=toy_csv, model=str(tiny_bert), strategy="frozen", epochs=2, lr=2e-3, max_length=32, seed=5)
+    fp32 = thawkit.train(**common, out=tmp_path / "fp32")
+    bf16 = thawkit.train(**common, out=tmp_path / "bf16", cache_dtype="bfloat16")
+    assert bf16.info["cache"]["storage"] == "bfloat16"
+    assert bf16.info["cache"]["bytes"] * 2 == fp32.info["cache"]["bytes"]
+    texts = ["a great film", "awful plot"]
+    torch.testing.assert_close(torch.tensor(bf16.logits(texts)), torch.tensor(fp32.logits(texts)), atol=5e-2, rtol=5e-2)
+
+
+def test_inexact_boundary_falls_back_to_plain_path(tiny_models, toy_csv, tmp_path):
+    run = thawkit.train(data=toy_csv, model=str(tiny_models["deberta-v2"]), strategy="frozen", epochs=1, max_length=32, out=tmp_path / "d")
+    assert run.info["cache"]["used"] is False and "self-check" in run.info["cache"]["reason"]
+    partial = thawkit.train(data=toy_csv, model=str(tiny_models["deberta-v2"]), strategy="partial", epochs=1, max_length=32, out=tmp_path / "p")
+    assert partial.info["cache"]["used"] is True
+
+
+def test_lora_and_full_use_the_plain_path(tiny_bert, toy_csv, tmp_path):
+    for strategy in ("full", "lora"):
+        run = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy=strategy, epochs=1, max_length=32, out=tmp_path / strategy)
+        assert run.info["cache"]["used"] is False and "reason" in run.info["cache"]
