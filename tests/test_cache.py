@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -161,3 +162,47 @@ def test_lora_and_full_use_the_plain_path(tiny_bert, toy_csv, tmp_path):
     for strategy in ("full", "lora"):
         run = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy=strategy, epochs=1, max_length=32, out=tmp_path / strategy)
         assert run.info["cache"]["used"] is False and "reason" in run.info["cache"]
+
+
+@pytest.mark.parametrize("pooling, head", [("mean", "linear"), ("cls", "mlp"), ("mean", "logreg")])
+def test_frozen_pooled_heads(tiny_bert, toy_csv, tmp_path, pooling, head):
+    run = thawkit.train(
+        data=toy_csv, model=str(tiny_bert), strategy="frozen", strategy_options={"pooling": pooling, "head": head},
+        epochs=2, lr=1e-2, max_length=32, out=tmp_path / "run",
+    )
+    assert run.info["cache"]["used"] is True
+    assert (tmp_path / "run" / "thawkit_head.json").exists() and (tmp_path / "run" / "backbone" / "config.json").exists()
+    texts = ["a great film", "awful and boring plot", "the ending"]
+    reloaded = thawkit.load(tmp_path / "run")
+    np.testing.assert_allclose(reloaded.logits(texts), run.logits(texts), atol=1e-5)
+    # The backbone never changed: its weights equal the pretrained ones.
+    from transformers import AutoModel
+
+    pretrained = dict(AutoModel.from_pretrained(str(tiny_bert)).named_parameters())
+    for name, param in run.model.backbone.named_parameters():
+        assert torch.equal(param, pretrained[name]), name
+    assert len(run.history) == (1 if head == "logreg" else 2)
+    assert run.history[0]["trainable_blocks"] == ["head"]
+
+
+def test_logreg_head_matches_scikit_learn(tiny_bert, toy_csv, tmp_path):
+    """The stored linear head gives scikit-learn's own probabilities, fitted on the same rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from thawkit.data import load_classification_data
+    from thawkit.models.pooled import pool
+
+    run = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="frozen", strategy_options={"pooling": "mean", "head": "logreg"},
+                        max_length=32, out=tmp_path / "run", seed=42)
+    data = load_classification_data(toy_csv, seed=42)  # the same seeded split as the run
+
+    def features(texts):
+        batch = run.tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+        with torch.inference_mode():
+            return pool(run.model.backbone(**batch).last_hidden_state, batch["attention_mask"], "mean").numpy()
+
+    reference = LogisticRegression(max_iter=2000, random_state=42).fit(features(list(data.train["text"])), data.train["labels"])
+    texts = list(data.validation["text"])
+    expected = reference.predict_proba(features(texts))
+    ours = np.array([[p["scores"][label] for label in run.labels] for p in run.predict(texts)])
+    np.testing.assert_allclose(ours, expected, atol=1e-4)

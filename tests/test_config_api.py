@@ -54,14 +54,17 @@ def test_run_directory_contents(tiny_bert, toy_csv, tmp_path):
             "history.jsonl"} <= files
     assert "checkpoints" not in files
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(metrics) == {"validation", "test"}
-    for split in metrics.values():
+    assert set(metrics) == {"validation", "test", "forgetting"}
+    assert metrics["forgetting"]["mean_cka"] == pytest.approx(1.0)  # frozen: the backbone did not move
+    for split in (metrics["validation"], metrics["test"]):
         assert {"accuracy", "macro_f1", "per_class", "confusion_matrix", "loss"} <= set(split)
         assert set(split["per_class"]) == {"negative", "positive"}
         matrix = split["confusion_matrix"]["matrix"]
         assert sum(map(sum, matrix)) == split["num_examples"]
     assert json.loads((tmp_path / "run" / "labels.json").read_text()) == {"labels": ["negative", "positive"], "multi_label": False}
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["type"] == "forgetting"
+    history = history[:-1]
     assert [h["epoch"] for h in history] == [1.0, 2.0]
     for record in history:
         assert {"step", "epoch", "train_loss", "validation", "trainable_params", "trainable_blocks"} <= set(record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import time
@@ -15,6 +16,11 @@ import torch
 from thawkit.config import TrainConfig, make_config
 from thawkit.data.classification import ClassificationData, load_classification_data
 from thawkit.errors import ConfigError
+from thawkit.guards import GuardReport
+from thawkit.guards.imbalance import balanced_class_weights, check_imbalance
+from thawkit.guards.learning_rate import DivergenceMonitor, check_learning_rate
+from thawkit.guards.overfitting import check_overfitting
+from thawkit.guards.tokenizer import check_tokenizer
 from thawkit.models.backbone import load_sequence_classifier, load_tokenizer, resolve_model_path
 from thawkit.models.layout import build_layout
 from thawkit.registry import get_strategy_class
@@ -160,6 +166,9 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     values = config.model_dump() if isinstance(config, TrainConfig) else dict(config or {})
     values.update({k: v for k, v in options.items() if v is not None})
     cfg = make_config(values)
+    advice = None
+    if cfg.strategy == "auto":
+        cfg, advice = _resolve_auto(cfg)
     final_dir = Path(cfg.out) if cfg.out is not None else default_run_dir(cfg.strategy)
     check_destination(final_dir, cfg.overwrite)
     partial_dir = partial_dir_for(final_dir)
@@ -177,12 +186,33 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         val_fraction=cfg.val_fraction,
         seed=cfg.seed,
     )
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     problem_type = "multi_label_classification" if data.multi_label else "single_label_classification"
-    model = load_sequence_classifier(cfg.model, len(data.labels), data.id2label, problem_type)
-    _check_max_length(cfg, model)
-
     strategy = get_strategy_class(cfg.strategy)(cfg.strategy_config())
+    # A strategy may bring its own model (the frozen strategy's pooled-feature heads); else Auto.
+    custom_loader = getattr(strategy, "load_model", None)
+    model = custom_loader(cfg.model, len(data.labels), data.id2label, problem_type) if custom_loader else None
+    if model is None:
+        model = load_sequence_classifier(cfg.model, len(data.labels), data.id2label, problem_type)
+    _check_max_length(cfg, model)
+    fit_logreg = getattr(strategy.config, "head", None) == "logreg"
+    if fit_logreg and data.multi_label:
+        raise ConfigError("head 'logreg' handles single-label data only; fix: use head 'linear' or 'mlp' for multi-label")
+    guards = GuardReport(strict=cfg.strict)
+    guards.add(check_learning_rate(cfg.strategy, cfg.resolved_lr()))
+    guards.add(check_tokenizer(tokenizer, model, data.train["text"].tolist()))
+    class_counts = {label: 0 for label in data.labels}
+    for names in data.train["label_names"]:
+        for name in names:
+            class_counts[name] += 1
+    guards.add(check_imbalance(class_counts, cfg.class_weights, cfg.metric))
+    class_weights = None
+    if cfg.class_weights == "auto":
+        counts = [class_counts[label] for label in data.labels]
+        if data.multi_label:  # positives of label c are up-weighted by negatives / positives
+            class_weights = [(len(data.train) - c) / max(c, 1) for c in counts]
+        else:
+            class_weights = balanced_class_weights(counts)
     model = strategy.prepare(model)
     layout = build_layout(model)
     controller = StageController(strategy, model, layout, cfg.resolved_lr(), cfg.weight_decay, decay_names=set())
@@ -213,11 +243,12 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
             store,
             autocast_bf16=cfg.cache_dtype == "bfloat16",
             batch_size=cfg.eval_batch_size,
+            reachable_stages=_reachable_stages(strategy, cfg, len(train_ds), args.world_size),
         )
         if runtime is not None:
             controller.listeners.append(runtime.follow)
             controller.full_structure = runtime.surgery.restored
-        else:
+        elif "self-check" in cache_reason:
             log.info("Hint: frozen-layer cache not used: %s", cache_reason)
 
     with args.main_process_first(desc="prepare run directory"):
@@ -248,17 +279,29 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         callbacks=callbacks,
         controller=controller,
         train_lengths=train_ds.lengths() if cfg.group_by_length else None,
+        class_weights=class_weights,
+        divergence=DivergenceMonitor(cfg.resolved_lr()),
     )
     trainer.remove_callback(PrinterCallback)  # the rich progress bar replaces the raw log dicts
     controller.decay_names = set(trainer.get_decay_parameter_names(model))
 
     started = time.perf_counter()
     try:
-        train_output = trainer.train()
+        if fit_logreg:
+            from thawkit.engine.feature_heads import fit_logreg_head
+
+            training_loss = fit_logreg_head(trainer, controller, history, cfg.seed)
+        else:
+            training_loss = float(trainer.train().training_loss)
+    except BaseException:
+        if is_main:
+            shutil.rmtree(partial_dir, ignore_errors=True)  # never leave a half-written run
+        raise
     finally:
         if runtime is not None:
             runtime.finish()  # the full model again, for evaluation and saving
     train_seconds = time.perf_counter() - started
+    guards.add(check_overfitting(history.records))
     if best.stopped_early:
         log.info("Early stopping: no %s gain for %d evaluations", cfg.metric, cfg.early_stopping_patience)
     if best.summary()["restored_best"]:
@@ -276,11 +319,15 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         metrics[split] = detailed_metrics(np.asarray(logits), np.asarray(output.label_ids), data.labels, data.multi_label)
         metrics[split]["loss"] = float(output.metrics.get(f"{split}_loss", float("nan")))
 
+    if cfg.measure_forgetting and is_main:
+        metrics["forgetting"] = _measure_forgetting(cfg, model, tokenizer)
+        history.records.append({"type": "forgetting", "step": int(trainer.state.global_step), **metrics["forgetting"]})
+
     merge = bool(getattr(strategy.config, "merge", False))
     final_trainable = controller.plan.trainable
     extra = {
         "train_seconds": round(train_seconds, 3),
-        "train_loss": float(train_output.training_loss),
+        "train_loss": training_loss,
         "global_steps": int(trainer.state.global_step),
         "best": best.summary(),
         # What the last stage reached trains (for gradual: the most that was ever thawed).
@@ -291,6 +338,9 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         "merged_lora": merge,
         "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
         "peak_memory_mb": _peak_memory_mb(),
+        "advice": advice.as_dict() if advice is not None else None,
+        "guards": guards.as_list(),
+        "class_weights": class_weights,
     }
     info = _run_info(cfg, data, model, extra)
 
@@ -317,6 +367,46 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     trainer.accelerator.wait_for_everyone()
     set_requires_grad(model, [])
     return Run(model, tokenizer, data.labels, data.multi_label, info, path=final_dir)
+
+
+def _reachable_stages(strategy: Any, cfg: TrainConfig, num_examples: int, world_size: int) -> int:
+    """Stages a run of this length gets to: one per epoch, or one per ``every_steps`` steps."""
+    steps_per_epoch = math.ceil(num_examples / (cfg.batch_size * cfg.gradient_accumulation_steps * world_size))
+    every = strategy.stage_every_steps
+    if every:
+        return math.ceil(math.ceil(steps_per_epoch * cfg.epochs) / every)
+    return math.ceil(cfg.epochs)
+
+
+def _measure_forgetting(cfg: TrainConfig, model: Any, tokenizer: Any) -> dict[str, Any]:
+    from transformers import AutoModel
+
+    from thawkit.advisor.similarity import general_sentences, load_mlm_if_trained
+    from thawkit.guards.forgetting import measure_forgetting
+    from thawkit.models.backbone import _from_pretrained
+
+    pretrained = _from_pretrained(AutoModel, cfg.model)
+    mlm = load_mlm_if_trained(resolve_model_path(cfg.model))
+    return measure_forgetting(model, pretrained, tokenizer, general_sentences(), mlm)
+
+
+def _resolve_auto(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
+    """``--strategy auto``: take the advisor's strategy, and its epochs and max length unless given."""
+    from thawkit.advisor import advise
+
+    advice = advise(
+        cfg.data, model=cfg.model, text_col=cfg.text_col, text_pair_col=cfg.text_pair_col, label_col=cfg.label_col,
+        validation=cfg.validation, seed=cfg.seed,
+        max_length=cfg.max_length if "max_length" in cfg.model_fields_set else None,
+    )
+    update: dict[str, Any] = {"strategy": advice.strategy}
+    if "epochs" not in cfg.model_fields_set:
+        update["epochs"] = advice.epochs
+    if "max_length" not in cfg.model_fields_set:
+        update["max_length"] = advice.max_length
+    log.info("strategy auto -> %s (%s)", advice.strategy, advice.reasons[-1])
+    values = {**cfg.model_dump(), **update}
+    return make_config(values), advice
 
 
 def _peak_memory_mb() -> float:

@@ -29,7 +29,8 @@ class TrainConfig(BaseModel):
 
     # Model and strategy
     model: str = Field(default=DEFAULT_MODEL, description="hub id, local folder or alias (minilm-l6)")
-    strategy: str = Field(default="full", description="transfer-learning strategy")
+    tokenizer: str | None = Field(default=None, description="tokenizer (default: the model's own)")
+    strategy: str = Field(default="full", description="transfer-learning strategy, or 'auto' (thawkit advise)")
     strategy_options: dict[str, Any] = Field(default_factory=dict, description="the strategy's own options")
 
     # Optimisation (defaults follow common practice for BERT-style fine-tuning)
@@ -52,6 +53,9 @@ class TrainConfig(BaseModel):
     cache_dir: Path | None = Field(default=None, description="feature cache folder (default ~/.cache/thawkit)")
     cache_ram_budget_mb: float = Field(default=4096, gt=0, description="above this, cache files are memory-mapped")
     group_by_length: bool = Field(default=True, description="batch examples of similar length (less padding)")
+    class_weights: Literal["none", "auto"] = Field(default="none", description="auto: weight the loss by inverse class frequency")
+    strict: bool = Field(default=False, description="turn guard warnings into errors")
+    measure_forgetting: bool = Field(default=True, description="measure representation drift after training")
     select_best: bool = Field(default=True, description="restore the best validation checkpoint at the end")
     seed: int = Field(default=42, ge=0, description="random seed (init, shuffling, split)")
 
@@ -62,6 +66,10 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_strategy(self) -> "TrainConfig":
+        if self.strategy == "auto":
+            if self.strategy_options:
+                raise ValueError("strategy options need a named strategy, not 'auto'")
+            return self
         strategy_cls = get_strategy_class(self.strategy)
         try:
             strategy_cls.Config(**self.strategy_options)

@@ -38,7 +38,11 @@ class Run:
 
         run, info, labels = read_run_files(path)
         tokenizer = AutoTokenizer.from_pretrained(str(run))
-        if (run / "adapter_config.json").exists():
+        from thawkit.models.pooled import HEAD_CONFIG, PooledHeadClassifier
+
+        if (run / HEAD_CONFIG).exists():
+            model = PooledHeadClassifier.from_pretrained(run)
+        elif (run / "adapter_config.json").exists():
             from peft import PeftModel
 
             from thawkit.models.backbone import load_sequence_classifier
@@ -50,7 +54,7 @@ class Run:
                 problem_type=info["problem_type"],
             )
             model = PeftModel.from_pretrained(base, str(run))
-        else:
+        else:  # a standard Hugging Face model folder
             model = AutoModelForSequenceClassification.from_pretrained(str(run))
         model.eval()
         return cls(model, tokenizer, labels["labels"], labels["multi_label"], info, path=run)
@@ -63,7 +67,13 @@ class Run:
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        return read_history(self.path) if self.path is not None else []
+        """One record per evaluation during training (the learning curve)."""
+        records = read_history(self.path) if self.path is not None else []
+        return [r for r in records if "type" not in r]
+
+    @property
+    def forgetting(self) -> dict[str, Any] | None:
+        return self.metrics.get("forgetting")
 
     # -- inference -------------------------------------------------------------------------
     @torch.inference_mode()

@@ -14,10 +14,12 @@ def metrics_table(metrics: dict[str, dict[str, Any]], title: str = "metrics") ->
     table = Table(title=title)
     table.add_column("split")
     names = ["accuracy", "macro_f1", "weighted_f1", "micro_f1", "loss", "num_examples"]
-    shown = [n for n in names if any(n in split for split in metrics.values())]
+    shown = [n for n in names if any(isinstance(split, dict) and n in split for split in metrics.values())]
     for name in shown:
         table.add_column(name, justify="right")
     for split, values in metrics.items():
+        if not isinstance(values, dict) or "accuracy" not in values:
+            continue  # e.g. the forgetting meter's block
         cells = []
         for name in shown:
             value = values.get(name)

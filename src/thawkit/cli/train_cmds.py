@@ -49,7 +49,7 @@ def train(
     multi_label: Optional[bool] = typer.Option(None, "--multi-label/--single-label", help="default: detected"),
     label_sep: Optional[str] = typer.Option(None, "--label-sep", help="separator in multi-label cells (default ',')"),
     model: Optional[str] = typer.Option(None, "--model", help="hub id, local folder or alias (default minilm-l6)"),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="full, frozen, partial, gradual, llrd, lora"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="full, frozen, partial, gradual, llrd, lora, or auto"),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="training epochs (default 3)"),
     lr: Optional[float] = typer.Option(None, "--lr", help="base learning rate (default: per strategy)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="per-device batch size (default 16)"),
@@ -62,6 +62,10 @@ def train(
     metric: Optional[str] = typer.Option(None, "--metric", help="model-selection metric: macro_f1, accuracy, ..."),
     warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio", help="warmup share of steps (default 0.1)"),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default 0.01)"),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="tokenizer (default: the model's own)"),
+    class_weights: Optional[str] = typer.Option(None, "--class-weights", help="none or auto (inverse class frequency)"),
+    strict: Optional[bool] = typer.Option(None, "--strict", help="turn guard warnings into errors"),
+    measure_forgetting: Optional[bool] = typer.Option(None, "--forgetting/--no-forgetting", help="measure drift after training"),
     cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="cache frozen-layer outputs (default on)"),
     cache_dtype: Optional[str] = typer.Option(None, "--cache-dtype", help="float32 (exact), bfloat16 or float16"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="feature cache folder"),
@@ -86,7 +90,8 @@ def train(
         epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed, out=out,
         overwrite=overwrite, early_stopping_patience=early_stopping_patience, metric=metric,
         warmup_ratio=warmup_ratio, weight_decay=weight_decay, cache=cache, cache_dtype=cache_dtype,
-        cache_dir=cache_dir,
+        cache_dir=cache_dir, tokenizer=tokenizer, class_weights=class_weights, strict=strict,
+        measure_forgetting=measure_forgetting,
     )
     values.update({k: v for k, v in flags.items() if v is not None})
     if values.get("data") is None:
@@ -116,6 +121,11 @@ def _summary(run: Any) -> None:
         f"trainable params {info['trainable_params']:,} of {info['total_params']:,} ({share:.2f}%) · "
         f"train time {info['train_seconds']:.1f}s · peak memory {info['peak_memory_mb']:.0f} MB"
     )
+    forgetting = run.metrics.get("forgetting")
+    if forgetting:
+        console.print(f"forgetting: mean CKA to the pretrained encoder {forgetting['mean_cka']:.3f} (min {forgetting['min_cka']:.3f})")
+    for finding in info.get("guards", []):
+        console.print(f"[yellow]warning[/yellow] {finding['guard']}: {finding['message']}; fix: {finding['fix']}")
     console.print(f"run saved to [bold]{run.path}[/bold]")
 
 

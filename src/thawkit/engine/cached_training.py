@@ -184,10 +184,16 @@ def prepare_cached_path(
     store: FeatureStore,
     autocast_bf16: bool,
     batch_size: int = 64,
+    reachable_stages: int | None = None,
 ) -> tuple[CachedRuntime | None, str]:
-    """Compute (or reuse) the frozen-layer cache if the cached path is exact here; else say why not."""
+    """Compute (or reuse) the frozen-layer cache if the cached path is exact here; else say why not.
+
+    ``reachable_stages``: how many stages the run will get to (a 3-epoch gradual run never reaches
+    layer 0's stage); boundaries of later stages are not computed.
+    """
     layout = controller.layout
-    stage_boundaries = [boundary_for(controller.strategy.plan(layout, s), layout) for s in range(controller.num_stages)]
+    stages = controller.num_stages if reachable_stages is None else max(1, min(controller.num_stages, reachable_stages))
+    stage_boundaries = [boundary_for(controller.strategy.plan(layout, s), layout) for s in range(stages)]
     boundaries = sorted({b for b in stage_boundaries if b is not None and b > 0})
     if not boundaries:
         return None, "every stage trains the embeddings or the first layer: nothing frozen to cache"

@@ -18,11 +18,19 @@ class StrategyTrainer(Trainer):
     """
 
     def __init__(
-        self, *args: Any, controller: StageController, train_lengths: list[int] | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        controller: StageController,
+        train_lengths: list[int] | None = None,
+        class_weights: list[float] | None = None,
+        divergence: Any = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.controller = controller
         self.train_lengths = train_lengths
+        self.class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.divergence = divergence  # thawkit.guards.learning_rate.DivergenceMonitor
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         """Length-grouped batches (random mega-batches sorted by length): little padding, still shuffled."""
@@ -48,6 +56,22 @@ class StrategyTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):  # type: ignore[override]
         if model.training:
             self.controller.enforce_eval_modes()
-        return super().compute_loss(
-            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-        )
+        if self.class_weights is not None and "labels" in inputs:
+            labels = inputs["labels"]
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            weights = self.class_weights.to(outputs.logits.device)
+            if labels.dtype.is_floating_point:  # multi-label: up-weight the positives of rare labels
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(outputs.logits, labels, pos_weight=weights)
+            else:
+                loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weights)
+            result = (loss, outputs) if return_outputs else loss
+        else:
+            result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if model.training and self.divergence is not None:
+            loss = result[0] if isinstance(result, tuple) else result
+            finding = self.divergence.observe(float(loss.detach()))
+            if finding is not None:
+                from thawkit.guards.base import GuardError
+
+                raise GuardError(finding.line())
+        return result

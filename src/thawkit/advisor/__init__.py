@@ -1,0 +1,152 @@
+"""``thawkit advise``: recommend a strategy from data size, measured domain similarity and budget."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thawkit.advisor.profile import DataProfile, build_profile
+from thawkit.advisor.rules import Situation, decide
+from thawkit.advisor.similarity import DomainSimilarity, load_mlm_if_trained, measure_domain_similarity
+from thawkit.errors import ConfigError
+
+__all__ = ["Advice", "advise", "parse_budget", "parse_memory"]
+
+
+@dataclass
+class Advice:
+    strategy: str
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    max_length: int
+    expected_seconds: float
+    expected_memory_gb: float
+    rule: str
+    reasons: list[str]
+    warnings: list[str]
+    suggestions: list[str]
+    domain: DomainSimilarity
+    profile: DataProfile
+    alternatives: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        result = asdict(self)
+        result["domain"] = self.domain.as_dict()
+        result["profile"] = self.profile.as_dict()
+        return result
+
+
+def parse_budget(text: str | None) -> float | None:
+    """'30m', '2h', '90s', '1h30m' -> seconds."""
+    if text is None:
+        return None
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text.strip().lower())
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != re.sub(r"\s+", "", text.strip().lower()):
+        raise ConfigError(f"--budget {text!r} is not a duration; fix: write e.g. 30m, 2h or 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+def parse_memory(text: str | None) -> float | None:
+    """'16GB', '512MB' -> GiB."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(gb|g|gib|mb|m|mib)\s*", text.lower())
+    if not match:
+        raise ConfigError(f"--memory {text!r} is not a size; fix: write e.g. 16GB or 512MB")
+    value, unit = float(match.group(1)), match.group(2)
+    return value if unit.startswith("g") else value / 1024
+
+
+def _round_max_length(p99: float, model_limit: int) -> int:
+    length = 32
+    while length < p99 and length < 512:
+        length *= 2
+    return int(min(length, model_limit))
+
+
+def advise(
+    data: str | Path,
+    model: str = "minilm-l6",
+    text_col: str | None = None,
+    text_pair_col: str | None = None,
+    label_col: str | None = None,
+    validation: str | Path | None = None,
+    budget: str | None = None,
+    memory: str | None = None,
+    gpu: bool = False,
+    max_length: int | None = None,
+    seed: int = 42,
+) -> Advice:
+    import torch
+    from transformers import AutoModel
+
+    from thawkit.advisor.estimate import expected_memory_gb, expected_seconds, probe_throughput
+    from thawkit.data.classification import load_classification_data
+    from thawkit.models.backbone import _from_pretrained, load_tokenizer, resolve_model_path
+    from thawkit.registry import get_strategy_class
+
+    if gpu and not torch.cuda.is_available():
+        raise ConfigError("--gpu given but no CUDA device is visible; fix: drop --gpu or run on a GPU machine")
+    budget_seconds = parse_budget(budget)
+    memory_gb = parse_memory(memory)
+    loaded = load_classification_data(
+        data, validation=validation, text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, seed=seed
+    )
+    tokenizer = load_tokenizer(model)
+    encoder = _from_pretrained(AutoModel, model)
+    limit = int(getattr(encoder.config, "max_position_embeddings", 512) or 512)
+    first_profile = build_profile(loaded.train, loaded.validation, loaded.labels, tokenizer, max_length or 128)
+    chosen_length = max_length or _round_max_length(first_profile.token_length["p99"], limit)
+    profile = build_profile(loaded.train, loaded.validation, loaded.labels, tokenizer, chosen_length)
+    texts = loaded.train["text"].tolist()
+    domain = measure_domain_similarity(texts, tokenizer, encoder, load_mlm_if_trained(resolve_model_path(model)), seed=seed)
+    num_params = sum(p.numel() for p in encoder.parameters())
+    hidden = int(getattr(encoder.config, "hidden_size", None) or encoder.config.dim)
+    layers = int(getattr(encoder.config, "num_hidden_layers", None) or encoder.config.n_layers)
+    batch_size = 16 if profile.num_train < 10_000 else 32
+    seq_len = int(min(chosen_length, max(profile.token_length["p90"], 8)))
+    throughput = probe_throughput(encoder, tokenizer, texts, chosen_length, batch_size)
+    epochs_full = 3
+    situation = Situation(
+        num_examples=profile.num_train,
+        domain_similarity=domain.score,
+        memory_gb=memory_gb,
+        model_memory_gb=expected_memory_gb("full", num_params, hidden, layers, batch_size, seq_len),
+        budget_seconds=budget_seconds,
+        full_ft_seconds=expected_seconds("full", throughput, profile.num_train, epochs_full),
+    )
+    rule = decide(situation)
+    alternatives = {
+        name: {
+            "expected_seconds": round(expected_seconds(name, throughput, profile.num_train, rule.epochs), 1),
+            "expected_memory_gb": expected_memory_gb(name, num_params, hidden, layers, batch_size, seq_len),
+        }
+        for name in ("frozen", "partial", "gradual", "lora", "full")
+    }
+    reasons = [
+        f"{profile.num_train:,} training examples in {profile.num_classes} classes",
+        f"domain similarity {domain.score:.2f} (1 = general English; "
+        + ", ".join(f"{k} {v:.2f}" for k, v in domain.parts.items()) + ")",
+        rule.reason,
+    ]
+    if budget_seconds is not None:
+        reasons.append(f"budget {budget}: full fine-tuning is expected to take {situation.full_ft_seconds / 60:.1f} min")
+    return Advice(
+        strategy=rule.strategy,
+        learning_rate=get_strategy_class(rule.strategy).default_lr,
+        epochs=rule.epochs,
+        batch_size=batch_size,
+        max_length=chosen_length,
+        expected_seconds=alternatives[rule.strategy]["expected_seconds"],
+        expected_memory_gb=alternatives[rule.strategy]["expected_memory_gb"],
+        rule=rule.name,
+        reasons=reasons,
+        warnings=[*rule.warnings, *profile.notes],
+        suggestions=list(rule.suggestions),
+        domain=domain,
+        profile=profile,
+        alternatives=alternatives,
+    )

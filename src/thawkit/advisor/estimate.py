@@ -1,0 +1,59 @@
+"""Expected time and memory of a strategy on this hardware, from a short timed probe."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+# Cost of one epoch relative to full fine-tuning, given thawkit's frozen-layer cache (docs/benchmarks.md).
+RELATIVE_EPOCH_COST = {"full": 1.0, "llrd": 1.0, "lora": 0.75, "gradual": 0.45, "partial": 0.4, "frozen": 0.0}
+
+
+@dataclass
+class Throughput:
+    train_seconds_per_example: float  # forward + backward + step, full fine-tuning
+    forward_seconds_per_example: float  # inference-mode forward
+
+
+def probe_throughput(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 16) -> Throughput:
+    """Time one forward+backward and one inference forward on a real batch (after a warm-up)."""
+    batch = tokenizer(texts[:batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    n = batch["input_ids"].shape[0]
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the probe must not change the weights
+    timings = []
+    for _ in range(2):
+        started = time.perf_counter()
+        output = model(**batch)
+        output.last_hidden_state.float().pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        timings.append(time.perf_counter() - started)
+    model.eval()
+    with torch.inference_mode():
+        model(**batch)
+        started = time.perf_counter()
+        model(**batch)
+        forward = time.perf_counter() - started
+    return Throughput(train_seconds_per_example=timings[-1] / n, forward_seconds_per_example=forward / n)
+
+
+def expected_seconds(strategy: str, throughput: Throughput, num_examples: int, epochs: float) -> float:
+    one_pass = throughput.forward_seconds_per_example * num_examples
+    if strategy == "frozen":
+        return one_pass * 1.2  # one cached pass; the head on vectors is nearly free
+    cached_pass = one_pass if strategy in ("gradual", "partial") else 0.0
+    return cached_pass + RELATIVE_EPOCH_COST[strategy] * throughput.train_seconds_per_example * num_examples * epochs
+
+
+def expected_memory_gb(strategy: str, num_params: int, hidden: int, layers: int, batch_size: int, seq_len: int) -> float:
+    """Weights, gradients and AdamW state of what trains, plus activations of the trained layers."""
+    trainable_share = {"full": 1.0, "llrd": 1.0, "gradual": 0.6, "partial": 0.5, "lora": 0.02, "frozen": 0.01}[strategy]
+    weights = num_params * 4
+    optimizer = num_params * trainable_share * 12  # gradient + two AdamW moments, fp32
+    trained_layers = layers * (1.0 if strategy in ("full", "llrd", "lora") else trainable_share)
+    activations = batch_size * seq_len * hidden * trained_layers * 4 * 20
+    return round((weights + optimizer + activations) / 2**30 + 0.5, 2)  # + ~0.5 GB for the framework

@@ -1,0 +1,110 @@
+"""The advisor's decision rules, as data: read top to bottom, the first rule that matches decides.
+
+Each rule is a condition on the data profile plus a recommendation and the reason in words. The
+thresholds follow common practice (Howard & Ruder 2018; Sun et al. 2019; Gururangan et al. 2020;
+Hu et al. 2021): tiny data -> frozen features; small -> frozen or LoRA; medium -> full fine-tuning
+or gradual unfreezing; large -> full fine-tuning, with domain-adaptive pretraining when the domain
+is far from the backbone's pretraining text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What the rules look at."""
+
+    num_examples: int
+    domain_similarity: float  # [0, 1], 1 = like the backbone's general pretraining text
+    memory_gb: float | None  # memory available for training (GPU memory with --gpu)
+    model_memory_gb: float  # what full fine-tuning of the backbone needs, estimated
+    budget_seconds: float | None
+    full_ft_seconds: float | None  # estimated time of full fine-tuning on this data and hardware
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    when: Callable[[Situation], bool]
+    strategy: str
+    reason: str
+    epochs: int = 3
+    warnings: tuple[str, ...] = ()
+    suggestions: tuple[str, ...] = field(default_factory=tuple)
+
+
+FAR_DOMAIN = 0.5  # below this similarity the data is "far" from general English
+
+
+def _memory_short(s: Situation) -> bool:
+    return s.memory_gb is not None and s.memory_gb < s.model_memory_gb
+
+
+def _budget_short(s: Situation) -> bool:
+    return s.budget_seconds is not None and s.full_ft_seconds is not None and s.full_ft_seconds > s.budget_seconds
+
+
+RULES: list[Rule] = [
+    Rule(
+        "memory-short", _memory_short, "lora",
+        "full fine-tuning would not fit in the memory given; LoRA trains ~1% of the parameters",
+    ),
+    Rule(
+        "tiny-data", lambda s: s.num_examples < 100, "frozen",
+        "under ~100 labeled examples fine-tuning overfits; a frozen backbone with a small head is the robust choice",
+        epochs=10,
+        warnings=("very little labeled data: expect high variance; label more examples or try few-shot methods",),
+    ),
+    Rule(
+        "budget-short", _budget_short, "frozen",
+        "full fine-tuning would exceed the time budget; the frozen backbone is cached once and trains in seconds",
+        epochs=5,
+    ),
+    Rule(
+        "small-data-far-domain", lambda s: s.num_examples < 1000 and s.domain_similarity < FAR_DOMAIN, "lora",
+        "a few hundred examples in a domain far from the backbone's: LoRA adapts every layer a little without overfitting",
+        epochs=5,
+    ),
+    Rule(
+        "small-data", lambda s: s.num_examples < 1000, "frozen",
+        "100-1,000 examples: the pretrained features carry most of the signal; training only the head avoids overfitting",
+        epochs=5,
+        suggestions=("lora is the alternative if the frozen head plateaus",),
+    ),
+    Rule(
+        "medium-data-far-domain", lambda s: s.num_examples < 10_000 and s.domain_similarity < FAR_DOMAIN, "full",
+        "1,000-10,000 examples in a far domain: the lower layers need to adapt too",
+        suggestions=("domain-adaptive pretraining on unlabeled in-domain text first (thawkit dapt)",),
+    ),
+    Rule(
+        "medium-data", lambda s: s.num_examples < 10_000, "gradual",
+        "1,000-10,000 examples: gradual unfreezing adapts the top first and limits forgetting of general features",
+        epochs=4,
+        suggestions=("full fine-tuning is the alternative; compare both with thawkit compare",),
+    ),
+    Rule(
+        "large-data-far-domain", lambda s: s.domain_similarity < FAR_DOMAIN, "full",
+        "over 10,000 examples: full fine-tuning; the domain is far from the backbone's",
+        epochs=3,
+        suggestions=(
+            "domain-adaptive pretraining on unlabeled in-domain text first (thawkit dapt)",
+            "distil the fine-tuned model into a smaller student for deployment",
+        ),
+    ),
+    Rule(
+        "large-data", lambda s: True, "full",
+        "over 10,000 examples: full fine-tuning has data enough to adapt every layer",
+        epochs=3,
+        suggestions=("distil the fine-tuned model into a smaller student for deployment",),
+    ),
+]
+
+
+def decide(situation: Situation) -> Rule:
+    for rule in RULES:
+        if rule.when(situation):
+            return rule
+    raise AssertionError("the last rule matches everything")

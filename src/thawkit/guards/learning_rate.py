@@ -1,0 +1,54 @@
+"""Learning rate far above the strategy's sane range (before training), and divergence in the
+first steps (during training): NaN or a rising loss stops the run and suggests a lower rate."""
+
+from __future__ import annotations
+
+import math
+
+from thawkit.guards.base import Finding
+
+# Above these the pretrained weights are at risk (BERT-style encoders, AdamW).
+SANE_MAX_LR = {"full": 1e-4, "llrd": 2e-4, "partial": 2e-4, "gradual": 5e-4, "lora": 5e-3, "frozen": 5e-2}
+FAR_ABOVE = 3.0
+
+
+def check_learning_rate(strategy: str, lr: float) -> list[Finding]:
+    limit = SANE_MAX_LR.get(strategy)
+    if limit is None or lr <= limit * FAR_ABOVE:
+        return []
+    return [
+        Finding(
+            "learning-rate",
+            f"--lr {lr:g} is far above the sane range for strategy {strategy!r} (up to ~{limit:g}); "
+            "it can destroy the pretrained weights",
+            f"use --lr {limit / 2:g} or lower",
+        )
+    ]
+
+
+class DivergenceMonitor:
+    """Watches per-step training losses during the first ``window`` steps."""
+
+    def __init__(self, lr: float, window: int = 30, rise: float = 1.5) -> None:
+        self.lr = lr
+        self.window = window
+        self.rise = rise
+        self.losses: list[float] = []
+
+    def observe(self, loss: float) -> Finding | None:
+        step = len(self.losses) + 1
+        if not math.isfinite(loss):
+            return self._finding(f"the training loss became {loss} at step {step}")
+        if step > self.window:
+            return None
+        self.losses.append(loss)
+        head, tail = self.losses[:5], self.losses[-5:]
+        if step >= 15 and sum(tail) / len(tail) > self.rise * sum(head) / len(head):
+            return self._finding(
+                f"the training loss rose from {sum(head) / len(head):.3f} to {sum(tail) / len(tail):.3f} "
+                f"over the first {step} steps"
+            )
+        return None
+
+    def _finding(self, what: str) -> Finding:
+        return Finding("divergence", f"training diverged: {what} with --lr {self.lr:g}", f"lower the learning rate, e.g. --lr {self.lr / 10:g}", "error")

@@ -1,0 +1,134 @@
+"""Feature-extraction classifiers: a frozen encoder, a pooling of its last layer, a small head.
+
+The default ``frozen`` run keeps the architecture's own head (pooler + classifier on ``[CLS]``) and
+saves a standard Hugging Face model. With ``pooling: mean`` or ``head: mlp | logreg`` the run
+saves this module instead: ``backbone/`` (an ``AutoModel`` folder) plus ``thawkit_head.json`` and
+``thawkit_head.safetensors``. A scikit-learn logistic regression is a linear layer on the pooled
+features, so it is stored as one (its softmax gives the same probabilities).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+HEAD_CONFIG = "thawkit_head.json"
+HEAD_WEIGHTS = "thawkit_head.safetensors"
+
+
+def pool(states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(batch, tokens, hidden) -> (batch, hidden): the first token, or the mean over real tokens."""
+    if pooling == "cls":
+        return states[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def build_head(kind: str, hidden: int, num_labels: int, mlp_hidden: int, dropout: float) -> nn.Module:
+    if kind == "mlp":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, mlp_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_hidden, num_labels))
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_labels))
+
+
+class PooledHeadClassifier(nn.Module):
+    """``backbone`` (any AutoModel encoder) -> pooling -> ``head``; returns ``.logits`` and ``.loss``."""
+
+    def __init__(self, backbone: nn.Module, num_labels: int, pooling: str, head: str, problem_type: str,
+                 id2label: dict[int, str], mlp_hidden: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.config = backbone.config  # the Trainer and thawkit's layout read model.config
+        self.pooling = pooling
+        self.head_kind = head
+        self.num_labels = num_labels
+        self.problem_type = problem_type
+        self.id2label = {int(k): str(v) for k, v in id2label.items()}
+        self.mlp_hidden = mlp_hidden
+        self.dropout = dropout
+        hidden = int(getattr(backbone.config, "hidden_size", None) or backbone.config.dim)
+        self.head = build_head(head, hidden, num_labels, mlp_hidden, dropout)
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
+        if attention_mask is None:
+            attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
+        outputs = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+        logits = self.head(pool(outputs.last_hidden_state, attention_mask, self.pooling))
+        loss = None
+        if labels is not None:
+            if self.problem_type == "multi_label_classification":
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+            else:
+                loss = nn.functional.cross_entropy(logits, labels.long())
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def head_config(self) -> dict[str, Any]:
+        return {
+            "pooling": self.pooling, "head": self.head_kind, "num_labels": self.num_labels,
+            "problem_type": self.problem_type, "id2label": self.id2label, "mlp_hidden": self.mlp_hidden,
+            "dropout": self.dropout,
+        }
+
+    def save_pretrained(self, path: str | Path, **kwargs: Any) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(str(path / "backbone"))
+        (path / HEAD_CONFIG).write_text(json.dumps(self.head_config(), indent=2) + "\n")
+        save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, str(path / HEAD_WEIGHTS))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "PooledHeadClassifier":
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        path = Path(path)
+        config = json.loads((path / HEAD_CONFIG).read_text())
+        backbone = AutoModel.from_pretrained(str(path / "backbone"))
+        model = cls(backbone, config["num_labels"], config["pooling"], config["head"], config["problem_type"],
+                    config["id2label"], config["mlp_hidden"], config["dropout"])
+        model.head.load_state_dict(load_file(str(path / HEAD_WEIGHTS)))
+        return model.eval()
+
+    def linear_layer(self) -> nn.Linear:
+        return self.head[-1]
+
+
+def load_pooled_classifier(name: str, num_labels: int, id2label: dict[int, str], problem_type: str,
+                           pooling: str, head: str, mlp_hidden: int, dropout: float) -> PooledHeadClassifier:
+    from transformers import AutoModel
+
+    from thawkit.models.backbone import _from_pretrained
+
+    backbone = _from_pretrained(AutoModel, name)
+    return PooledHeadClassifier(backbone, num_labels, pooling, head, problem_type, id2label, mlp_hidden, dropout)
+
+
+def fit_logistic_regression(model: PooledHeadClassifier, features: torch.Tensor, labels: torch.Tensor, seed: int, c: float = 1.0) -> None:
+    """Fit scikit-learn's logistic regression on pooled features and load it into the linear head."""
+    from sklearn.linear_model import LogisticRegression
+
+    classifier = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    classifier.fit(features.numpy(), labels.numpy())
+    coef = torch.tensor(classifier.coef_, dtype=torch.float32)  # (classes or 1, hidden)
+    intercept = torch.tensor(classifier.intercept_, dtype=torch.float32)
+    if coef.shape[0] == 1:  # binary: sklearn scores class 1 against class 0
+        coef = torch.cat([torch.zeros_like(coef), coef])
+        intercept = torch.cat([torch.zeros_like(intercept), intercept])
+    # Classes sklearn saw, in its order, mapped onto the label ids.
+    weight = torch.zeros(model.num_labels, coef.shape[1])
+    bias = torch.full((model.num_labels,), -1e4)
+    for row, label_id in enumerate(classifier.classes_):
+        weight[int(label_id)] = coef[row]
+        bias[int(label_id)] = intercept[row]
+    with torch.no_grad():
+        model.linear_layer().weight.copy_(weight)
+        model.linear_layer().bias.copy_(bias)

@@ -1,0 +1,102 @@
+"""The advisor: rule decisions on synthetic profiles, measured domain similarity, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import thawkit
+from thawkit.advisor import parse_budget, parse_memory
+from thawkit.advisor.rules import RULES, Situation, decide
+from thawkit.cli.app import main
+from thawkit.errors import ConfigError
+
+
+def situation(n, similarity=0.9, memory=None, model_memory=2.0, budget=None, full_seconds=100.0):
+    return Situation(n, similarity, memory, model_memory, budget, full_seconds)
+
+
+# profile -> (rule, strategy), following the written rules
+PROFILES = [
+    (situation(50), "tiny-data", "frozen"),
+    (situation(99), "tiny-data", "frozen"),
+    (situation(100), "small-data", "frozen"),
+    (situation(500, similarity=0.3), "small-data-far-domain", "lora"),
+    (situation(999), "small-data", "frozen"),
+    (situation(1000), "medium-data", "gradual"),
+    (situation(5000, similarity=0.3), "medium-data-far-domain", "full"),
+    (situation(9999), "medium-data", "gradual"),
+    (situation(10_000), "large-data", "full"),
+    (situation(200_000, similarity=0.2), "large-data-far-domain", "full"),
+    (situation(200_000, memory=1.0, model_memory=4.0), "memory-short", "lora"),
+    (situation(50, memory=1.0, model_memory=4.0), "memory-short", "lora"),
+    (situation(20_000, budget=60, full_seconds=3600), "budget-short", "frozen"),
+    (situation(20_000, budget=7200, full_seconds=3600), "large-data", "full"),
+]
+
+
+@pytest.mark.parametrize("profile, rule, strategy", PROFILES)
+def test_rules_table(profile, rule, strategy):
+    decided = decide(profile)
+    assert (decided.name, decided.strategy) == (rule, strategy)
+    assert decided.reason
+
+
+def test_rules_are_readable_data():
+    assert len({rule.name for rule in RULES}) == len(RULES)
+    assert all(rule.strategy in thawkit.available_strategies() for rule in RULES)
+    assert "dapt" in " ".join(decide(situation(200_000, similarity=0.2)).suggestions)
+    assert decide(situation(50)).warnings  # tiny data warns
+
+
+def test_budget_and_memory_parsing():
+    assert parse_budget("30m") == 1800 and parse_budget("2h") == 7200 and parse_budget("1h30m") == 5400
+    assert parse_memory("16GB") == 16 and parse_memory("512MB") == 0.5
+    with pytest.raises(ConfigError, match="--budget"):
+        parse_budget("soon")
+    with pytest.raises(ConfigError, match="--memory"):
+        parse_memory("lots")
+
+
+@pytest.mark.real
+def test_similarity_is_higher_for_general_english(shared_datasets):
+    from transformers import AutoModel
+
+    from thawkit.advisor.similarity import measure_domain_similarity
+    from thawkit.models.backbone import load_tokenizer, resolve_model_path
+
+    tokenizer = load_tokenizer("minilm-l6")
+    encoder = AutoModel.from_pretrained(resolve_model_path("minilm-l6"))
+    import pandas as pd
+
+    sst2 = pd.read_csv(shared_datasets / "sst2" / "test.tsv", sep="\t", quoting=3)["sentence"].tolist()
+    biomedical = [line for line in (shared_datasets / "pubmed_unlabeled" / "biomed_sentences.txt").read_text().splitlines() if line.strip()]
+    code = [
+        f"def f{i}(x, y=None): return [k ** {i} for k in range({i}, x) if k % 3 == 0] or {{'a': y}}"
+        for i in range(60)
+    ] + [f"for (int i{i} = 0; i{i} < n; ++i{i}) {{ buf[i{i}] ^= 0x{i:02x}; }}" for i in range(60)]
+    general = measure_domain_similarity(sst2, tokenizer, encoder)
+    bio = measure_domain_similarity(biomedical, tokenizer, encoder)
+    code_like = measure_domain_similarity(code, tokenizer, encoder)
+    print("similarity: sst2", general.score, "biomedical", bio.score, "code", code_like.score)
+    assert general.score > bio.score + 0.1
+    assert general.score > code_like.score + 0.1
+    assert set(general.parts) >= {"fragmentation", "unknown_tokens", "embedding"}
+
+
+@pytest.mark.real
+def test_advise_cli_and_strategy_auto(tmp_path, capsys):
+    from thawkit.demo import demo_data_path
+
+    main(["advise", "--data", str(demo_data_path()), "--json"])
+    advice = json.loads(capsys.readouterr().out)
+    assert advice["strategy"] == "frozen" and advice["rule"] == "small-data"  # 270 training examples, general English
+    assert advice["profile"]["num_classes"] == 5 and advice["profile"]["leaked"] == 0
+    assert advice["expected_seconds"] > 0 and advice["expected_memory_gb"] > 0
+    assert 0.0 <= advice["domain"]["score"] <= 1.0
+    main(["advise", "--data", str(demo_data_path()), "--budget", "30m"])
+    out = capsys.readouterr().out
+    assert "strategy" in out and "why" in out
+    run = thawkit.train(data=demo_data_path(), strategy="auto", epochs=1, out=tmp_path / "auto")
+    assert run.info["strategy"] == "frozen" and run.info["advice"]["rule"] == "small-data"
