@@ -72,7 +72,7 @@ def states_total_rows(states) -> int:
 def test_cached_training_matches_plain_training(tiny_bert, toy_csv, tmp_path, strategy, options, epochs):
     common = dict(
         data=toy_csv, model=str(tiny_bert), strategy=strategy, strategy_options=options, epochs=epochs, lr=2e-3,
-        max_length=32, batch_size=16, seed=3, early_stopping_patience=0, select_best=False,
+        max_length=32, batch_size=16, seed=3, early_stopping_patience=0, select_best=False, cache_dtype="float32",
     )
     cached = thawkit.train(**common, out=tmp_path / "cached", cache=True)
     plain = thawkit.train(**common, out=tmp_path / "plain", cache=False)
@@ -143,7 +143,7 @@ def test_memory_mapped_cache_gives_the_same_model(tiny_bert, toy_csv, tmp_path):
 
 def test_bfloat16_cache_trains_close_to_fp32(tiny_bert, toy_csv, tmp_path):
     common = dict(data=toy_csv, model=str(tiny_bert), strategy="frozen", epochs=2, lr=2e-3, max_length=32, seed=5)
-    fp32 = thawkit.train(**common, out=tmp_path / "fp32")
+    fp32 = thawkit.train(**common, out=tmp_path / "fp32", cache_dtype="float32")
     bf16 = thawkit.train(**common, out=tmp_path / "bf16", cache_dtype="bfloat16")
     assert bf16.info["cache"]["storage"] == "bfloat16"
     assert bf16.info["cache"]["bytes"] * 2 == fp32.info["cache"]["bytes"]
@@ -193,7 +193,7 @@ def test_logreg_head_matches_scikit_learn(tiny_bert, toy_csv, tmp_path):
     from thawkit.models.pooled import pool
 
     run = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="frozen", strategy_options={"pooling": "mean", "head": "logreg"},
-                        max_length=32, out=tmp_path / "run", seed=42)
+                        max_length=32, out=tmp_path / "run", seed=42, cache_dtype="float32")
     data = load_classification_data(toy_csv, seed=42)  # the same seeded split as the run
 
     def features(texts):

@@ -155,7 +155,7 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     from transformers import PrinterCallback, set_seed
 
     from thawkit.engine.best import BestStateCallback
-    from thawkit.engine.cache import FeatureStore
+    from thawkit.engine.cache import FeatureStore, resolve_storage
     from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset, prepare_cached_path, sorted_order
     from thawkit.engine.callbacks import HistoryCallback, RichProgressCallback
     from thawkit.engine.metrics import detailed_metrics, scalar_metrics
@@ -233,15 +233,16 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         cache_reason = "off: distributed runs use the plain path"
     elif cfg.cache:
         store = FeatureStore(cfg.cache_dir, cfg.cache_ram_budget_mb)
+        storage = resolve_storage(cfg.cache_dtype)
         runtime, cache_reason = prepare_cached_path(
             controller,
             model,
             tokenizer,
             {"train": train_ds, "validation": val_ds},
             cfg.max_length,
-            cfg.cache_dtype,
+            storage,
             store,
-            autocast_bf16=cfg.cache_dtype == "bfloat16",
+            autocast_bf16=storage == "bfloat16",
             batch_size=cfg.eval_batch_size,
             reachable_stages=_reachable_stages(strategy, cfg, len(train_ds), args.world_size),
         )

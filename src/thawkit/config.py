@@ -47,8 +47,9 @@ class TrainConfig(BaseModel):
         default="macro_f1", description="validation metric for model selection and early stopping"
     )
     cache: bool = Field(default=True, description="cache frozen-layer outputs (frozen, partial, gradual)")
-    cache_dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        default="float32", description="storage of cached states; bfloat16 also runs the frozen pass in bf16"
+    cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="cached states: float32 (exact), bfloat16 (pass in bf16 too), auto = bf16 where the hardware is fast at it",
     )
     cache_dir: Path | None = Field(default=None, description="feature cache folder (default ~/.cache/thawkit)")
     cache_ram_budget_mb: float = Field(default=4096, gt=0, description="above this, cache files are memory-mapped")

@@ -67,7 +67,7 @@ def train(
     strict: Optional[bool] = typer.Option(None, "--strict", help="turn guard warnings into errors"),
     measure_forgetting: Optional[bool] = typer.Option(None, "--forgetting/--no-forgetting", help="measure drift after training"),
     cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="cache frozen-layer outputs (default on)"),
-    cache_dtype: Optional[str] = typer.Option(None, "--cache-dtype", help="float32 (exact), bfloat16 or float16"),
+    cache_dtype: Optional[str] = typer.Option(None, "--cache-dtype", help="auto (bf16 where fast), float32 (exact), bfloat16 or float16"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="feature cache folder"),
     freeze_layers: Optional[int] = typer.Option(None, "--freeze-layers", help="partial: layers frozen from the bottom"),
     unfreeze_every: Optional[int] = typer.Option(None, "--unfreeze-every", help="gradual: steps per stage (default: epoch)"),
@@ -131,18 +131,20 @@ def _summary(run: Any) -> None:
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="run directory"),
-    strategy: str = typer.Option("lora", "--strategy", help="strategy to train"),
-    epochs: float = typer.Option(6, "--epochs", help="training epochs"),
+    strategy: str = typer.Option("auto", "--strategy", help="strategy to train (auto: the advisor's pick)"),
 ) -> None:
     """Train on the built-in demo dataset with the embedded MiniLM-L6 (no arguments needed)."""
     from thawkit.api import train as train_run
     from thawkit.demo import demo_data_path
 
     console.print(
-        f"[bold]thawkit demo[/bold]: {strategy} fine-tuning of the embedded MiniLM-L6 on "
-        f"{demo_data_path().name} (support-ticket intents)"
+        f"[bold]thawkit demo[/bold]: the embedded MiniLM-L6 on {demo_data_path().name} "
+        "(300 support-ticket messages, 5 intents), strategy {strategy}".replace("{strategy}", strategy)
     )
-    run = train_run(data=demo_data_path(), strategy=strategy, epochs=epochs, out=out, overwrite=True, max_length=64)
+    run = train_run(data=demo_data_path(), strategy=strategy, out=out, overwrite=True, max_length=64)
+    advice = run.info.get("advice")
+    if advice:
+        console.print(f"advisor: [bold]{advice['strategy']}[/bold] — " + "; ".join(advice["reasons"]))
     _summary(run)
     example = "I was charged twice for my subscription this month"
     prediction = run.predict([example])[0]

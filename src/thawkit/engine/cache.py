@@ -34,6 +34,23 @@ if TYPE_CHECKING:
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}  # bf16 stored as raw bits
 
 
+def fast_bf16_available() -> bool:
+    """bf16 matmuls in hardware: a CUDA GPU that supports them, or a CPU with AVX512-BF16 / AMX."""
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_storage(cache_dtype: str) -> str:
+    if cache_dtype != "auto":
+        return cache_dtype
+    return "bfloat16" if fast_bf16_available() else "float32"
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("THAWKIT_CACHE_DIR", Path.home() / ".cache" / "thawkit" / "features"))
 
