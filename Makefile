@@ -7,22 +7,27 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast clean
+.PHONY: install browser demo test test-fast clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: the CPU build lies on local disk; an unpinned torch pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet torch==2.13.0 -e '.[test]'
+	$(PY) -m pip install --quiet torch==2.13.0 -e '.[all,test]'
 	touch $@
+
+# The report's browser test drives Debian's Chromium through its ChromeDriver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/thawkit demo
 
-test: install
+test: install browser
 	$(PY) -m pytest -q -ra
 
 test-fast: install

@@ -206,3 +206,14 @@ def test_logreg_head_matches_scikit_learn(tiny_bert, toy_csv, tmp_path):
     expected = reference.predict_proba(features(texts))
     ours = np.array([[p["scores"][label] for label in run.labels] for p in run.predict(texts)])
     np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+def test_strategies_share_boundary_entries(tiny_bert, toy_csv, tmp_path):
+    """A gradual run's pass serves a later partial run (one entry per boundary)."""
+    common = dict(data=toy_csv, model=str(tiny_bert), max_length=32, cache_dir=tmp_path / "features", cache_dtype="float32")
+    FeatureStore.forget_in_memory()
+    gradual = thawkit.train(**common, strategy="gradual", epochs=2, out=tmp_path / "gradual")
+    assert gradual.info["cache"]["boundaries"] == [1, 2] and not gradual.info["cache"]["reused"]
+    FeatureStore.forget_in_memory()
+    partial = thawkit.train(**common, strategy="partial", strategy_options={"freeze_layers": 1}, epochs=1, out=tmp_path / "partial")
+    assert partial.info["cache"]["boundaries"] == [1] and partial.info["cache"]["reused"]

@@ -157,7 +157,7 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     from thawkit.engine.best import BestStateCallback
     from thawkit.engine.cache import FeatureStore, resolve_storage
     from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset, prepare_cached_path, sorted_order
-    from thawkit.engine.callbacks import HistoryCallback, RichProgressCallback
+    from thawkit.engine.callbacks import HistoryCallback, RichProgressCallback, TimeLimitCallback
     from thawkit.engine.metrics import detailed_metrics, scalar_metrics
     from thawkit.engine.stages import StageCallback, StageController
     from thawkit.engine.trainability import set_requires_grad
@@ -184,7 +184,7 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         multi_label=cfg.multi_label,
         label_sep=cfg.label_sep,
         val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
+        seed=cfg.split_seed if cfg.split_seed is not None else cfg.seed,
     )
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     problem_type = "multi_label_classification" if data.multi_label else "single_label_classification"
@@ -268,7 +268,11 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         patience=cfg.early_stopping_patience,
         restore=cfg.select_best,
     )
-    callbacks = [StageCallback(controller), history, best, RichProgressCallback(cfg.metric)]
+    callbacks = [StageCallback(controller), history, best]
+    if cfg.progress:
+        callbacks.append(RichProgressCallback(cfg.metric))
+    if cfg.time_limit_seconds is not None:
+        callbacks.append(TimeLimitCallback(cfg.time_limit_seconds))
     trainer = StrategyTrainer(
         model=model,
         args=args,
@@ -303,9 +307,9 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
             runtime.finish()  # the full model again, for evaluation and saving
     train_seconds = time.perf_counter() - started
     guards.add(check_overfitting(history.records))
-    if best.stopped_early:
+    if best.stopped_early and cfg.progress:
         log.info("Early stopping: no %s gain for %d evaluations", cfg.metric, cfg.early_stopping_patience)
-    if best.summary()["restored_best"]:
+    if best.summary()["restored_best"] and cfg.progress:
         log.info("Restored the best checkpoint (epoch %s, %s %.4f)", best.best_epoch, cfg.metric, best.best_value)
 
     model = trainer.model
@@ -331,9 +335,11 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         "train_loss": training_loss,
         "global_steps": int(trainer.state.global_step),
         "best": best.summary(),
+        "stopped_by_time_limit": any(getattr(c, "stopped", False) for c in callbacks if isinstance(c, TimeLimitCallback)),
         # What the last stage reached trains (for gradual: the most that was ever thawed).
         "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in final_trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
+        "num_layers": layout.num_layers,
         "stages": controller.stage_log,
         "world_size": args.world_size,
         "merged_lora": merge,

@@ -57,8 +57,11 @@ class TrainConfig(BaseModel):
     class_weights: Literal["none", "auto"] = Field(default="none", description="auto: weight the loss by inverse class frequency")
     strict: bool = Field(default=False, description="turn guard warnings into errors")
     measure_forgetting: bool = Field(default=True, description="measure representation drift after training")
+    progress: bool = Field(default=True, description="show a progress bar while training")
     select_best: bool = Field(default=True, description="restore the best validation checkpoint at the end")
     seed: int = Field(default=42, ge=0, description="random seed (init, shuffling, split)")
+    split_seed: int | None = Field(default=None, ge=0, description="seed of the validation split (default: --seed)")
+    time_limit_seconds: float | None = Field(default=None, gt=0, description="stop training after this long")
 
     # Output
     out: Path | None = Field(default=None, description="run directory (default: runs/<strategy>-<time>)")

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from thawkit.cli import advise_cmd, inspect_cmds, train_cmds
+from thawkit.cli import advise_cmd, compare_cmds, inspect_cmds, train_cmds
 from thawkit.errors import ThawkitError
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app = typer.Typer(
 app.command("train")(train_cmds.train)
 app.command("demo")(train_cmds.demo)
 app.command("advise")(advise_cmd.advise)
+app.command("compare")(compare_cmds.compare)
+app.command("report")(compare_cmds.report)
 app.command("evaluate")(inspect_cmds.evaluate)
 app.command("predict")(inspect_cmds.predict)
 app.command("info")(inspect_cmds.info)

@@ -130,22 +130,23 @@ def _summary(run: Any) -> None:
 
 
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="run directory"),
-    strategy: str = typer.Option("auto", "--strategy", help="strategy to train (auto: the advisor's pick)"),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="comparison directory"),
+    budget: str = typer.Option("5m", "--budget", help="time budget shared by the strategies"),
 ) -> None:
-    """Train on the built-in demo dataset with the embedded MiniLM-L6 (no arguments needed)."""
-    from thawkit.api import train as train_run
+    """Compare every strategy on the built-in demo dataset with the embedded MiniLM-L6 (no arguments needed)."""
+    from thawkit.cli.compare_cmds import _print
+    from thawkit.compare import compare
     from thawkit.demo import demo_data_path
 
     console.print(
-        f"[bold]thawkit demo[/bold]: the embedded MiniLM-L6 on {demo_data_path().name} "
-        "(300 support-ticket messages, 5 intents), strategy {strategy}".replace("{strategy}", strategy)
+        f"[bold]thawkit demo[/bold]: every strategy on the embedded MiniLM-L6, {demo_data_path().name} "
+        f"(300 support-ticket messages, 5 intents), budget {budget}"
     )
-    run = train_run(data=demo_data_path(), strategy=strategy, out=out, overwrite=True, max_length=64)
-    advice = run.info.get("advice")
-    if advice:
-        console.print(f"advisor: [bold]{advice['strategy']}[/bold] — " + "; ".join(advice["reasons"]))
-    _summary(run)
+    comparison = compare(data=demo_data_path(), epochs=4, max_length=64, budget=budget, out=out, overwrite=True)
+    _print(comparison.rows, comparison.winner, comparison.advice, "macro_f1", comparison.path)
+    from thawkit.api import load
+
+    best_run = next(r for r in comparison.rows if r["strategy"] == comparison.winner["strategy"])["runs"][0]
     example = "I was charged twice for my subscription this month"
-    prediction = run.predict([example])[0]
-    console.print(f"predict({example!r}) -> {prediction['label']} ({prediction['score']:.2f})")
+    prediction = load(best_run).predict([example])[0]
+    console.print(f"predict({example!r}) with {comparison.winner['strategy']} -> {prediction['label']} ({prediction['score']:.2f})")

@@ -80,16 +80,19 @@ class LayerStates:
 
 @dataclass
 class CacheEntry:
-    key: str
+    """A split's states at every boundary a run needs, and how they were obtained."""
+
     states: dict[int, LayerStates]
     seconds: float = 0.0
     reused: bool = False
-    memory_mapped: bool = False
-    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
         return sum(s.nbytes for s in self.states.values())
+
+    @property
+    def memory_mapped(self) -> bool:
+        return any(isinstance(s.data, np.memmap) for s in self.states.values())
 
 
 def _hash_tensor(digest: Any, tensor: torch.Tensor) -> None:
@@ -98,19 +101,28 @@ def _hash_tensor(digest: Any, tensor: torch.Tensor) -> None:
     digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
 
 
-def weights_fingerprint(model: nn.Module, layout: BlockLayout, up_to_layer: int) -> str:
-    """Hash of every weight that shapes the cached states: embeddings and layers below the boundary."""
-    digest = hashlib.sha256()
+def block_digests(model: nn.Module, layout: BlockLayout, up_to_layer: int) -> list[str]:
+    """Digest of the embeddings (with their buffers), then of each layer below ``up_to_layer``.
+
+    The key of boundary b combines the first b + 1 digests: the weights that shape its states.
+    """
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
-    blocks = ["embeddings", *(f"layer.{i}" for i in range(up_to_layer))]
-    for name in sorted(layout.names(blocks)):
-        digest.update(name.encode())
-        _hash_tensor(digest, params[name])
-    for name in sorted(buffers):  # position ids, token type ids
-        if "embeddings" in name:
-            _hash_tensor(digest, buffers[name])
-    return digest.hexdigest()
+    digests = []
+    for block in ["embeddings", *(f"layer.{i}" for i in range(up_to_layer))]:
+        digest = hashlib.sha256()
+        for name in sorted(layout.params[block]):
+            # Names without the wrapper's prefix (bert. / backbone. / base_model.model.): the same
+            # weights give the same key whichever head sits on top.
+            marker = "embeddings" if block == "embeddings" else f"layer.{block.split('.')[1]}."
+            digest.update(name[name.find(marker):].encode() if marker in name else name.encode())
+            _hash_tensor(digest, params[name])
+        if block == "embeddings":
+            for name in sorted(buffers):  # position ids, token type ids
+                if "embeddings" in name:
+                    _hash_tensor(digest, buffers[name])
+        digests.append(digest.hexdigest())
+    return digests
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -213,67 +225,58 @@ def compute_states(
 
 
 class FeatureStore:
-    """Cache entries on disk (atomic writes) plus a small in-process table for reuse within a process."""
+    """One boundary's states per entry, on disk (atomic writes) and in a small in-process table.
 
-    _memory: dict[str, CacheEntry] = {}
+    Entries are per boundary so that strategies share them: a gradual run's pass serves a later
+    partial run at any of its boundaries.
+    """
+
+    _memory: dict[str, LayerStates] = {}
 
     def __init__(self, root: Path | None = None, ram_budget_mb: float = 4096) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.ram_budget_mb = ram_budget_mb
 
-    def path(self, key: str) -> Path:
-        return self.root / key
-
-    def load(self, key: str, boundaries: Iterable[int], storage: str) -> CacheEntry | None:
+    def load(self, key: str, storage: str) -> LayerStates | None:
         if key in self._memory:
-            entry = self._memory[key]
-            entry.reused = True
-            return entry
-        folder = self.path(key)
+            return self._memory[key]
+        folder = self.root / key
         if not (folder / "complete").exists():
             return None
-        total = sum((folder / f"b{b}.npy").stat().st_size for b in boundaries)
-        mmap = total / 2**20 > self.ram_budget_mb
-        offsets = np.load(folder / "offsets.npy")
-        states = {
-            b: LayerStates(np.load(folder / f"b{b}.npy", mmap_mode="r" if mmap else None), offsets, storage)
-            for b in boundaries
-        }
-        entry = CacheEntry(key, states, reused=True, memory_mapped=mmap)
-        self._remember(entry)
-        return entry
+        mmap = (folder / "states.npy").stat().st_size / 2**20 > self.ram_budget_mb
+        states = LayerStates(
+            np.load(folder / "states.npy", mmap_mode="r" if mmap else None), np.load(folder / "offsets.npy"), storage
+        )
+        self._remember(key, states)
+        return states
 
-    def save(self, entry: CacheEntry) -> None:
+    def save(self, key: str, states: LayerStates, info: dict[str, Any]) -> LayerStates:
         """Write under a temporary name and rename, so a crash never leaves a half entry."""
-        folder = self.path(entry.key)
-        if (folder / "complete").exists():
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        partial = self.root / f".{entry.key}.{os.getpid()}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        first = next(iter(entry.states.values()))
-        np.save(partial / "offsets.npy", first.offsets)
-        for boundary, states in entry.states.items():
-            np.save(partial / f"b{boundary}.npy", states.data)
-        (partial / "info.json").write_text(json.dumps({**entry.info, "created": time.time()}, indent=2))
-        (partial / "complete").write_text("ok")
-        try:
-            partial.rename(folder)
-        except OSError:  # another process won the race with an identical entry
+        folder = self.root / key
+        if not (folder / "complete").exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            partial = self.root / f".{key}.{os.getpid()}.partial"
             shutil.rmtree(partial, ignore_errors=True)
-        if entry.nbytes / 2**20 > self.ram_budget_mb:
-            # Over the budget: drop the in-RAM arrays and use the memory-mapped files instead.
-            for boundary, states in entry.states.items():
-                states.data = np.load(folder / f"b{boundary}.npy", mmap_mode="r")
-            entry.memory_mapped = True
-        self._remember(entry)
+            partial.mkdir(parents=True)
+            np.save(partial / "offsets.npy", states.offsets)
+            np.save(partial / "states.npy", states.data)
+            (partial / "info.json").write_text(json.dumps({**info, "created": time.time()}, indent=2))
+            (partial / "complete").write_text("ok")
+            try:
+                partial.rename(folder)
+            except OSError:  # another process won the race with an identical entry
+                shutil.rmtree(partial, ignore_errors=True)
+        if states.nbytes / 2**20 > self.ram_budget_mb:
+            # Over the budget: drop the in-RAM array and use the memory-mapped file instead.
+            states = LayerStates(np.load(folder / "states.npy", mmap_mode="r"), states.offsets, states.dtype)
+        self._remember(key, states)
+        return states
 
-    def _remember(self, entry: CacheEntry) -> None:
-        # Keep a few entries: enough for the strategies of one comparison to share their pass.
-        if len(self._memory) >= 4:
+    def _remember(self, key: str, states: LayerStates) -> None:
+        # A few dozen boundaries: enough for the strategies of one comparison to share their pass.
+        if len(self._memory) >= 32:
             self._memory.pop(next(iter(self._memory)))
-        self._memory[entry.key] = entry
+        self._memory[key] = states
 
     @classmethod
     def forget_in_memory(cls) -> None:

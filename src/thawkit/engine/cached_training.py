@@ -15,11 +15,11 @@ from transformers import DataCollatorWithPadding
 from thawkit.engine.cache import (
     CacheEntry,
     FeatureStore,
+    block_digests,
     cache_key,
     compute_states,
     data_fingerprint,
     tokenizer_fingerprint,
-    weights_fingerprint,
 )
 from thawkit.engine.stages import StageController
 from thawkit.engine.surgery import ModelSurgery
@@ -211,31 +211,38 @@ def prepare_cached_path(
             diff = _safe_self_check(surgery, probe, collator, boundary, False)
         if diff > 1e-4:
             return None, f"{type(model).__name__} cannot run exactly from cached states at layer {boundary} (self-check: {diff:.1e})"
-    weights = weights_fingerprint(model, layout, max(boundaries))
+    digests = block_digests(model, layout, max(boundaries))
     tokenizer_id = tokenizer_fingerprint(tokenizer)
     entries: dict[str, CacheEntry] = {}
     for split, dataset in datasets.items():
         features = _features(dataset)
-        key = cache_key(
-            {
-                "weights": weights,
-                "tokenizer": tokenizer_id,
-                "max_length": max_length,
-                "boundaries": boundaries,
-                "first_token_only": first_token_only,
-                "storage": storage,
-                "autocast_bf16": autocast_bf16,
-                "data": data_fingerprint({c: [f[c] for f in features] for c in features[0]}),
-            }
-        )
-        entry = store.load(key, boundaries, storage)
-        if entry is None:
+        data_id = data_fingerprint({c: [f[c] for f in features] for c in features[0]})
+        keys = {
+            b: cache_key(
+                {
+                    "weights": digests[: b + 1],
+                    "tokenizer": tokenizer_id,
+                    "max_length": max_length,
+                    "boundary": b,
+                    "first_token_only": first_token_only,
+                    "storage": storage,
+                    "autocast_bf16": autocast_bf16,
+                    "data": data_id,
+                }
+            )
+            for b in boundaries
+        }
+        states = {b: store.load(keys[b], storage) for b in boundaries}
+        missing = [b for b in boundaries if states[b] is None]
+        seconds = 0.0
+        if missing:
             started = time.perf_counter()
-            states = compute_states(surgery, features, boundaries, first_token_only, storage, batch_size, autocast_bf16)
-            entry = CacheEntry(key, states, seconds=time.perf_counter() - started, info={"split": split, "examples": len(dataset)})
-            store.save(entry)
-        dataset.states = entry.states
-        entries[split] = entry
+            computed = compute_states(surgery, features, missing, first_token_only, storage, batch_size, autocast_bf16)
+            seconds = time.perf_counter() - started
+            for b in missing:
+                states[b] = store.save(keys[b], computed[b], {"split": split, "boundary": b, "examples": len(dataset)})
+        dataset.states = states  # type: ignore[assignment]
+        entries[split] = CacheEntry(states, seconds=seconds, reused=not missing)  # type: ignore[arg-type]
     runtime = CachedRuntime(surgery, layout, list(datasets.values()), entries, boundaries, first_token_only, storage, stage_boundaries)
     return runtime, "frozen bottom cached"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from transformers import TrainerCallback
@@ -20,6 +21,7 @@ class HistoryCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[override]
         self._training = True
+        self._started = time.perf_counter()
 
     def on_train_end(self, args, state, control, **kwargs):  # type: ignore[override]
         self._training = False
@@ -32,6 +34,7 @@ class HistoryCallback(TrainerCallback):
             {
                 "step": state.global_step,
                 "epoch": round(float(state.epoch or 0.0), 4),
+                "elapsed_seconds": round(time.perf_counter() - getattr(self, "_started", time.perf_counter()), 3),
                 "train_loss": train_losses[-1] if train_losses else None,
                 "validation": {
                     key.removeprefix("eval_"): value
@@ -89,3 +92,22 @@ class RichProgressCallback(TrainerCallback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+class TimeLimitCallback(TrainerCallback):
+    """Stops training once ``seconds`` have passed (a comparison's share of its budget), evaluating first."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.stopped = False
+        self._started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[override]
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[override]
+        if time.perf_counter() - self._started > self.seconds and not control.should_training_stop:
+            self.stopped = True
+            control.should_training_stop = True
+            control.should_evaluate = True
+            control.should_log = True

@@ -1,0 +1,204 @@
+"""The comparison report: ``report.html`` (self-contained, plotly's JavaScript inline, opens offline)
+and ``report.md`` (for terminals and pull requests)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+COLORS = {"frozen": "#1f77b4", "partial": "#2ca02c", "gradual": "#ff7f0e", "llrd": "#9467bd", "lora": "#8c564b", "full": "#d62728"}
+
+
+def _color(strategy: str) -> str:
+    return COLORS.get(strategy, "#7f7f7f")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _blocks(summary: dict[str, Any]) -> list[str]:
+    layers = summary["info"].get("num_layers")
+    if layers is None:
+        seen = {b for h in summary["history"] for b in h.get("trainable_blocks", []) if b.startswith("layer.")}
+        layers = 1 + max((int(b.split(".")[1]) for b in seen), default=-1)
+    return ["embeddings", *(f"layer.{i}" for i in range(layers)), "head"]
+
+
+def figures(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], metric: str) -> list[tuple[str, Any]]:
+    try:
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+    except ImportError:
+        from thawkit.errors import ConfigError
+
+        raise ConfigError("the report needs plotly; fix: pip install 'thawkit[report]'") from None
+
+    evals = {id(s): [h for h in s["history"] if "type" not in h] for s in summaries}
+    shown: set[str] = set()
+    curve_time, curve_epoch = go.Figure(), go.Figure()
+    for summary in summaries:
+        strategy = summary["info"]["strategy"]
+        points = evals[id(summary)]
+        offset = (summary["info"].get("cache") or {}).get("pass_seconds", 0.0)
+        values = [h["validation"].get(metric) for h in points]
+        common = dict(mode="lines+markers", line=dict(color=_color(strategy)), legendgroup=strategy, name=strategy,
+                      showlegend=strategy not in shown)
+        curve_time.add_trace(go.Scatter(x=[offset + h.get("elapsed_seconds", 0.0) for h in points], y=values, **common))
+        curve_epoch.add_trace(go.Scatter(x=[h["epoch"] for h in points], y=values, **common))
+        shown.add(strategy)
+    curve_time.update_layout(title=f"validation {metric} against training time", xaxis_title="seconds (incl. cached pass)", yaxis_title=metric)
+    curve_epoch.update_layout(title=f"validation {metric} against epoch", xaxis_title="epoch", yaxis_title=metric)
+
+    first_seed = {}
+    for summary in summaries:
+        first_seed.setdefault(summary["info"]["strategy"], summary)
+    names = list(first_seed)
+    trainability = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_yaxes=True, horizontal_spacing=0.03)
+    for col, name in enumerate(names, start=1):
+        summary = first_seed[name]
+        blocks = _blocks(summary)
+        points = evals[id(summary)] or [{"epoch": 0, "trainable_blocks": []}]
+        adapters = name == "lora"
+        z = [
+            [(0.5 if adapters and b.startswith("layer.") else 1.0) if b in h.get("trainable_blocks", []) else 0.0 for h in points]
+            for b in blocks
+        ]
+        trainability.add_trace(
+            go.Heatmap(z=z, x=[f"e{h['epoch']:g}" for h in points], y=blocks, zmin=0, zmax=1, showscale=col == 1,
+                       colorscale=[[0, "#dbe9f6"], [0.5, "#fdae6b"], [1, "#d62728"]],
+                       colorbar=dict(tickvals=[0, 0.5, 1], ticktext=["frozen", "adapters", "trainable"])),
+            row=1, col=col,
+        )
+    trainability.update_layout(title="layer trainability per evaluation (rows: blocks bottom to top)", height=380)
+
+    share = go.Figure()
+    for row in rows:
+        share.add_trace(go.Scatter(
+            x=[max(row["trainable_percent"], 1e-3)], y=[row[f"validation_{metric}_mean"]], mode="markers+text",
+            text=[row["strategy"]], textposition="top center", marker=dict(size=14, color=_color(row["strategy"])),
+            error_y=dict(type="data", array=[row[f"validation_{metric}_std"] or 0.0]), name=row["strategy"],
+        ))
+    share.update_layout(title=f"validation {metric} against trainable-parameter share", xaxis_title="trainable parameters (%)",
+                        xaxis_type="log", yaxis_title=metric, showlegend=False)
+
+    forgetting = go.Figure()
+    for name, summary in first_seed.items():
+        cka = (summary["metrics"].get("forgetting") or {}).get("cka")
+        if cka:
+            forgetting.add_trace(go.Scatter(x=list(cka), y=list(cka.values()), mode="lines+markers", name=name,
+                                            line=dict(color=_color(name))))
+    forgetting.update_layout(title="forgetting: CKA between pretrained and fine-tuned representations (1 = unchanged)",
+                             xaxis_title="block", yaxis_title="linear CKA")
+    return [("curve-time", curve_time), ("curve-epoch", curve_epoch), ("trainability", trainability),
+            ("metric-vs-share", share), ("forgetting", forgetting)]
+
+
+def _table_html(rows: list[dict[str, Any]], metric: str) -> str:
+    head = ["strategy", f"validation {metric}", f"test {metric}", "trainable", "train time", "peak memory", "forgetting (drift)", "status"]
+    lines = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    for row in rows:
+        status = "eliminated at rung %d" % row["eliminated_at_rung"] if row.get("eliminated_at_rung") is not None else ""
+        cells = [
+            row["strategy"],
+            f"{_fmt(row[f'validation_{metric}_mean'])} ± {_fmt(row[f'validation_{metric}_std'])}",
+            f"{_fmt(row[f'test_{metric}_mean'])} ± {_fmt(row[f'test_{metric}_std'])}" if row[f"test_{metric}_mean"] is not None else "–",
+            f"{row['trainable_params']:,} ({row['trainable_percent']:.2f}%)",
+            f"{_fmt(row['train_seconds_mean'], 1)} s",
+            f"{_fmt(row['peak_memory_mb'], 0)} MB",
+            _fmt(row["forgetting_drift"], 4),
+            status,
+        ]
+        lines.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return "\n".join(lines) + "</tbody></table>"
+
+
+def _advice_lines(advice: dict[str, Any] | None, winner: dict[str, Any]) -> list[str]:
+    if not advice:
+        return [f"Measured winner: {winner['reason']}."]
+    agree = "agrees with" if advice["strategy"] == winner["strategy"] else "differs from"
+    return [
+        f"Advisor's recommendation (before training): {advice['strategy']} — {advice['reasons'][-1]}.",
+        f"Measured winner: {winner['reason']}.",
+        f"The advisor {agree} the measurement.",
+    ]
+
+
+def write_report(folder: Path, summaries: list[dict[str, Any]], rows: list[dict[str, Any]], winner: dict[str, Any],
+                 metric: str, advice: dict[str, Any] | None) -> None:
+    charts = figures(summaries, rows, metric)
+    parts = []
+    for index, (name, figure) in enumerate(charts):
+        figure.update_layout(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50))
+        parts.append(f'<section class="chart" id="{name}">' + figure.to_html(
+            full_html=False, include_plotlyjs=index == 0, div_id=f"chart-{name}", config={"displaylogo": False}
+        ) + "</section>")
+    advice_html = "".join(f"<p>{html.escape(line)}</p>" for line in _advice_lines(advice, winner))
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>thawkit comparison</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 0.9rem; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 0.4rem 0.6rem; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+.winner {{ background: #f3f8ee; border-left: 4px solid #2ca02c; padding: 0.6rem 1rem; }}
+</style></head>
+<body data-charts="{len(charts)}">
+<h1>Which strategy for this data?</h1>
+<div class="winner">{advice_html}</div>
+<h2>Results</h2>
+{_table_html(rows, metric)}
+{''.join(parts)}
+<footer><p>thawkit · metric: {html.escape(metric)} · {len(summaries)} runs</p></footer>
+</body></html>
+"""
+    (folder / "report.html").write_text(page, encoding="utf-8")
+    (folder / "report.md").write_text(markdown_report(rows, winner, metric, advice, summaries), encoding="utf-8")
+
+
+def markdown_report(rows: list[dict[str, Any]], winner: dict[str, Any], metric: str, advice: dict[str, Any] | None,
+                    summaries: list[dict[str, Any]]) -> str:
+    lines = ["# thawkit comparison", "", *(f"- {line}" for line in _advice_lines(advice, winner)), "",
+             f"| strategy | validation {metric} | test {metric} | trainable | train time | peak memory | forgetting (drift) |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        test = f"{_fmt(row[f'test_{metric}_mean'])} ± {_fmt(row[f'test_{metric}_std'])}" if row[f"test_{metric}_mean"] is not None else "–"
+        status = f" (eliminated at rung {row['eliminated_at_rung']})" if row.get("eliminated_at_rung") is not None else ""
+        lines.append(
+            f"| {row['strategy']}{status} | {_fmt(row[f'validation_{metric}_mean'])} ± {_fmt(row[f'validation_{metric}_std'])} | {test} | "
+            f"{row['trainable_percent']:.2f}% | {_fmt(row['train_seconds_mean'], 1)} s | {_fmt(row['peak_memory_mb'], 0)} MB | "
+            f"{_fmt(row['forgetting_drift'], 4)} |"
+        )
+    lines += ["", "## Trainable blocks per evaluation", ""]
+    seen = set()
+    for summary in summaries:
+        name = summary["info"]["strategy"]
+        if name in seen:
+            continue
+        seen.add(name)
+        stages = [f"e{h['epoch']:g}: {', '.join(h.get('trainable_blocks', []))}" for h in summary["history"] if "type" not in h]
+        lines.append(f"- **{name}**: " + "; ".join(stages))
+    lines += ["", "Charts: open `report.html` (self-contained, works offline).", ""]
+    return "\n".join(lines)
+
+
+def report_from_runs(runs: list[Path], out: Path, metric: str = "macro_f1") -> Path:
+    """``thawkit report RUN [RUN...]``: the same report from existing run directories."""
+    from thawkit.compare.results import aggregate, load_run_summary, name_winner, write_results
+
+    summaries = [load_run_summary(path) for path in runs]
+    rows = aggregate(summaries, metric)
+    winner = name_winner(rows, metric)
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(rows, winner, metric, out, {"runs": [str(p) for p in runs]})
+    write_report(out, summaries, rows, winner, metric, None)
+    return out / "report.html"
+
+
+__all__ = ["write_report", "report_from_runs", "markdown_report", "figures", "json"]

@@ -1,0 +1,97 @@
+"""Aggregate finished runs into a results table (mean ± std over seeds) and name the winner."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from thawkit.rundir import read_history, read_run_files
+
+
+def load_run_summary(path: Path) -> dict[str, Any]:
+    run, info, _labels = read_run_files(path)
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    return {"path": str(run), "info": info, "metrics": metrics, "history": read_history(run)}
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate(summaries: list[dict[str, Any]], metric: str, extra: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per strategy; ``extra``: per-strategy fields (e.g. successive-halving status)."""
+    by_strategy: dict[str, list[dict[str, Any]]] = {}
+    for summary in summaries:
+        by_strategy.setdefault(summary["info"]["strategy"], []).append(summary)
+    rows = []
+    for strategy, runs in by_strategy.items():
+        row: dict[str, Any] = {"strategy": strategy, "seeds": len(runs)}
+        for split in ("validation", "test"):
+            mean, std = _mean_std([r["metrics"].get(split, {}).get(metric) for r in runs])
+            row[f"{split}_{metric}_mean"], row[f"{split}_{metric}_std"] = mean, std
+        acc_mean, _ = _mean_std([r["metrics"]["validation"].get("accuracy") for r in runs])
+        row["validation_accuracy_mean"] = acc_mean
+        trainable = runs[0]["info"]["trainable_params"]
+        total = runs[0]["info"]["total_params"]
+        row["trainable_params"] = trainable
+        row["trainable_percent"] = 100.0 * trainable / max(total, 1)
+        seconds = [r["info"]["train_seconds"] + (r["info"].get("cache") or {}).get("pass_seconds", 0.0) for r in runs]
+        row["train_seconds_mean"], row["train_seconds_std"] = _mean_std(seconds)
+        row["peak_memory_mb"] = max(r["info"].get("peak_memory_mb") or 0 for r in runs)
+        drift, _ = _mean_std([(r["metrics"].get("forgetting") or {}).get("drift") for r in runs])
+        row["forgetting_drift"] = drift
+        row["runs"] = [r["path"] for r in runs]
+        row.update((extra or {}).get(strategy, {}))
+        rows.append(row)
+    key = f"validation_{metric}_mean"
+    rows.sort(key=lambda r: (r.get("eliminated_at_rung") is None, r[key] if r[key] is not None else -1e9), reverse=True)
+    return rows
+
+
+def name_winner(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The best validation metric; ties within one std go to the faster strategy. Says why."""
+    key = f"validation_{metric}_mean"
+    candidates = [r for r in rows if r[key] is not None and r.get("eliminated_at_rung") is None]
+    top = max(candidates, key=lambda r: r[key])
+    close = [r for r in candidates if r[key] >= top[key] - max(top[f"validation_{metric}_std"] or 0.0, 1e-9)]
+    winner = min(close, key=lambda r: r["train_seconds_mean"]) if len(close) > 1 else top
+    reason = f"{winner['strategy']}: {metric} {winner[key]:.3f} ± {winner[f'validation_{metric}_std'] or 0:.3f}"
+    trade = []
+    for other in candidates:
+        if other is winner:
+            continue
+        speed = other["train_seconds_mean"] / max(winner["train_seconds_mean"], 1e-9)
+        if speed >= 1.2:
+            trade.append(f"{speed:.1f}× faster than {other['strategy']}")
+        elif speed <= 1 / 1.2:
+            trade.append(f"{1 / speed:.1f}× slower than {other['strategy']}")
+    if winner is not top:
+        reason += f" (within one std of {top['strategy']}'s {top[key]:.3f}, and faster)"
+    if trade:
+        reason += ", " + ", ".join(trade[:3])
+    reason += f"; trains {winner['trainable_percent']:.1f}% of the parameters"
+    return {"strategy": winner["strategy"], "reason": reason}
+
+
+CSV_COLUMNS = [
+    "strategy", "seeds", "validation_{m}_mean", "validation_{m}_std", "test_{m}_mean", "test_{m}_std",
+    "validation_accuracy_mean", "trainable_params", "trainable_percent", "train_seconds_mean", "train_seconds_std",
+    "peak_memory_mb", "forgetting_drift", "eliminated_at_rung",
+]
+
+
+def write_results(rows: list[dict[str, Any]], winner: dict[str, Any], metric: str, folder: Path, meta: dict[str, Any]) -> None:
+    columns = [c.format(m=metric) for c in CSV_COLUMNS]
+    with (folder / "results.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*columns, "runs"], extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**{c: row.get(c) for c in columns}, "runs": ";".join(row["runs"])})
+    payload = {**meta, "metric": metric, "winner": winner, "results": rows}
+    (folder / "results.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")

@@ -1,0 +1,137 @@
+"""thawkit compare and report: consistent results, successive halving, the report in a real browser."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import thawkit
+from thawkit.cli.app import main
+from thawkit.compare import compare
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def comparison(tiny_models, tmp_path_factory):
+    from thawkit.testing import write_toy_csv
+
+    root = tmp_path_factory.mktemp("compare")
+    data = write_toy_csv(root / "toy.csv", n=120)
+    test = write_toy_csv(root / "toy-test.csv", n=40, seed=9)
+    return compare(data=data, test=test, model=str(tiny_models["bert"]), epochs=2, max_length=32, seeds=2,
+                   budget="10m", out=root / "cmp", advise=False)
+
+
+def test_compare_writes_consistent_results(comparison):
+    folder = comparison.path
+    assert {p.name for p in folder.iterdir()} >= {"results.csv", "results.json", "report.html", "report.md", "runs"}
+    rows = comparison.rows
+    assert sorted(r["strategy"] for r in rows) == thawkit.available_strategies()
+    payload = json.loads((folder / "results.json").read_text())
+    assert payload["winner"]["strategy"] in {r["strategy"] for r in rows}
+    assert payload["seeds"] == [42, 43] and payload["budget"] == "10m"
+    with (folder / "results.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [t["strategy"] for t in table] == [r["strategy"] for r in rows]
+    infos = []
+    for row in rows:
+        assert row["seeds"] == 2 and len(row["runs"]) == 2
+        assert row["validation_macro_f1_mean"] is not None and row["test_macro_f1_mean"] is not None
+        for path in row["runs"]:
+            run = thawkit.load(path)  # every run directory is complete and loadable
+            infos.append(run.info)
+    # Identical splits for every run; the seeds differ; the budget is shared.
+    assert len({i["validation_source"] for i in infos}) == 1
+    assert {i["config"]["seed"] for i in infos} == {42, 43}
+    limits = [i["config"]["time_limit_seconds"] for i in infos]
+    assert limits == pytest.approx([600 / 12] * 12)  # 10 minutes over 6 strategies x 2 seeds
+    frozen = next(r for r in rows if r["strategy"] == "frozen")
+    full = next(r for r in rows if r["strategy"] == "full")
+    assert frozen["trainable_percent"] < 1 < full["trainable_percent"] == pytest.approx(100)
+    assert frozen["forgetting_drift"] == pytest.approx(0.0, abs=1e-6)
+    report = (folder / "report.md").read_text()
+    assert "| strategy |" in report and "Measured winner" in report
+
+
+def test_successive_halving_stops_losers(tiny_models, toy_csv, tmp_path):
+    result = compare(data=toy_csv, model=str(tiny_models["bert"]), strategies=["frozen", "partial", "gradual", "full"],
+                     epochs=4, max_length=32, successive_halving=True, out=tmp_path / "sh", advise=False)
+    rows = {r["strategy"]: r for r in result.rows}
+    eliminated = [name for name, row in rows.items() if row["eliminated_at_rung"] is not None]
+    survivors = [name for name, row in rows.items() if row["eliminated_at_rung"] is None]
+    # 4 strategies: rung 0 (1 epoch) keeps 2, rung 1 (2 epochs) keeps 1, rung 2 trains it for 4 epochs.
+    assert len(survivors) == 1 and len(eliminated) == 3
+    assert sorted(rows[n]["eliminated_at_rung"] for n in eliminated) == [0, 0, 1]
+    assert rows[survivors[0]]["rung_epochs"] == 4
+    assert result.winner["strategy"] == survivors[0]
+    rung_dirs = {p.name: sorted(q.name for q in p.iterdir()) for p in result.path.iterdir() if p.name.startswith("rung")}
+    assert len(rung_dirs["rung0"]) == 4 and len(rung_dirs["rung1"]) == 2 and len(rung_dirs["rung2"]) == 1
+
+
+def test_report_from_existing_runs(comparison, tmp_path, capsys):
+    runs = [path for row in comparison.rows for path in row["runs"]][:4]
+    main(["report", *runs, "--out", str(tmp_path / "rep")])
+    assert (tmp_path / "rep" / "report.html").stat().st_size > 100_000  # plotly inline: works offline
+    assert (tmp_path / "rep" / "report.md").exists()
+
+
+def test_ray_missing_is_a_clear_error(tiny_models, toy_csv, tmp_path, capsys):
+    pytest.importorskip("thawkit")
+    try:
+        import ray  # noqa: F401
+
+        pytest.skip("ray is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--data", str(toy_csv), "--model", str(tiny_models["bert"]), "--strategies", "frozen,full",
+              "--ray", "--out", str(tmp_path / "r")])
+    assert exit_info.value.code == 2 and "thawkit[ray]" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_strategy_in_compare(toy_csv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--data", str(toy_csv), "--strategies", "frozen,bogus", "--out", str(tmp_path / "r")])
+    assert exit_info.value.code == 2 and "'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(comparison):
+    """Chromium opens report.html from disk with networking off: every chart drawn, no JS errors."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("chromium/chromedriver missing: `make test` installs them (Debian chromium, chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=1300,3200"):
+        options.add_argument(argument)
+    options.binary_location = shutil.which("chromium")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.emulateNetworkConditions",
+                               {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
+        driver.get((comparison.path / "report.html").as_uri())
+        expected = int(driver.execute_script("return document.body.dataset.charts"))
+        count_drawn = "return document.querySelectorAll('.plotly-graph-div .main-svg').length > 0 && " \
+                      "Array.from(document.querySelectorAll('.plotly-graph-div')).filter(d => d.querySelector('.main-svg')).length"
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(count_drawn) == expected)
+        assert expected == 5
+        assert driver.execute_script("return document.querySelectorAll('table tbody tr').length") == 6
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert errors == [], errors
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(ARTIFACTS / "report.png"))
+    finally:
+        driver.quit()
