@@ -100,3 +100,22 @@ def test_advise_cli_and_strategy_auto(tmp_path, capsys):
     assert "strategy" in out and "why" in out
     run = thawkit.train(data=demo_data_path(), strategy="auto", epochs=1, out=tmp_path / "auto")
     assert run.info["strategy"] == "frozen" and run.info["advice"]["rule"] == "small-data"
+
+
+def test_masked_lm_signal_where_the_checkpoint_has_a_head(tmp_path, tiny_bert):
+    """Pseudo-perplexity is used only with a trained MLM head; a bare encoder checkpoint has none."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from thawkit.advisor.similarity import load_mlm_if_trained, measure_domain_similarity, pseudo_perplexity
+
+    assert load_mlm_if_trained(str(tiny_bert)) is None  # saved as AutoModel: no MLM head
+    with_head = tmp_path / "mlm"
+    AutoModelForMaskedLM.from_pretrained(str(tiny_bert)).save_pretrained(str(with_head))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    mlm = load_mlm_if_trained(str(with_head))
+    assert mlm is not None
+    assert pseudo_perplexity(mlm, tokenizer, ["the film was great"]) > 1.0
+    from transformers import AutoModel
+
+    similarity = measure_domain_similarity(["the film was great"] * 5, tokenizer, AutoModel.from_pretrained(str(tiny_bert)), mlm)
+    assert "mlm" in similarity.parts and 0.0 <= similarity.parts["mlm"] <= 1.0

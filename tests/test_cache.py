@@ -217,3 +217,18 @@ def test_strategies_share_boundary_entries(tiny_bert, toy_csv, tmp_path):
     FeatureStore.forget_in_memory()
     partial = thawkit.train(**common, strategy="partial", strategy_options={"freeze_layers": 1}, epochs=1, out=tmp_path / "partial")
     assert partial.info["cache"]["boundaries"] == [1] and partial.info["cache"]["reused"]
+
+
+def test_checkpoints_are_full_models_on_the_cached_path(tiny_bert, toy_csv, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    run = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="partial", strategy_options={"freeze_layers": 1},
+                        epochs=2, max_length=32, out=tmp_path / "run", save_checkpoints=True, select_best=False)
+    assert run.info["cache"]["used"]
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert len(checkpoints) == 2
+    last = AutoModelForSequenceClassification.from_pretrained(str(checkpoints[-1]))
+    assert len(last.bert.encoder.layer) == 2  # not the truncated upper part
+    final = dict(run.model.named_parameters())
+    for name, param in last.named_parameters():  # no early stop/restore here: last epoch = final weights
+        assert torch.equal(param, final[name]), name

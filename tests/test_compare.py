@@ -135,3 +135,11 @@ def test_report_renders_in_headless_chromium(comparison):
         assert driver.save_screenshot(str(ARTIFACTS / "report.png"))
     finally:
         driver.quit()
+
+
+def test_parallel_workers(tiny_models, toy_csv, tmp_path):
+    result = compare(data=toy_csv, model=str(tiny_models["bert"]), strategies=["frozen", "full"], epochs=1,
+                     max_length=32, workers=2, out=tmp_path / "par", advise=False)
+    assert sorted(r["strategy"] for r in result.rows) == ["frozen", "full"]
+    for row in result.rows:
+        assert thawkit.load(row["runs"][0]).predict("a great film")[0]["label"] in {"negative", "positive"}

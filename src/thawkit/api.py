@@ -94,8 +94,9 @@ def _training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) -
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         lr_scheduler_type="linear",
         eval_strategy="epoch",
-        # The best weights are kept in memory by BestStateCallback: no checkpoint files on disk.
-        save_strategy="no",
+        # The best weights are kept in memory by BestStateCallback; checkpoint files only on request.
+        save_strategy="epoch" if cfg.save_checkpoints else "no",
+        save_total_limit=2 if cfg.save_checkpoints else None,
         logging_strategy="epoch",
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -352,7 +353,8 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     info = _run_info(cfg, data, model, extra)
 
     if is_main:
-        shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)  # Trainer's output_dir, empty
+        if not cfg.save_checkpoints:
+            shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)  # Trainer's output_dir, empty
         partial_dir.mkdir(parents=True, exist_ok=True)
         to_save = model
         if merge:

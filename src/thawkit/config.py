@@ -57,6 +57,7 @@ class TrainConfig(BaseModel):
     class_weights: Literal["none", "auto"] = Field(default="none", description="auto: weight the loss by inverse class frequency")
     strict: bool = Field(default=False, description="turn guard warnings into errors")
     measure_forgetting: bool = Field(default=True, description="measure representation drift after training")
+    save_checkpoints: bool = Field(default=False, description="keep a Trainer checkpoint per epoch in checkpoints/")
     progress: bool = Field(default=True, description="show a progress bar while training")
     select_best: bool = Field(default=True, description="restore the best validation checkpoint at the end")
     seed: int = Field(default=42, ge=0, description="random seed (init, shuffling, split)")

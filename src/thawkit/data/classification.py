@@ -109,22 +109,18 @@ def _sort_labels(labels: set[str]) -> list[str]:
     return sorted(labels)
 
 
+def _require_values(frame: pd.DataFrame, path: Path, column: str, what: str, fix: str) -> None:
+    missing = [i for i, value in enumerate(frame[column].tolist()) if _is_missing(value)]
+    if missing:
+        raise DataError(f"{path}: {what} in column {column!r} at {_rows(path, missing)}; fix: {fix}")
+
+
 def _check_texts(frame: pd.DataFrame, path: Path, column: str) -> None:
-    empty = [i for i, value in enumerate(frame[column].tolist()) if _is_missing(value)]
-    if empty:
-        raise DataError(
-            f"{path}: empty text in column {column!r} at {_rows(path, empty)}; "
-            "fix: remove those rows or fill in their text"
-        )
+    _require_values(frame, path, column, "empty text", "remove those rows or fill in their text")
 
 
 def _check_labels_present(frame: pd.DataFrame, path: Path, column: str) -> None:
-    missing = [i for i, value in enumerate(frame[column].tolist()) if _is_missing(value)]
-    if missing:
-        raise DataError(
-            f"{path}: missing (NaN or empty) label in column {column!r} at {_rows(path, missing)}; "
-            "fix: label those rows or remove them"
-        )
+    _require_values(frame, path, column, "missing (NaN or empty) label", "label those rows or remove them")
 
 
 def _prepare_split(

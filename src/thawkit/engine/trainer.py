@@ -53,6 +53,11 @@ class StrategyTrainer(Trainer):
             self.optimizer = optimizer_cls(self.controller.initial_param_groups(), **optimizer_kwargs)
         return self.optimizer
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        # A checkpoint is the full model, also while the cached path has modules swapped out.
+        with self.controller.full_structure():
+            super().save_model(output_dir, _internal_call=_internal_call)
+
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):  # type: ignore[override]
         if model.training:
             self.controller.enforce_eval_modes()
