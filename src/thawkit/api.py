@@ -134,7 +134,7 @@ def _run_info(cfg: TrainConfig, data: ClassificationData, model: Any, extra: dic
     }
 
 
-def _verify_merge(peft_model: Any, merged: Any, sample: dict[str, torch.Tensor]) -> None:
+def _verify_merge(peft_model: Any, merged: Any, sample: dict[str, torch.Tensor]) -> Any:
     """A merged LoRA model must predict what the adapter model did."""
     with torch.inference_mode():
         before = peft_model(**sample).logits
@@ -156,10 +156,9 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     from transformers import PrinterCallback, set_seed
 
     from thawkit.engine.best import BestStateCallback
-    from thawkit.engine.cache import FeatureStore, resolve_storage
-    from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset, prepare_cached_path, sorted_order
+    from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset, sorted_order
     from thawkit.engine.callbacks import HistoryCallback, RichProgressCallback, TimeLimitCallback
-    from thawkit.engine.metrics import detailed_metrics, scalar_metrics
+    from thawkit.engine.metrics import scalar_metrics
     from thawkit.engine.stages import StageCallback, StageController
     from thawkit.engine.trainability import set_requires_grad
     from thawkit.engine.trainer import StrategyTrainer
@@ -175,45 +174,10 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     partial_dir = partial_dir_for(final_dir)
 
     set_seed(cfg.seed)
-    data = load_classification_data(
-        cfg.data,
-        validation=cfg.validation,
-        test=cfg.test,
-        text_col=cfg.text_col,
-        text_pair_col=cfg.text_pair_col,
-        label_col=cfg.label_col,
-        multi_label=cfg.multi_label,
-        label_sep=cfg.label_sep,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.split_seed if cfg.split_seed is not None else cfg.seed,
-    )
+    data = _load_data(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-    problem_type = "multi_label_classification" if data.multi_label else "single_label_classification"
-    strategy = get_strategy_class(cfg.strategy)(cfg.strategy_config())
-    # A strategy may bring its own model (the frozen strategy's pooled-feature heads); else Auto.
-    custom_loader = getattr(strategy, "load_model", None)
-    model = custom_loader(cfg.model, len(data.labels), data.id2label, problem_type) if custom_loader else None
-    if model is None:
-        model = load_sequence_classifier(cfg.model, len(data.labels), data.id2label, problem_type)
-    _check_max_length(cfg, model)
-    fit_logreg = getattr(strategy.config, "head", None) == "logreg"
-    if fit_logreg and data.multi_label:
-        raise ConfigError("head 'logreg' handles single-label data only; fix: use head 'linear' or 'mlp' for multi-label")
-    guards = GuardReport(strict=cfg.strict)
-    guards.add(check_learning_rate(cfg.strategy, cfg.resolved_lr()))
-    guards.add(check_tokenizer(tokenizer, model, data.train["text"].tolist()))
-    class_counts = {label: 0 for label in data.labels}
-    for names in data.train["label_names"]:
-        for name in names:
-            class_counts[name] += 1
-    guards.add(check_imbalance(class_counts, cfg.class_weights, cfg.metric))
-    class_weights = None
-    if cfg.class_weights == "auto":
-        counts = [class_counts[label] for label in data.labels]
-        if data.multi_label:  # positives of label c are up-weighted by negatives / positives
-            class_weights = [(len(data.train) - c) / max(c, 1) for c in counts]
-        else:
-            class_weights = balanced_class_weights(counts)
+    strategy, model, fit_logreg = _build_model(cfg, data)
+    guards, class_weights = _pre_training_guards(cfg, tokenizer, model, data)
     model = strategy.prepare(model)
     layout = build_layout(model)
     controller = StageController(strategy, model, layout, cfg.resolved_lr(), cfg.weight_decay, decay_names=set())
@@ -224,35 +188,10 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
 
     args = _training_arguments(cfg, partial_dir / "checkpoints", controller.num_stages > 1)
     is_main = args.process_index == 0
-    train_tokens = _tokenize(data.train, tokenizer, cfg.max_length)
+    train_ds = SwitchableDataset(_tokenize(data.train, tokenizer, cfg.max_length))
     val_tokens = _tokenize(data.validation, tokenizer, cfg.max_length)
-    train_ds = SwitchableDataset(train_tokens)
     val_ds = SwitchableDataset(val_tokens, order=sorted_order(val_tokens))
-
-    runtime, cache_reason = None, "off (--no-cache)"
-    if cfg.cache and args.world_size > 1:
-        cache_reason = "off: distributed runs use the plain path"
-    elif cfg.cache:
-        store = FeatureStore(cfg.cache_dir, cfg.cache_ram_budget_mb)
-        storage = resolve_storage(cfg.cache_dtype)
-        runtime, cache_reason = prepare_cached_path(
-            controller,
-            model,
-            tokenizer,
-            {"train": train_ds, "validation": val_ds},
-            cfg.max_length,
-            storage,
-            store,
-            autocast_bf16=storage == "bfloat16",
-            batch_size=cfg.eval_batch_size,
-            reachable_stages=_reachable_stages(strategy, cfg, len(train_ds), args.world_size),
-        )
-        if runtime is not None:
-            controller.listeners.append(runtime.follow)
-            controller.full_structure = runtime.surgery.restored
-        elif "self-check" in cache_reason:
-            log.info("Hint: frozen-layer cache not used: %s", cache_reason)
-
+    runtime, cache_reason = _attach_cache(cfg, controller, tokenizer, train_ds, val_ds, args.world_size)
     with args.main_process_first(desc="prepare run directory"):
         if is_main and partial_dir.exists():
             shutil.rmtree(partial_dir)  # left over from an interrupted run
@@ -269,11 +208,10 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         patience=cfg.early_stopping_patience,
         restore=cfg.select_best,
     )
+    time_limit = TimeLimitCallback(cfg.time_limit_seconds) if cfg.time_limit_seconds is not None else None
     callbacks = [StageCallback(controller), history, best]
-    if cfg.progress:
-        callbacks.append(RichProgressCallback(cfg.metric))
-    if cfg.time_limit_seconds is not None:
-        callbacks.append(TimeLimitCallback(cfg.time_limit_seconds))
+    callbacks += [RichProgressCallback(cfg.metric)] if cfg.progress else []
+    callbacks += [time_limit] if time_limit is not None else []
     trainer = StrategyTrainer(
         model=model,
         args=args,
@@ -308,23 +246,15 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
             runtime.finish()  # the full model again, for evaluation and saving
     train_seconds = time.perf_counter() - started
     guards.add(check_overfitting(history.records))
-    if best.stopped_early and cfg.progress:
-        log.info("Early stopping: no %s gain for %d evaluations", cfg.metric, cfg.early_stopping_patience)
-    if best.summary()["restored_best"] and cfg.progress:
-        log.info("Restored the best checkpoint (epoch %s, %s %.4f)", best.best_epoch, cfg.metric, best.best_value)
+    if cfg.progress:
+        if best.stopped_early:
+            log.info("Early stopping: no %s gain for %d evaluations", cfg.metric, cfg.early_stopping_patience)
+        if best.summary()["restored_best"]:
+            log.info("Restored the best checkpoint (epoch %s, %s %.4f)", best.best_epoch, cfg.metric, best.best_value)
 
     model = trainer.model
     model.eval()
-    metrics: dict[str, Any] = {}
-    splits = {"validation": val_ds}
-    if data.test is not None:
-        splits["test"] = SwitchableDataset(_tokenize(data.test, tokenizer, cfg.max_length))
-    for split, dataset in splits.items():
-        output = trainer.predict(dataset, metric_key_prefix=split)
-        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-        metrics[split] = detailed_metrics(np.asarray(logits), np.asarray(output.label_ids), data.labels, data.multi_label)
-        metrics[split]["loss"] = float(output.metrics.get(f"{split}_loss", float("nan")))
-
+    metrics = _evaluate_splits(trainer, data, val_ds, tokenizer, cfg)
     if cfg.measure_forgetting and is_main:
         metrics["forgetting"] = _measure_forgetting(cfg, model, tokenizer)
         history.records.append({"type": "forgetting", "step": int(trainer.state.global_step), **metrics["forgetting"]})
@@ -336,7 +266,7 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         "train_loss": training_loss,
         "global_steps": int(trainer.state.global_step),
         "best": best.summary(),
-        "stopped_by_time_limit": any(getattr(c, "stopped", False) for c in callbacks if isinstance(c, TimeLimitCallback)),
+        "stopped_by_time_limit": bool(time_limit and time_limit.stopped),
         # What the last stage reached trains (for gradual: the most that was ever thawed).
         "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in final_trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
@@ -351,31 +281,136 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         "class_weights": class_weights,
     }
     info = _run_info(cfg, data, model, extra)
-
     if is_main:
-        if not cfg.save_checkpoints:
-            shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)  # Trainer's output_dir, empty
-        partial_dir.mkdir(parents=True, exist_ok=True)
-        to_save = model
-        if merge:
-            collate = SwitchableCollator(tokenizer)
-            sample = {
-                k: v.to(next(model.parameters()).device)
-                for k, v in collate([val_ds[i] for i in range(min(8, len(val_ds)))]).items()
-                if k != "labels"
-            }
-            to_save = _verify_merge(model, model.merge_and_unload, sample)
-            model = to_save
-        to_save.save_pretrained(str(partial_dir))
-        tokenizer.save_pretrained(str(partial_dir))
-        write_json(partial_dir / LABELS_FILE, {"labels": data.labels, "multi_label": data.multi_label})
-        write_json(partial_dir / RUN_FILE, info)
-        write_json(partial_dir / METRICS_FILE, metrics)
-        write_history(partial_dir / HISTORY_FILE, history.records)
-        publish(partial_dir, final_dir, cfg.overwrite)
+        model = _write_run(cfg, partial_dir, final_dir, model, tokenizer, data, info, metrics, history.records, merge, val_ds)
     trainer.accelerator.wait_for_everyone()
     set_requires_grad(model, [])
     return Run(model, tokenizer, data.labels, data.multi_label, info, path=final_dir)
+
+
+def _load_data(cfg: TrainConfig) -> ClassificationData:
+    return load_classification_data(
+        cfg.data,
+        validation=cfg.validation,
+        test=cfg.test,
+        text_col=cfg.text_col,
+        text_pair_col=cfg.text_pair_col,
+        label_col=cfg.label_col,
+        multi_label=cfg.multi_label,
+        label_sep=cfg.label_sep,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.split_seed if cfg.split_seed is not None else cfg.seed,
+    )
+
+
+def _build_model(cfg: TrainConfig, data: ClassificationData) -> tuple[Any, Any, bool]:
+    """The strategy, its model (a strategy may bring its own, e.g. pooled-feature heads), and
+    whether the head is fitted in closed form (logistic regression) instead of trained."""
+    problem_type = "multi_label_classification" if data.multi_label else "single_label_classification"
+    strategy = get_strategy_class(cfg.strategy)(cfg.strategy_config())
+    custom_loader = getattr(strategy, "load_model", None)
+    model = custom_loader(cfg.model, len(data.labels), data.id2label, problem_type) if custom_loader else None
+    if model is None:
+        model = load_sequence_classifier(cfg.model, len(data.labels), data.id2label, problem_type)
+    _check_max_length(cfg, model)
+    fit_logreg = getattr(strategy.config, "head", None) == "logreg"
+    if fit_logreg and data.multi_label:
+        raise ConfigError("head 'logreg' handles single-label data only; fix: use head 'linear' or 'mlp' for multi-label")
+    return strategy, model, fit_logreg
+
+
+def _pre_training_guards(
+    cfg: TrainConfig, tokenizer: Any, model: Any, data: ClassificationData
+) -> tuple[GuardReport, list[float] | None]:
+    """Learning rate, tokenizer and class-balance guards; the class weights if asked for."""
+    guards = GuardReport(strict=cfg.strict)
+    guards.add(check_learning_rate(cfg.strategy, cfg.resolved_lr()))
+    guards.add(check_tokenizer(tokenizer, model, data.train["text"].tolist()))
+    class_counts = {label: 0 for label in data.labels}
+    for names in data.train["label_names"]:
+        for name in names:
+            class_counts[name] += 1
+    guards.add(check_imbalance(class_counts, cfg.class_weights, cfg.metric))
+    if cfg.class_weights != "auto":
+        return guards, None
+    counts = [class_counts[label] for label in data.labels]
+    if data.multi_label:  # positives of label c are up-weighted by negatives / positives
+        return guards, [(len(data.train) - c) / max(c, 1) for c in counts]
+    return guards, balanced_class_weights(counts)
+
+
+def _attach_cache(
+    cfg: TrainConfig, controller: Any, tokenizer: Any, train_ds: Any, val_ds: Any, world_size: int
+) -> tuple[Any, str]:
+    """The frozen-layer cache where it is on, exact and useful; else None and the reason."""
+    from thawkit.engine.cache import FeatureStore, resolve_storage
+    from thawkit.engine.cached_training import prepare_cached_path
+
+    if not cfg.cache:
+        return None, "off (--no-cache)"
+    if world_size > 1:
+        return None, "off: distributed runs use the plain path"
+    storage = resolve_storage(cfg.cache_dtype)
+    runtime, reason = prepare_cached_path(
+        controller,
+        controller.model,
+        tokenizer,
+        {"train": train_ds, "validation": val_ds},
+        cfg.max_length,
+        storage,
+        FeatureStore(cfg.cache_dir, cfg.cache_ram_budget_mb),
+        autocast_bf16=storage == "bfloat16",
+        batch_size=cfg.eval_batch_size,
+        reachable_stages=_reachable_stages(controller.strategy, cfg, len(train_ds), world_size),
+    )
+    if runtime is not None:
+        controller.listeners.append(runtime.follow)
+        controller.full_structure = runtime.surgery.restored
+    elif "self-check" in reason:
+        log.info("Hint: frozen-layer cache not used: %s", reason)
+    return runtime, reason
+
+
+def _evaluate_splits(trainer: Any, data: ClassificationData, val_ds: Any, tokenizer: Any, cfg: TrainConfig) -> dict[str, Any]:
+    """Final metrics on the plain model: validation, and test when given."""
+    from thawkit.engine.cached_training import SwitchableDataset
+    from thawkit.engine.metrics import detailed_metrics
+
+    metrics: dict[str, Any] = {}
+    splits = {"validation": val_ds}
+    if data.test is not None:
+        splits["test"] = SwitchableDataset(_tokenize(data.test, tokenizer, cfg.max_length))
+    for split, dataset in splits.items():
+        output = trainer.predict(dataset, metric_key_prefix=split)
+        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+        metrics[split] = detailed_metrics(np.asarray(logits), np.asarray(output.label_ids), data.labels, data.multi_label)
+        metrics[split]["loss"] = float(output.metrics.get(f"{split}_loss", float("nan")))
+    return metrics
+
+
+def _write_run(
+    cfg: TrainConfig, partial_dir: Path, final_dir: Path, model: Any, tokenizer: Any, data: ClassificationData,
+    info: dict[str, Any], metrics: dict[str, Any], history: list[dict[str, Any]], merge: bool, val_ds: Any,
+) -> Any:
+    """Write everything under the partial name, then rename. Returns the model as saved."""
+    from thawkit.engine.cached_training import SwitchableCollator
+
+    if not cfg.save_checkpoints:
+        shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)  # Trainer's output_dir, empty
+    partial_dir.mkdir(parents=True, exist_ok=True)
+    if merge:
+        device = next(model.parameters()).device
+        batch = SwitchableCollator(tokenizer)([val_ds[i] for i in range(min(8, len(val_ds)))])
+        sample = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        model = _verify_merge(model, model.merge_and_unload, sample)
+    model.save_pretrained(str(partial_dir))
+    tokenizer.save_pretrained(str(partial_dir))
+    write_json(partial_dir / LABELS_FILE, {"labels": data.labels, "multi_label": data.multi_label})
+    write_json(partial_dir / RUN_FILE, info)
+    write_json(partial_dir / METRICS_FILE, metrics)
+    write_history(partial_dir / HISTORY_FILE, history)
+    publish(partial_dir, final_dir, cfg.overwrite)
+    return model
 
 
 def _reachable_stages(strategy: Any, cfg: TrainConfig, num_examples: int, world_size: int) -> int:
