@@ -16,6 +16,7 @@ from thawkit.registry import available_strategies, get_strategy_class
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
+    task: Literal["classification", "ner"] = Field(default="classification", description="classification or ner")
     # Data
     data: Path = Field(description="training file (.csv, .tsv, .jsonl, .parquet) or save_to_disk folder")
     validation: Path | None = Field(default=None, description="validation file (default: a split of --data)")
@@ -43,8 +44,8 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1, description="share of steps with LR warmup")
     weight_decay: float = Field(default=0.01, ge=0, lt=1, description="AdamW decay (not on biases/norms)")
     early_stopping_patience: int = Field(default=2, ge=0, description="evaluations without gain (0: off)")
-    metric: Literal["accuracy", "macro_f1", "weighted_f1", "loss"] = Field(
-        default="macro_f1", description="validation metric for model selection and early stopping"
+    metric: Literal["accuracy", "macro_f1", "weighted_f1", "f1", "loss"] = Field(
+        default="macro_f1", description="validation metric for model selection (ner: f1, chosen automatically)"
     )
     cache: bool = Field(default=True, description="cache frozen-layer outputs (frozen, partial, gradual)")
     cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -37,6 +37,10 @@ class Run:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         run, info, labels = read_run_files(path)
+        if info.get("task") == "token-classification":
+            from thawkit.tasks.ner import NerRun
+
+            return NerRun.load(run, info, labels["labels"])  # type: ignore[return-value]
         tokenizer = AutoTokenizer.from_pretrained(str(run))
         from thawkit.models.pooled import HEAD_CONFIG, PooledHeadClassifier
 

@@ -40,6 +40,7 @@ def _strategy_options(strategy: str, flags: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(
+    task: Optional[str] = typer.Option(None, "--task", help="classification (default) or ner"),
     data: Optional[Path] = typer.Option(None, "--data", help="training file (.csv/.tsv/.jsonl/.parquet) or dataset folder"),
     validation: Optional[Path] = typer.Option(None, "--validation", help="validation file (default: stratified split of --data)"),
     test: Optional[Path] = typer.Option(None, "--test", help="test file, evaluated once at the end"),
@@ -85,7 +86,7 @@ def train(
 
     values: dict[str, Any] = load_yaml_config(config) if config is not None else {}
     flags = dict(
-        data=data, validation=validation, test=test, text_col=text_col, text_pair_col=text_pair_col,
+        task=task, data=data, validation=validation, test=test, text_col=text_col, text_pair_col=text_pair_col,
         label_col=label_col, multi_label=multi_label, label_sep=label_sep, model=model, strategy=strategy,
         epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed, out=out,
         overwrite=overwrite, early_stopping_patience=early_stopping_patience, metric=metric,
@@ -114,6 +115,14 @@ def _summary(run: Any) -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return
     info = run.info
+    if info.get("task") == "token-classification":
+        validation = run.metrics["validation"]
+        console.print(f"[bold]ner[/bold] {info['strategy']}: validation entity F1 {validation['f1']:.4f} "
+                      f"(P {validation['precision']:.3f}, R {validation['recall']:.3f})")
+        for name, values in validation["per_type"].items():
+            console.print(f"  {name:8s} F1 {values['f1']:.3f}  support {values['support']}")
+        console.print(f"run saved to [bold]{run.path}[/bold]")
+        return
     console.print(metrics_table(run.metrics, title=f"{info['strategy']} on {info['base_model']}"))
     console.print(per_class_table(run.metrics["validation"], title="validation per class"))
     share = 100.0 * info["trainable_params"] / max(info["total_params"], 1)

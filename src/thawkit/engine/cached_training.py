@@ -71,8 +71,8 @@ class SwitchableDataset(torch.utils.data.Dataset):
 class SwitchableCollator:
     """Pads token ids (plain path) or boundary states (cached path) to the batch's longest example."""
 
-    def __init__(self, tokenizer: Any) -> None:
-        self.plain = DataCollatorWithPadding(tokenizer)
+    def __init__(self, tokenizer: Any, plain: Any = None) -> None:
+        self.plain = plain if plain is not None else DataCollatorWithPadding(tokenizer)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if "inputs_embeds" not in features[0]:
@@ -85,7 +85,11 @@ class SwitchableCollator:
             length = feature["inputs_embeds"].shape[0]
             embeds[row, :length] = feature["inputs_embeds"]
             mask[row, :length] = 1
-        return {"inputs_embeds": embeds, "attention_mask": mask, "labels": torch.tensor([f["labels"] for f in features])}
+        labels = [f["labels"] for f in features]
+        if isinstance(labels[0], list) and labels[0] and isinstance(labels[0][0], int):
+            # Token labels: pad with -100 (ignored by the loss) to the batch's width.
+            labels = [x + [-100] * (width - len(x)) for x in labels]
+        return {"inputs_embeds": embeds, "attention_mask": mask, "labels": torch.tensor(labels)}
 
 
 @dataclass
@@ -161,6 +165,9 @@ def _self_check(
                 surgery.restore()
     finally:
         model.train(was_training)
+    if plain.dim() == 3:  # token logits: padded positions carry no meaning on either path
+        mask = plain_batch["attention_mask"].to(plain.device).bool()
+        return float((plain[mask] - cached[mask]).abs().max())
     return float((plain - cached).abs().max())
 
 

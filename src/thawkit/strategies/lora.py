@@ -58,8 +58,9 @@ class LoRA(StaticStrategyMixin):
         from peft import LoraConfig, TaskType, get_peft_model
 
         cfg = self.config
+        token_level = "TokenClassification" in type(model).__name__
         peft_config = LoraConfig(
-            task_type=TaskType.SEQ_CLS,
+            task_type=TaskType.TOKEN_CLS if token_level else TaskType.SEQ_CLS,
             r=cfg.r,  # type: ignore[attr-defined]
             lora_alpha=cfg.alpha,  # type: ignore[attr-defined]
             lora_dropout=cfg.dropout,  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Task heads beyond sequence classification (which lives in ``thawkit.api``)."""
