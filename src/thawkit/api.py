@@ -166,12 +166,16 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     values = config.model_dump() if isinstance(config, TrainConfig) else dict(config or {})
     values.update({k: v for k, v in options.items() if v is not None})
     cfg = make_config(values)
-    if cfg.task == "ner":
+    if cfg.task != "classification":
         if cfg.strategy == "auto":
-            raise ConfigError("--strategy auto is for classification so far; fix: name a strategy for --task ner")
-        from thawkit.tasks.ner import train_ner
+            raise ConfigError(f"--strategy auto is for classification so far; fix: name a strategy for --task {cfg.task}")
+        if cfg.task == "ner":
+            from thawkit.tasks.ner import train_ner
 
-        return train_ner(cfg)  # type: ignore[return-value]
+            return train_ner(cfg)  # type: ignore[return-value]
+        from thawkit.tasks.similarity import train_similarity
+
+        return train_similarity(cfg)  # type: ignore[return-value]
     advice = None
     if cfg.strategy == "auto":
         cfg, advice = _resolve_auto(cfg)

@@ -16,7 +16,9 @@ from thawkit.registry import available_strategies, get_strategy_class
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    task: Literal["classification", "ner"] = Field(default="classification", description="classification or ner")
+    task: Literal["classification", "ner", "similarity"] = Field(
+        default="classification", description="classification, ner or similarity"
+    )
     # Data
     data: Path = Field(description="training file (.csv, .tsv, .jsonl, .parquet) or save_to_disk folder")
     validation: Path | None = Field(default=None, description="validation file (default: a split of --data)")

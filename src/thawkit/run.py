@@ -37,6 +37,10 @@ class Run:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         run, info, labels = read_run_files(path)
+        if info.get("task") == "sentence-similarity":
+            from thawkit.tasks.similarity import SimilarityRun
+
+            return SimilarityRun.load(run, info)  # type: ignore[return-value]
         if info.get("task") == "token-classification":
             from thawkit.tasks.ner import NerRun
 

@@ -54,7 +54,7 @@ def predict(
         pairs = [pair] * len(texts or [])
     loaded = load(run)
     results = loaded.predict(list(texts or []), pairs)
-    lines = [json.dumps({"text": text, **result}) for text, result in zip(texts or [], results)]
+    lines = [json.dumps({"text": text, **result}, default=float) for text, result in zip(texts or [], results)]
     if output is not None:
         output.write_text("\n".join(lines) + "\n", encoding="utf-8")
         console.print(f"{len(lines)} predictions written to {output}")

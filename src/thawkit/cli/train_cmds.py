@@ -40,7 +40,7 @@ def _strategy_options(strategy: str, flags: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(
-    task: Optional[str] = typer.Option(None, "--task", help="classification (default) or ner"),
+    task: Optional[str] = typer.Option(None, "--task", help="classification (default), ner or similarity"),
     data: Optional[Path] = typer.Option(None, "--data", help="training file (.csv/.tsv/.jsonl/.parquet) or dataset folder"),
     validation: Optional[Path] = typer.Option(None, "--validation", help="validation file (default: stratified split of --data)"),
     test: Optional[Path] = typer.Option(None, "--test", help="test file, evaluated once at the end"),
@@ -115,6 +115,12 @@ def _summary(run: Any) -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return
     info = run.info
+    if info.get("task") == "sentence-similarity":
+        validation = run.metrics["validation"]
+        console.print(f"[bold]similarity[/bold] {info['strategy']} ({info['pair_kind']} pairs): validation "
+                      + ", ".join(f"{k} {v:.4f}" for k, v in validation.items() if isinstance(v, float)))
+        console.print(f"run saved to [bold]{run.path}[/bold] (also loads with sentence_transformers.SentenceTransformer)")
+        return
     if info.get("task") == "token-classification":
         validation = run.metrics["validation"]
         console.print(f"[bold]ner[/bold] {info['strategy']}: validation entity F1 {validation['f1']:.4f} "

@@ -44,7 +44,7 @@ def _read_disk_dataset(path: Path, split: str | None) -> pd.DataFrame:
     return loaded.to_pandas()
 
 
-def read_table(path: str | Path, split: str | None = None) -> pd.DataFrame:
+def read_table(path: str | Path, split: str | None = None, tsv_quoting: bool = False) -> pd.DataFrame:
     """Read a data file; every failure is a ``DataError`` naming the file and the fix."""
     path = Path(path)
     if not path.exists():
@@ -71,7 +71,7 @@ def read_table(path: str | Path, split: str | None = None) -> pd.DataFrame:
                     frame = pd.read_csv(
                         io.StringIO(text),
                         sep=sep,
-                        quoting=csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE,
+                        quoting=csv.QUOTE_MINIMAL if sep == "," or tsv_quoting else csv.QUOTE_NONE,
                         keep_default_na=False,
                         dtype=str,
                     )
