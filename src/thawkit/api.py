@@ -173,6 +173,10 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
             from thawkit.tasks.ner import train_ner
 
             return train_ner(cfg)  # type: ignore[return-value]
+        if cfg.task == "qa":
+            from thawkit.tasks.qa import train_qa
+
+            return train_qa(cfg)  # type: ignore[return-value]
         from thawkit.tasks.similarity import train_similarity
 
         return train_similarity(cfg)  # type: ignore[return-value]

@@ -16,8 +16,8 @@ from thawkit.registry import available_strategies, get_strategy_class
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    task: Literal["classification", "ner", "similarity"] = Field(
-        default="classification", description="classification, ner or similarity"
+    task: Literal["classification", "ner", "qa", "similarity"] = Field(
+        default="classification", description="classification, ner, qa or similarity"
     )
     # Data
     data: Path = Field(description="training file (.csv, .tsv, .jsonl, .parquet) or save_to_disk folder")

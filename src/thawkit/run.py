@@ -37,6 +37,10 @@ class Run:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         run, info, labels = read_run_files(path)
+        if info.get("task") == "question-answering":
+            from thawkit.tasks.qa import QARun
+
+            return QARun.load(run, info)  # type: ignore[return-value]
         if info.get("task") == "sentence-similarity":
             from thawkit.tasks.similarity import SimilarityRun
 

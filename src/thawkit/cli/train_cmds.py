@@ -40,7 +40,7 @@ def _strategy_options(strategy: str, flags: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(
-    task: Optional[str] = typer.Option(None, "--task", help="classification (default), ner or similarity"),
+    task: Optional[str] = typer.Option(None, "--task", help="classification (default), ner, qa or similarity"),
     data: Optional[Path] = typer.Option(None, "--data", help="training file (.csv/.tsv/.jsonl/.parquet) or dataset folder"),
     validation: Optional[Path] = typer.Option(None, "--validation", help="validation file (default: stratified split of --data)"),
     test: Optional[Path] = typer.Option(None, "--test", help="test file, evaluated once at the end"),
@@ -115,6 +115,13 @@ def _summary(run: Any) -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return
     info = run.info
+    if info.get("task") == "question-answering":
+        validation = run.metrics["validation"]
+        baseline = validation["first_sentence_baseline"]
+        console.print(f"[bold]qa[/bold] {info['strategy']}: validation EM {validation['exact_match']:.1f}, F1 {validation['f1']:.1f} "
+                      f"(first-sentence baseline F1 {baseline['f1']:.1f}) on {validation['num_questions']} questions")
+        console.print(f"run saved to [bold]{run.path}[/bold]")
+        return
     if info.get("task") == "sentence-similarity":
         validation = run.metrics["validation"]
         console.print(f"[bold]similarity[/bold] {info['strategy']} ({info['pair_kind']} pairs): validation "

@@ -38,6 +38,9 @@ def boundary_for(plan: TrainablePlan, layout: BlockLayout) -> int | None:
     return min(layers) if layers else layout.num_layers
 
 
+_TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
 class SwitchableDataset(torch.utils.data.Dataset):
     """Serves tokenized examples (plain path) or cached boundary states (cached path).
 
@@ -65,7 +68,9 @@ class SwitchableDataset(torch.utils.data.Dataset):
         row = self.rows[index]
         if self.boundary is None:
             return row
-        return {"inputs_embeds": self.states[self.boundary].get(index), "labels": row["labels"]}
+        # Cached states replace the token inputs; targets (labels, start/end positions) stay.
+        targets = {k: v for k, v in row.items() if k not in _TOKEN_INPUTS}
+        return {"inputs_embeds": self.states[self.boundary].get(index), **targets}
 
 
 class SwitchableCollator:
@@ -85,11 +90,16 @@ class SwitchableCollator:
             length = feature["inputs_embeds"].shape[0]
             embeds[row, :length] = feature["inputs_embeds"]
             mask[row, :length] = 1
-        labels = [f["labels"] for f in features]
-        if isinstance(labels[0], list) and labels[0] and isinstance(labels[0][0], int):
-            # Token labels: pad with -100 (ignored by the loss) to the batch's width.
-            labels = [x + [-100] * (width - len(x)) for x in labels]
-        return {"inputs_embeds": embeds, "attention_mask": mask, "labels": torch.tensor(labels)}
+        batch = {"inputs_embeds": embeds, "attention_mask": mask}
+        for key in features[0]:
+            if key == "inputs_embeds":
+                continue
+            values = [f[key] for f in features]
+            if isinstance(values[0], list) and values[0] and isinstance(values[0][0], int):
+                # Token labels: pad with -100 (ignored by the loss) to the batch's width.
+                values = [x + [-100] * (width - len(x)) for x in values]
+            batch[key] = torch.tensor(values)
+        return batch
 
 
 @dataclass
@@ -139,6 +149,13 @@ def _features(dataset: SwitchableDataset) -> list[dict[str, list[int]]]:
     return [{c: row[c] for c in columns if c in row} for row in dataset.rows]
 
 
+def _logits(output: Any) -> torch.Tensor:
+    """Classification and token logits, or QA's start/end logits stacked (batch, tokens, 2)."""
+    if getattr(output, "logits", None) is not None:
+        return output.logits
+    return torch.stack([output.start_logits, output.end_logits], dim=-1)
+
+
 def _self_check(
     surgery: ModelSurgery, dataset: SwitchableDataset, collator: SwitchableCollator, boundary: int, first_token_only: bool
 ) -> float:
@@ -151,16 +168,16 @@ def _self_check(
     model.eval()
     try:
         with torch.inference_mode():
-            plain_batch = collator([{k: v for k, v in dataset.rows[i].items() if k != "labels"} for i in sample])
+            plain_batch = collator([{k: v for k, v in dataset.rows[i].items() if k in _TOKEN_INPUTS} for i in sample])
             device = next(model.parameters()).device
-            plain = model(**{k: v.to(device) for k, v in plain_batch.items()}).logits
+            plain = _logits(model(**{k: v.to(device) for k, v in plain_batch.items()}))
             surgery.start_at(boundary)
             try:
                 cached_batch = collator([{"inputs_embeds": states.get(i), "labels": 0} for i in range(len(sample))])
-                cached = model(
+                cached = _logits(model(
                     inputs_embeds=cached_batch["inputs_embeds"].to(device),
                     attention_mask=cached_batch["attention_mask"].to(device),
-                ).logits
+                ))
             finally:
                 surgery.restore()
     finally:

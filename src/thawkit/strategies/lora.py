@@ -58,9 +58,10 @@ class LoRA(StaticStrategyMixin):
         from peft import LoraConfig, TaskType, get_peft_model
 
         cfg = self.config
-        token_level = "TokenClassification" in type(model).__name__
+        name = type(model).__name__
+        task_type = TaskType.TOKEN_CLS if "TokenClassification" in name else TaskType.QUESTION_ANS if "QuestionAnswering" in name else TaskType.SEQ_CLS
         peft_config = LoraConfig(
-            task_type=TaskType.TOKEN_CLS if token_level else TaskType.SEQ_CLS,
+            task_type=task_type,
             r=cfg.r,  # type: ignore[attr-defined]
             lora_alpha=cfg.alpha,  # type: ignore[attr-defined]
             lora_dropout=cfg.dropout,  # type: ignore[attr-defined]
