@@ -14,7 +14,6 @@ from thawkit.guards.imbalance import balanced_class_weights, check_imbalance
 from thawkit.guards.learning_rate import DivergenceMonitor, check_learning_rate
 from thawkit.guards.overfitting import check_overfitting
 from thawkit.guards.tokenizer import check_tokenizer
-from thawkit.testing import make_tiny_model
 
 
 def test_learning_rate_guard():

@@ -8,7 +8,7 @@ import pytest
 
 import thawkit
 from thawkit.cli.app import main
-from thawkit.data.ner import chunk_and_align, load_ner_data, normalise_tags, read_ner_file
+from thawkit.data.ner import chunk_and_align, normalise_tags, read_ner_file
 from thawkit.models.backbone import load_tokenizer
 from thawkit.tasks.ner import entities_from_tags
 

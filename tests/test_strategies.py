@@ -8,7 +8,7 @@ import torch
 
 import thawkit
 from thawkit.engine.stages import StageController
-from thawkit.engine.trainability import add_groups_to_optimizer, build_param_groups
+from thawkit.engine.trainability import build_param_groups
 from thawkit.models.backbone import load_sequence_classifier
 from thawkit.models.layout import EMBEDDINGS, HEAD, build_layout
 from thawkit.registry import get_strategy_class

@@ -6,7 +6,6 @@ import logging
 import math
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +17,13 @@ from thawkit.data.classification import ClassificationData, load_classification_
 from thawkit.errors import ConfigError
 from thawkit.guards import GuardReport
 from thawkit.guards.imbalance import balanced_class_weights, check_imbalance
-from thawkit.guards.learning_rate import DivergenceMonitor, check_learning_rate
+from thawkit.guards.learning_rate import check_learning_rate
 from thawkit.guards.overfitting import check_overfitting
 from thawkit.guards.tokenizer import check_tokenizer
 from thawkit.models.backbone import load_sequence_classifier, load_tokenizer, resolve_model_path
-from thawkit.models.layout import build_layout
 from thawkit.registry import get_strategy_class
 from thawkit.run import Run
-from thawkit.rundir import (
-    HISTORY_FILE,
-    LABELS_FILE,
-    METRICS_FILE,
-    RUN_FILE,
-    check_destination,
-    default_run_dir,
-    partial_dir_for,
-    publish,
-    write_history,
-    write_json,
-)
+from thawkit.rundir import check_destination, default_run_dir, partial_dir_for
 
 log = logging.getLogger("thawkit")
 
@@ -153,15 +140,12 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     Pass a ``TrainConfig``, a dict, or keyword options (the CLI flags' names with underscores);
     keyword options override the config. Returns the trained ``Run``.
     """
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
 
-    from thawkit.engine.best import BestStateCallback
     from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset, sorted_order
-    from thawkit.engine.callbacks import HistoryCallback, RichProgressCallback, TimeLimitCallback
+    from thawkit.engine.loop import build_loop, prepare_controller, run_loop
     from thawkit.engine.metrics import scalar_metrics
-    from thawkit.engine.stages import StageCallback, StageController
     from thawkit.engine.trainability import set_requires_grad
-    from thawkit.engine.trainer import StrategyTrainer
 
     values = config.model_dump() if isinstance(config, TrainConfig) else dict(config or {})
     values.update({k: v for k, v in options.items() if v is not None})
@@ -193,12 +177,7 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     strategy, model, fit_logreg = _build_model(cfg, data)
     guards, class_weights = _pre_training_guards(cfg, tokenizer, model, data)
     model = strategy.prepare(model)
-    layout = build_layout(model)
-    controller = StageController(strategy, model, layout, cfg.resolved_lr(), cfg.weight_decay, decay_names=set())
-    controller.plan = strategy.plan(layout, 0)  # validates strategy options against this model
-    ever_trainable = controller.ever_trainable()
-    # DDP registers what is trainable when it wraps the model: everything any stage will train.
-    set_requires_grad(model, ever_trainable)
+    layout, controller, ever_trainable = prepare_controller(strategy, model, cfg)
 
     args = _training_arguments(cfg, partial_dir / "checkpoints", controller.num_stages > 1)
     is_main = args.process_index == 0
@@ -214,51 +193,15 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
         return scalar_metrics(np.asarray(logits), np.asarray(eval_pred.label_ids), data.multi_label)
 
-    history = HistoryCallback(controller)
-    best = BestStateCallback(
-        [p for n, p in model.named_parameters() if n in ever_trainable],
-        metric=cfg.metric,
-        greater_is_better=cfg.metric != "loss",
-        patience=cfg.early_stopping_patience,
-        restore=cfg.select_best,
-    )
-    time_limit = TimeLimitCallback(cfg.time_limit_seconds) if cfg.time_limit_seconds is not None else None
-    callbacks = [StageCallback(controller), history, best]
-    callbacks += [RichProgressCallback(cfg.metric)] if cfg.progress else []
-    callbacks += [time_limit] if time_limit is not None else []
-    trainer = StrategyTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
-        data_collator=SwitchableCollator(tokenizer),
-        processing_class=tokenizer,
-        compute_metrics=compute_metrics,
-        callbacks=callbacks,
-        controller=controller,
-        train_lengths=train_ds.lengths() if cfg.group_by_length else None,
-        class_weights=class_weights,
-        divergence=DivergenceMonitor(cfg.resolved_lr()),
-    )
-    trainer.remove_callback(PrinterCallback)  # the rich progress bar replaces the raw log dicts
-    controller.decay_names = set(trainer.get_decay_parameter_names(model))
+    loop = build_loop(cfg, controller, args, train_ds, val_ds, SwitchableCollator(tokenizer), tokenizer,
+                      compute_metrics, cfg.metric, ever_trainable, class_weights=class_weights)
+    trainer, history, best = loop.trainer, loop.history, loop.best
+    fit = None
+    if fit_logreg:
+        from thawkit.engine.feature_heads import fit_logreg_head
 
-    started = time.perf_counter()
-    try:
-        if fit_logreg:
-            from thawkit.engine.feature_heads import fit_logreg_head
-
-            training_loss = fit_logreg_head(trainer, controller, history, cfg.seed)
-        else:
-            training_loss = float(trainer.train().training_loss)
-    except BaseException:
-        if is_main:
-            shutil.rmtree(partial_dir, ignore_errors=True)  # never leave a half-written run
-        raise
-    finally:
-        if runtime is not None:
-            runtime.finish()  # the full model again, for evaluation and saving
-    train_seconds = time.perf_counter() - started
+        fit = lambda: fit_logreg_head(trainer, controller, history, cfg.seed)  # noqa: E731
+    training_loss, train_seconds = run_loop(loop, partial_dir, is_main, runtime, fit)
     guards.add(check_overfitting(history.records))
     if cfg.progress:
         if best.stopped_early:
@@ -274,22 +217,10 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         history.records.append({"type": "forgetting", "step": int(trainer.state.global_step), **metrics["forgetting"]})
 
     merge = bool(getattr(strategy.config, "merge", False))
-    final_trainable = controller.plan.trainable
     extra = {
-        "train_seconds": round(train_seconds, 3),
-        "train_loss": training_loss,
-        "global_steps": int(trainer.state.global_step),
-        "best": best.summary(),
-        "stopped_by_time_limit": bool(time_limit and time_limit.stopped),
-        # What the last stage reached trains (for gradual: the most that was ever thawed).
-        "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in final_trainable),
-        "total_params": sum(p.numel() for p in model.parameters()),
-        "num_layers": layout.num_layers,
-        "stages": controller.stage_log,
-        "world_size": args.world_size,
+        **_run_facts(trainer, controller, layout, best, loop.time_limit, train_seconds, training_loss, args.world_size),
         "merged_lora": merge,
         "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
-        "peak_memory_mb": _peak_memory_mb(),
         "advice": advice.as_dict() if advice is not None else None,
         "guards": guards.as_list(),
         "class_weights": class_weights,
@@ -300,6 +231,26 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     trainer.accelerator.wait_for_everyone()
     set_requires_grad(model, [])
     return Run(model, tokenizer, data.labels, data.multi_label, info, path=final_dir)
+
+
+def _run_facts(trainer: Any, controller: Any, layout: Any, best: Any, time_limit: Any, train_seconds: float,
+               training_loss: float | None, world_size: int) -> dict[str, Any]:
+    """What every task's thawkit.json says about the training itself."""
+    model = trainer.model
+    return {
+        "train_seconds": round(train_seconds, 3),
+        "train_loss": training_loss,
+        "global_steps": int(trainer.state.global_step),
+        "best": best.summary(),
+        "stopped_by_time_limit": bool(time_limit and time_limit.stopped),
+        # What the last stage reached trains (for gradual: the most that was ever thawed).
+        "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in controller.plan.trainable),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "num_layers": layout.num_layers,
+        "stages": controller.stage_log,
+        "world_size": world_size,
+        "peak_memory_mb": _peak_memory_mb(),
+    }
 
 
 def _load_data(cfg: TrainConfig) -> ClassificationData:
@@ -406,24 +357,18 @@ def _write_run(
     cfg: TrainConfig, partial_dir: Path, final_dir: Path, model: Any, tokenizer: Any, data: ClassificationData,
     info: dict[str, Any], metrics: dict[str, Any], history: list[dict[str, Any]], merge: bool, val_ds: Any,
 ) -> Any:
-    """Write everything under the partial name, then rename. Returns the model as saved."""
+    """Merge LoRA if asked (checked against the adapter model), then write the run. Returns the model as saved."""
     from thawkit.engine.cached_training import SwitchableCollator
+    from thawkit.engine.loop import write_run_files
 
-    if not cfg.save_checkpoints:
-        shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)  # Trainer's output_dir, empty
-    partial_dir.mkdir(parents=True, exist_ok=True)
     if merge:
         device = next(model.parameters()).device
         batch = SwitchableCollator(tokenizer)([val_ds[i] for i in range(min(8, len(val_ds)))])
         sample = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         model = _verify_merge(model, model.merge_and_unload, sample)
-    model.save_pretrained(str(partial_dir))
-    tokenizer.save_pretrained(str(partial_dir))
-    write_json(partial_dir / LABELS_FILE, {"labels": data.labels, "multi_label": data.multi_label})
-    write_json(partial_dir / RUN_FILE, info)
-    write_json(partial_dir / METRICS_FILE, metrics)
-    write_history(partial_dir / HISTORY_FILE, history)
-    publish(partial_dir, final_dir, cfg.overwrite)
+    labels = {"labels": data.labels, "multi_label": data.multi_label}
+    write_run_files(cfg, partial_dir, final_dir, tokenizer, labels, info, metrics, history,
+                    lambda folder: model.save_pretrained(str(folder)))
     return model
 
 

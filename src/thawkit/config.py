@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from thawkit.errors import ConfigError, join_problems
 from thawkit.models.backbone import DEFAULT_MODEL
-from thawkit.registry import available_strategies, get_strategy_class
+from thawkit.registry import get_strategy_class
 
 
 class TrainConfig(BaseModel):

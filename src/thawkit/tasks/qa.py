@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import string
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import torch
 
 from thawkit.config import TrainConfig
 from thawkit.errors import ConfigError, DataError
-from thawkit.rundir import HISTORY_FILE, LABELS_FILE, METRICS_FILE, RUN_FILE, publish, write_history, write_json
+from thawkit.rundir import METRICS_FILE
 
 DOC_STRIDE = 64
 N_BEST = 20
@@ -243,19 +242,15 @@ class QARun:
 
 
 def train_qa(cfg: TrainConfig, train_examples: list[QAExample] | None = None, eval_examples: list[QAExample] | None = None) -> QARun:
-    from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, PrinterCallback, set_seed
+    from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, set_seed
 
     from thawkit import __version__, api
-    from thawkit.engine.best import BestStateCallback
     from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset
-    from thawkit.engine.callbacks import HistoryCallback, RichProgressCallback, TimeLimitCallback
-    from thawkit.engine.stages import StageCallback, StageController
+    from thawkit.engine.loop import build_loop, prepare_controller, run_loop, write_run_files
     from thawkit.engine.trainability import set_requires_grad
-    from thawkit.engine.trainer import StrategyTrainer
     from thawkit.guards import GuardReport
-    from thawkit.guards.learning_rate import DivergenceMonitor, check_learning_rate
+    from thawkit.guards.learning_rate import check_learning_rate
     from thawkit.models.backbone import _from_pretrained, load_tokenizer
-    from thawkit.models.layout import build_layout
     from thawkit.registry import get_strategy_class
     from thawkit.rundir import check_destination, default_run_dir, partial_dir_for
 
@@ -288,11 +283,7 @@ def train_qa(cfg: TrainConfig, train_examples: list[QAExample] | None = None, ev
     guards = GuardReport(strict=cfg.strict)
     guards.add(check_learning_rate(cfg.strategy, cfg.resolved_lr()))
     model = strategy.prepare(model)
-    layout = build_layout(model)
-    controller = StageController(strategy, model, layout, cfg.resolved_lr(), cfg.weight_decay, decay_names=set())
-    controller.plan = strategy.plan(layout, 0)
-    ever_trainable = controller.ever_trainable()
-    set_requires_grad(model, ever_trainable)
+    layout, controller, ever_trainable = prepare_controller(strategy, model, cfg)
     args = api._training_arguments(cfg, partial_dir / "checkpoints", controller.num_stages > 1)
     is_main = args.process_index == 0
     train_ds = SwitchableDataset(Dataset.from_list(train_features(tokenizer, train_examples, cfg.max_length)))
@@ -308,33 +299,10 @@ def train_qa(cfg: TrainConfig, train_examples: list[QAExample] | None = None, ev
         answers = postprocess(eval_examples, eval_meta, np.asarray(start_logits), np.asarray(end_logits), allow_null=has_unanswerable)
         return squad_metrics(eval_examples, {k: v["text"] for k, v in answers.items()})
 
-    metric = "f1"
-    history = HistoryCallback(controller)
-    best = BestStateCallback([p for n, p in model.named_parameters() if n in ever_trainable], metric=metric,
-                             greater_is_better=True, patience=cfg.early_stopping_patience, restore=cfg.select_best)
-    time_limit = TimeLimitCallback(cfg.time_limit_seconds) if cfg.time_limit_seconds is not None else None
-    callbacks = [StageCallback(controller), history, best]
-    callbacks += [RichProgressCallback(metric)] if cfg.progress else []
-    callbacks += [time_limit] if time_limit is not None else []
-    trainer = StrategyTrainer(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-        data_collator=SwitchableCollator(tokenizer, DataCollatorWithPadding(tokenizer)), processing_class=tokenizer,
-        compute_metrics=compute_metrics, callbacks=callbacks, controller=controller,
-        train_lengths=train_ds.lengths() if cfg.group_by_length else None, divergence=DivergenceMonitor(cfg.resolved_lr()),
-    )
-    trainer.remove_callback(PrinterCallback)
-    controller.decay_names = set(trainer.get_decay_parameter_names(model))
-    started = time.perf_counter()
-    try:
-        training_loss = float(trainer.train().training_loss)
-    except BaseException:
-        if is_main:
-            shutil.rmtree(partial_dir, ignore_errors=True)
-        raise
-    finally:
-        if runtime is not None:
-            runtime.finish()
-    train_seconds = time.perf_counter() - started
+    collator = SwitchableCollator(tokenizer, DataCollatorWithPadding(tokenizer))
+    loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, compute_metrics, "f1", ever_trainable)
+    trainer, history = loop.trainer, loop.history
+    training_loss, train_seconds = run_loop(loop, partial_dir, is_main, runtime)
     model = trainer.model.eval()
     output = trainer.predict(val_ds, metric_key_prefix="validation")
     metrics: dict[str, Any] = {"validation": {k.removeprefix("validation_"): v for k, v in output.metrics.items()
@@ -345,25 +313,16 @@ def train_qa(cfg: TrainConfig, train_examples: list[QAExample] | None = None, ev
         "strategy_options": cfg.strategy_config().model_dump(), "base_model": cfg.model, "has_unanswerable": has_unanswerable,
         "num_train_examples": len(train_examples), "num_validation_examples": len(eval_examples),
         "num_train_windows": len(train_ds), "learning_rate": cfg.resolved_lr(), "config": cfg.model_dump(mode="json"),
-        "train_seconds": round(train_seconds, 3), "train_loss": training_loss, "global_steps": int(trainer.state.global_step),
-        "best": best.summary(), "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in controller.plan.trainable),
-        "total_params": sum(p.numel() for p in model.parameters()), "num_layers": layout.num_layers,
-        "stages": controller.stage_log, "world_size": args.world_size,
+        **api._run_facts(trainer, controller, layout, loop.best, loop.time_limit, train_seconds, training_loss, args.world_size),
         "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
-        "peak_memory_mb": api._peak_memory_mb(), "guards": guards.as_list(),
+        "guards": guards.as_list(),
     }
     if is_main:
-        shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)
-        partial_dir.mkdir(parents=True, exist_ok=True)
         if getattr(strategy.config, "merge", False):
             model = model.merge_and_unload()
-        model.save_pretrained(str(partial_dir))
-        tokenizer.save_pretrained(str(partial_dir))
-        write_json(partial_dir / LABELS_FILE, {"labels": [], "multi_label": False})
-        write_json(partial_dir / RUN_FILE, info)
-        write_json(partial_dir / METRICS_FILE, metrics)
-        write_history(partial_dir / HISTORY_FILE, history.records)
-        publish(partial_dir, final_dir, cfg.overwrite)
+        saved = model
+        write_run_files(cfg, partial_dir, final_dir, tokenizer, {"labels": [], "multi_label": False}, info, metrics,
+                        history.records, lambda folder: saved.save_pretrained(str(folder)))
     trainer.accelerator.wait_for_everyone()
     set_requires_grad(model, [])
     return QARun(model, tokenizer, info, final_dir)

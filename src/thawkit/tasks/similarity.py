@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from torch import nn
 from thawkit.config import TrainConfig
 from thawkit.errors import ConfigError, DataError
 from thawkit.models.pooled import pool
-from thawkit.rundir import HISTORY_FILE, LABELS_FILE, METRICS_FILE, RUN_FILE, publish, write_history, write_json
+from thawkit.rundir import METRICS_FILE, write_json
 
 SCORE_COLUMNS = ("score", "similarity", "label", "labels")
 
@@ -216,9 +215,9 @@ class SimilarityRun:
         return [{"text": t, "pair": p, "similarity": s} for t, p, s in zip(texts, pairs, self.similarity(texts, pairs))]
 
 
-def _save_sentence_transformers_layout(folder: Path, backbone: Any, tokenizer: Any, max_length: int) -> None:
+def _save_sentence_transformers_layout(folder: Path, backbone: Any, max_length: int) -> None:
+    """The encoder plus the pooling/normalize module files sentence-transformers reads (the tokenizer is saved beside)."""
     backbone.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
     hidden = int(getattr(backbone.config, "hidden_size", None) or backbone.config.dim)
     (folder / "1_Pooling").mkdir(exist_ok=True)
     write_json(folder / "1_Pooling" / "config.json", {
@@ -236,16 +235,13 @@ def _save_sentence_transformers_layout(folder: Path, backbone: Any, tokenizer: A
 
 def train_similarity(cfg: TrainConfig) -> SimilarityRun:
     """The shared engine on pairs. The frozen-layer cache does not apply yet (two inputs per example)."""
-    from transformers import AutoModel, PrinterCallback, set_seed
+    from transformers import AutoModel, set_seed
 
     from thawkit import api
-    from thawkit.engine.best import BestStateCallback
-    from thawkit.engine.callbacks import HistoryCallback, RichProgressCallback, TimeLimitCallback
-    from thawkit.engine.stages import StageCallback, StageController
+    from thawkit.engine.loop import build_loop, prepare_controller, run_loop, write_run_files
     from thawkit.engine.trainability import set_requires_grad
-    from thawkit.engine.trainer import StrategyTrainer
     from thawkit.guards import GuardReport
-    from thawkit.guards.learning_rate import DivergenceMonitor, check_learning_rate
+    from thawkit.guards.learning_rate import check_learning_rate
     from thawkit.models.backbone import _from_pretrained, load_tokenizer
     from thawkit.models.layout import build_layout
     from thawkit.registry import get_strategy_class
@@ -276,10 +272,7 @@ def train_similarity(cfg: TrainConfig) -> SimilarityRun:
     layout = build_layout(model)
     if strategy.num_stages(layout) > 1 and strategy.plan(layout, 0).trainable_blocks(layout) == ["head"]:
         strategy = _WithoutHeadOnlyStage(strategy)
-    controller = StageController(strategy, model, layout, cfg.resolved_lr(), cfg.weight_decay, decay_names=set())
-    controller.plan = strategy.plan(layout, 0)
-    ever_trainable = controller.ever_trainable()
-    set_requires_grad(model, ever_trainable)
+    layout, controller, ever_trainable = prepare_controller(strategy, model, cfg)
     args = api._training_arguments(cfg, partial_dir / "checkpoints", controller.num_stages > 1)
     is_main = args.process_index == 0
     train_ds = tokenize_pairs(data.train, tokenizer, cfg.max_length, data.max_score)
@@ -290,34 +283,18 @@ def train_similarity(cfg: TrainConfig) -> SimilarityRun:
     def compute_metrics(eval_pred: Any) -> dict[str, float]:
         return similarity_metrics(np.asarray(eval_pred.predictions), np.asarray(eval_pred.label_ids), data.kind)
 
-    history = HistoryCallback(controller)
-    best = BestStateCallback([p for n, p in model.named_parameters() if n in ever_trainable], metric=metric,
-                             greater_is_better=True, patience=cfg.early_stopping_patience, restore=cfg.select_best)
-    time_limit = TimeLimitCallback(cfg.time_limit_seconds) if cfg.time_limit_seconds is not None else None
-    callbacks = [StageCallback(controller), history, best]
-    callbacks += [RichProgressCallback(metric)] if cfg.progress else []
-    callbacks += [time_limit] if time_limit is not None else []
-    trainer = StrategyTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, data_collator=PairCollator(tokenizer),
-                              processing_class=tokenizer, compute_metrics=compute_metrics, callbacks=callbacks,
-                              controller=controller, divergence=DivergenceMonitor(cfg.resolved_lr()))
-    trainer.remove_callback(PrinterCallback)
-    controller.decay_names = set(trainer.get_decay_parameter_names(model))
-    started = time.perf_counter()
-    try:
-        if cfg.strategy == "frozen":
-            # A frozen bi-encoder has no head to train: its embeddings are the pretrained ones.
-            controller.enter(0, 0)
-            history._training = True
-            trainer.evaluate()
-            history._training = False
-            training_loss = None
-        else:
-            training_loss = float(trainer.train().training_loss)
-    except BaseException:
-        if is_main:
-            shutil.rmtree(partial_dir, ignore_errors=True)
-        raise
-    train_seconds = time.perf_counter() - started
+    loop = build_loop(cfg, controller, args, train_ds, val_ds, PairCollator(tokenizer), tokenizer, compute_metrics, metric,
+                      ever_trainable, group_by_length=False)
+    trainer, history = loop.trainer, loop.history
+
+    def evaluate_pretrained() -> None:
+        # A frozen bi-encoder has no head to train: its embeddings are the pretrained ones.
+        controller.enter(0, 0)
+        history._training = True
+        trainer.evaluate()
+        history._training = False
+
+    training_loss, train_seconds = run_loop(loop, partial_dir, is_main, None, evaluate_pretrained if cfg.strategy == "frozen" else None)
     model.eval()
     metrics: dict[str, Any] = {}
     splits = {"validation": val_ds}
@@ -334,27 +311,18 @@ def train_similarity(cfg: TrainConfig) -> SimilarityRun:
         "strategy_options": cfg.strategy_config().model_dump(), "base_model": cfg.model, "pair_kind": data.kind,
         "max_score": data.max_score, "metric": metric, "validation_source": data.validation_source,
         "num_train_examples": len(data.train), "num_validation_examples": len(data.validation),
-        "learning_rate": cfg.resolved_lr(), "config": cfg.model_dump(mode="json"), "train_seconds": round(train_seconds, 3),
-        "train_loss": training_loss, "global_steps": int(trainer.state.global_step), "best": best.summary(),
-        "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in controller.plan.trainable),
-        "total_params": sum(p.numel() for p in model.parameters()), "num_layers": layout.num_layers,
-        "stages": controller.stage_log, "world_size": args.world_size,
+        "learning_rate": cfg.resolved_lr(), "config": cfg.model_dump(mode="json"),
+        **api._run_facts(trainer, controller, layout, loop.best, loop.time_limit, train_seconds, training_loss, args.world_size),
         "cache": {"used": False, "reason": "sentence similarity encodes two inputs per example; the cache does not apply yet"},
-        "peak_memory_mb": api._peak_memory_mb(), "guards": guards.as_list(),
+        "guards": guards.as_list(),
     }
     encoder = model.backbone
     if cfg.strategy == "lora":  # sentence-transformers loads plain weights: merge the adapter
         encoder = encoder.merge_and_unload()
         model = BiEncoder(encoder, model.loss_kind).eval()
     if is_main:
-        shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)
-        partial_dir.mkdir(parents=True, exist_ok=True)
-        _save_sentence_transformers_layout(partial_dir, encoder, tokenizer, cfg.max_length)
-        write_json(partial_dir / LABELS_FILE, {"labels": [], "multi_label": False})
-        write_json(partial_dir / RUN_FILE, info)
-        write_json(partial_dir / METRICS_FILE, metrics)
-        write_history(partial_dir / HISTORY_FILE, history.records)
-        publish(partial_dir, final_dir, cfg.overwrite)
+        write_run_files(cfg, partial_dir, final_dir, tokenizer, {"labels": [], "multi_label": False}, info, metrics,
+                        history.records, lambda folder: _save_sentence_transformers_layout(folder, encoder, cfg.max_length))
     trainer.accelerator.wait_for_everyone()
     set_requires_grad(model, [])
     return SimilarityRun(model, tokenizer, info, final_dir)

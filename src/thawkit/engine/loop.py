@@ -1,0 +1,111 @@
+"""The training loop every task shares: stage controller, callbacks, the Trainer, cleanup on failure,
+and writing the run directory. Tasks bring their data, model, collator and metrics."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from thawkit.engine.best import BestStateCallback
+from thawkit.engine.callbacks import HistoryCallback, RichProgressCallback, TimeLimitCallback
+from thawkit.engine.stages import StageCallback, StageController
+from thawkit.engine.trainability import set_requires_grad
+from thawkit.rundir import HISTORY_FILE, LABELS_FILE, METRICS_FILE, RUN_FILE, publish, write_history, write_json
+
+
+def prepare_controller(strategy: Any, model: Any, cfg: Any) -> tuple[Any, StageController, set[str]]:
+    """Layout, stage controller and the set of parameters any stage trains (all marked trainable,
+    since DDP registers what is trainable when it wraps the model)."""
+    from thawkit.models.layout import build_layout
+
+    layout = build_layout(model)
+    controller = StageController(strategy, model, layout, cfg.resolved_lr(), cfg.weight_decay, decay_names=set())
+    controller.plan = strategy.plan(layout, 0)  # validates strategy options against this model
+    ever_trainable = controller.ever_trainable()
+    set_requires_grad(model, ever_trainable)
+    return layout, controller, ever_trainable
+
+
+@dataclass
+class Loop:
+    trainer: Any
+    history: HistoryCallback
+    best: BestStateCallback
+    time_limit: TimeLimitCallback | None
+
+
+def build_loop(
+    cfg: Any, controller: StageController, args: Any, train_ds: Any, val_ds: Any, collator: Any, tokenizer: Any,
+    compute_metrics: Callable[[Any], dict[str, float]], metric: str, ever_trainable: set[str],
+    class_weights: list[float] | None = None, group_by_length: bool = True,
+) -> Loop:
+    from transformers import PrinterCallback
+
+    from thawkit.engine.trainer import StrategyTrainer
+    from thawkit.guards.learning_rate import DivergenceMonitor
+
+    model = controller.model
+    history = HistoryCallback(controller)
+    best = BestStateCallback(
+        [p for n, p in model.named_parameters() if n in ever_trainable],
+        metric=metric,
+        greater_is_better=metric != "loss",
+        patience=cfg.early_stopping_patience,
+        restore=cfg.select_best,
+    )
+    time_limit = TimeLimitCallback(cfg.time_limit_seconds) if cfg.time_limit_seconds is not None else None
+    callbacks = [StageCallback(controller), history, best]
+    callbacks += [RichProgressCallback(metric)] if cfg.progress else []
+    callbacks += [time_limit] if time_limit is not None else []
+    trainer = StrategyTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+        controller=controller,
+        train_lengths=train_ds.lengths() if cfg.group_by_length and group_by_length else None,
+        class_weights=class_weights,
+        divergence=DivergenceMonitor(cfg.resolved_lr()),
+    )
+    trainer.remove_callback(PrinterCallback)  # the rich progress bar replaces the raw log dicts
+    controller.decay_names = set(trainer.get_decay_parameter_names(model))
+    return Loop(trainer, history, best, time_limit)
+
+
+def run_loop(loop: Loop, partial_dir: Path, is_main: bool, runtime: Any, fit: Callable[[], float | None] | None = None) -> tuple[float | None, float]:
+    """Train (or ``fit`` in closed form); on failure leave no half-written run. Returns (loss, seconds)."""
+    started = time.perf_counter()
+    try:
+        training_loss = fit() if fit is not None else float(loop.trainer.train().training_loss)
+    except BaseException:
+        if is_main:
+            shutil.rmtree(partial_dir, ignore_errors=True)
+        raise
+    finally:
+        if runtime is not None:
+            runtime.finish()  # the full model again, for evaluation and saving
+    return training_loss, time.perf_counter() - started
+
+
+def write_run_files(
+    cfg: Any, partial_dir: Path, final_dir: Path, tokenizer: Any, labels: dict[str, Any], info: dict[str, Any],
+    metrics: dict[str, Any], history: list[dict[str, Any]], save_model: Callable[[Path], None],
+) -> None:
+    """Write everything under the partial name, then rename it into place."""
+    if not cfg.save_checkpoints:
+        shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)  # the Trainer's (empty) output_dir
+    partial_dir.mkdir(parents=True, exist_ok=True)
+    save_model(partial_dir)
+    tokenizer.save_pretrained(str(partial_dir))
+    write_json(partial_dir / LABELS_FILE, labels)
+    write_json(partial_dir / RUN_FILE, info)
+    write_json(partial_dir / METRICS_FILE, metrics)
+    write_history(partial_dir / HISTORY_FILE, history)
+    publish(partial_dir, final_dir, cfg.overwrite)
