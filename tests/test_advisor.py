@@ -106,7 +106,8 @@ def test_masked_lm_signal_where_the_checkpoint_has_a_head(tmp_path, tiny_bert):
     """Pseudo-perplexity is used only with a trained MLM head; a bare encoder checkpoint has none."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from thawkit.advisor.similarity import load_mlm_if_trained, measure_domain_similarity, pseudo_perplexity
+    from thawkit.advisor.similarity import measure_domain_similarity, pseudo_perplexity
+    from thawkit.models.backbone import load_mlm_if_trained
 
     assert load_mlm_if_trained(str(tiny_bert)) is None  # saved as AutoModel: no MLM head
     with_head = tmp_path / "mlm"

@@ -38,12 +38,13 @@ def test_yaml_config_with_flag_overrides(tiny_bert, toy_csv, tmp_path):
 
 def test_public_api_is_explicit():
     assert sorted(thawkit.__all__) == sorted(
-        ["__version__", "train", "load", "Run", "TrainConfig", "ThawkitError", "DataError", "ConfigError",
-         "RunDirError", "available_strategies", "register_strategy"]
+        ["__version__", "train", "load", "Run", "RunBase", "TrainConfig", "ThawkitError", "DataError", "ConfigError",
+         "RunDirError", "available_strategies", "available_tasks", "register_strategy", "register_task"]
     )
     for name in thawkit.__all__:
         assert hasattr(thawkit, name)
     assert thawkit.available_strategies() == ["frozen", "full", "gradual", "llrd", "lora", "partial"]
+    assert thawkit.available_tasks() == ["classification", "ner", "qa", "similarity"]
 
 
 def test_run_directory_contents(tiny_bert, toy_csv, tmp_path):

@@ -17,9 +17,9 @@ from thawkit.guards.tokenizer import check_tokenizer
 
 
 def test_learning_rate_guard():
-    assert check_learning_rate("full", 3e-5) == []
-    assert check_learning_rate("frozen", 1e-3) == []
-    [finding] = check_learning_rate("full", 1e-2)
+    assert check_learning_rate("full", 3e-5, 1e-4) == []
+    assert check_learning_rate("frozen", 1e-3, 5e-2) == []
+    [finding] = check_learning_rate("full", 1e-2, 1e-4)
     assert "far above" in finding.message and "--lr" in finding.fix
 
 

@@ -115,17 +115,16 @@ def test_every_strategy_trains_qa(tiny_bert, tmp_path, strategy):
 
 @pytest.mark.real
 def test_minilm_qa_beats_first_sentence_baseline(shared_datasets, tmp_path):
-    from thawkit.config import make_config
-    from thawkit.tasks.qa import train_qa
+    from thawkit.tasks.qa import write_squad
 
     path = shared_datasets / "squad" / "dev-v1.1.json"
     titles = [article["title"] for article in json.loads(path.read_text())["data"]]
     train, evaluation = read_squad(path, set(titles[:38])), read_squad(path, set(titles[38:]))  # split by article
     random.Random(0).shuffle(train)
     random.Random(0).shuffle(evaluation)
-    cfg = make_config({"task": "qa", "data": path, "strategy": "full", "lr": 1e-4, "epochs": 1, "batch_size": 16,
-                       "max_length": 192, "out": tmp_path / "run", "measure_forgetting": False})
-    run = train_qa(cfg, train[:2000], evaluation[:300])
+    run = thawkit.train(task="qa", data=write_squad(train[:2000], tmp_path / "train.json"),
+                        validation=write_squad(evaluation[:300], tmp_path / "validation.json"), strategy="full", lr=1e-4,
+                        epochs=1, batch_size=16, max_length=192, out=tmp_path / "run", measure_forgetting=False)
     validation = run.metrics["validation"]
     print("squad", validation)
     assert validation["f1"] > validation["first_sentence_baseline"]["f1"] + 10

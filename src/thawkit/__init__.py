@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from thawkit.version import __version__  # noqa: E402
 
 from thawkit.api import load, train
 from thawkit.config import TrainConfig
 from thawkit.errors import ConfigError, DataError, RunDirError, ThawkitError
-from thawkit.registry import available_strategies, register_strategy
-from thawkit.run import Run
+from thawkit.registry import available_strategies, available_tasks, register_strategy, register_task
+from thawkit.tasks import RunBase
+
+Run = RunBase  # every task's run shares this interface (predict, evaluate, metrics, history)
 
 __all__ = [
     "__version__",
     "train",
     "load",
     "Run",
+    "RunBase",
     "TrainConfig",
     "ThawkitError",
     "DataError",
     "ConfigError",
     "RunDirError",
     "available_strategies",
+    "available_tasks",
     "register_strategy",
+    "register_task",
 ]

@@ -1,4 +1,10 @@
-"""The typed training config: the single source for CLI flags, YAML files and the saved run config."""
+"""The typed configs: the single source for CLI flags, YAML keys, ``--help``, error messages, the
+options table in docs/config.md and the resolved config saved with every run.
+
+A field's CLI flag is ``--field-name`` (``--no-field-name`` for booleans); ``json_schema_extra``
+may add ``aliases`` (other flags that mean the same) or ``cli: False`` (not a flag: set through
+other flags, e.g. ``strategy_options`` through each strategy's own flags).
+"""
 
 from __future__ import annotations
 
@@ -6,53 +12,53 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thawkit.errors import ConfigError, join_problems
 from thawkit.models.backbone import DEFAULT_MODEL
-from thawkit.registry import get_strategy_class
+from thawkit.strategies import get_strategy_class
+from thawkit.tasks import available_tasks, get_task
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=False)
 
-    task: Literal["classification", "ner", "qa", "similarity"] = Field(
-        default="classification", description="classification, ner, qa or similarity"
-    )
+    task: str = Field(default="classification", description="what to train: classification, ner, qa or similarity")
     # Data
-    data: Path = Field(description="training file (.csv, .tsv, .jsonl, .parquet) or save_to_disk folder")
-    validation: Path | None = Field(default=None, description="validation file (default: a split of --data)")
-    test: Path | None = Field(default=None, description="optional test file, evaluated once at the end")
+    data: Path = Field(description="training file (.csv, .tsv, .jsonl, .parquet, CoNLL, SQuAD JSON) or save_to_disk folder")
+    validation: Path | None = Field(default=None, description="validation file (default: a seeded split of --data)")
+    test: Path | None = Field(default=None, description="test file, evaluated once at the end")
     text_col: str | None = Field(default=None, description="text column (default: text, sentence, ...)")
     text_pair_col: str | None = Field(default=None, description="second text column, for sentence pairs")
-    label_col: str | None = Field(default=None, description="label column (default: label, labels, ...)")
-    multi_label: bool | None = Field(default=None, description="multi-label (default: detected from list cells)")
+    label_col: str | None = Field(default=None, description="label (or score) column (default: label, labels, ...)")
+    multi_label: bool | None = Field(default=None, description="multi-label classification (default: detected from list cells)")
     label_sep: str = Field(default=",", min_length=1, description="separator of labels in a multi-label cell")
     val_fraction: float = Field(default=0.1, gt=0, lt=1, description="validation share when splitting --data")
 
     # Model and strategy
     model: str = Field(default=DEFAULT_MODEL, description="hub id, local folder or alias (minilm-l6)")
     tokenizer: str | None = Field(default=None, description="tokenizer (default: the model's own)")
-    strategy: str = Field(default="full", description="transfer-learning strategy, or 'auto' (thawkit advise)")
-    strategy_options: dict[str, Any] = Field(default_factory=dict, description="the strategy's own options")
+    strategy: str = Field(default="full", description="transfer-learning strategy (thawkit strategies), or auto (thawkit advise)")
+    strategy_options: dict[str, Any] = Field(
+        default_factory=dict, description="the strategy's own options (CLI: each strategy's flags)", json_schema_extra={"cli": False}
+    )
 
     # Optimisation (defaults follow common practice for BERT-style fine-tuning)
     epochs: float = Field(default=3, gt=0, le=1000, description="training epochs")
     lr: float | None = Field(default=None, gt=0, lt=1, description="base learning rate (default: per strategy)")
     batch_size: int = Field(default=16, gt=0, le=65536, description="per-device training batch size")
-    eval_batch_size: int = Field(default=64, gt=0, description="per-device evaluation batch size")
-    gradient_accumulation_steps: int = Field(default=1, gt=0)
-    max_length: int = Field(default=128, ge=8, le=32768, description="max tokens per example")
+    eval_batch_size: int = Field(default=64, gt=0, le=65536, description="per-device evaluation batch size")
+    gradient_accumulation_steps: int = Field(default=1, gt=0, le=4096, description="batches per optimizer step")
+    max_length: int | None = Field(default=None, ge=8, le=32768, description="max tokens per example (default: the task's, 128; qa 384)")
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1, description="share of steps with LR warmup")
     weight_decay: float = Field(default=0.01, ge=0, lt=1, description="AdamW decay (not on biases/norms)")
-    early_stopping_patience: int = Field(default=2, ge=0, description="evaluations without gain (0: off)")
-    metric: Literal["accuracy", "macro_f1", "weighted_f1", "f1", "loss"] = Field(
-        default="macro_f1", description="validation metric for model selection (ner: f1, chosen automatically)"
+    early_stopping_patience: int = Field(
+        default=2, ge=0, description="evaluations without gain before stopping (0: off)", json_schema_extra={"aliases": ["--patience"]}
     )
+    metric: str | None = Field(default=None, description="validation metric that selects the best epoch (default: the task's)")
     cache: bool = Field(default=True, description="cache frozen-layer outputs (frozen, partial, gradual)")
     cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto",
-        description="cached states: float32 (exact), bfloat16 (pass in bf16 too), auto = bf16 where the hardware is fast at it",
+        default="auto", description="cached states: float32 (exact), bfloat16, float16; auto = bf16 where the hardware is fast at it"
     )
     cache_dir: Path | None = Field(default=None, description="feature cache folder (default ~/.cache/thawkit)")
     cache_ram_budget_mb: float = Field(default=4096, gt=0, description="above this, cache files are memory-mapped")
@@ -61,16 +67,28 @@ class TrainConfig(BaseModel):
     strict: bool = Field(default=False, description="turn guard warnings into errors")
     measure_forgetting: bool = Field(default=True, description="measure representation drift after training")
     save_checkpoints: bool = Field(default=False, description="keep a Trainer checkpoint per epoch in checkpoints/")
-    progress: bool = Field(default=True, description="show a progress bar while training")
+    progress: Literal["bar", "lines", "off"] = Field(default="bar", description="progress display: bar, lines (one per evaluation) or off")
     select_best: bool = Field(default=True, description="restore the best validation checkpoint at the end")
     seed: int = Field(default=42, ge=0, description="random seed (init, shuffling, split)")
     split_seed: int | None = Field(default=None, ge=0, description="seed of the validation split (default: --seed)")
-    time_limit_seconds: float | None = Field(default=None, gt=0, description="stop training after this long")
+    time_limit_seconds: float | None = Field(default=None, gt=0, description="stop training after this many seconds")
 
     # Output
-    out: Path | None = Field(default=None, description="run directory (default: runs/<strategy>-<time>)")
+    out: Path | None = Field(default=None, description="run directory (default: runs/<task>-<strategy>-<time>)")
     overwrite: bool = Field(default=False, description="replace an existing run directory")
-    report_to: list[str] = Field(default_factory=list, description="Trainer loggers: tensorboard, mlflow, ...")
+    report_to: list[str] = Field(default_factory=list, description="Trainer loggers, comma-separated: tensorboard, mlflow, ...")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in available_tasks():
+            raise ValueError(f"unknown task {value!r}; choose one of: {', '.join(available_tasks())}")
+        return value
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _progress_from_bool(cls, value: Any) -> Any:
+        return {True: "bar", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _check_strategy(self) -> "TrainConfig":
@@ -78,11 +96,7 @@ class TrainConfig(BaseModel):
             if self.strategy_options:
                 raise ValueError("strategy options need a named strategy, not 'auto'")
             return self
-        strategy_cls = get_strategy_class(self.strategy)
-        try:
-            strategy_cls.Config(**self.strategy_options)
-        except ValidationError as exc:
-            raise ValueError(_describe(exc, prefix=f"strategy {self.strategy!r} option ")) from None
+        _check_strategy_options(self.strategy, self.strategy_options)
         return self
 
     def strategy_config(self) -> Any:
@@ -91,12 +105,31 @@ class TrainConfig(BaseModel):
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else get_strategy_class(self.strategy).default_lr
 
+    def resolved(self) -> "TrainConfig":
+        """The task's default max length filled in, so the saved config says what ran."""
+        if self.max_length is not None:
+            return self
+        return self.model_copy(update={"max_length": get_task(self.task).default_max_length})
 
-def _describe(exc: ValidationError, prefix: str = "") -> str:
+
+def _check_strategy_options(strategy: str, options: dict[str, Any]) -> None:
+    strategy_cls = get_strategy_class(strategy)
+    try:
+        strategy_cls.Config(**options)
+    except ValidationError as exc:
+        raise ValueError(describe(exc, prefix=f"strategy {strategy!r} option ")) from None
+
+
+def flag_of(field_name: str) -> str:
+    return f"--{field_name.replace('_', '-')}"
+
+
+def describe(exc: ValidationError, prefix: str = "") -> str:
+    """A pydantic error as one line that names the CLI flag (or option), the value and the problem."""
     problems = []
     for error in exc.errors():
         field_name = ".".join(str(part) for part in error["loc"])
-        flag = f"--{field_name.replace('_', '-')}" if not prefix and field_name else field_name
+        flag = flag_of(field_name) if not prefix and field_name else field_name
         value = error.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         message = error["msg"].removeprefix("Value error, ")
@@ -104,12 +137,12 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
     return join_problems(problems)
 
 
-def make_config(values: dict[str, Any], source: str = "arguments") -> TrainConfig:
+def make_config(values: dict[str, Any], source: str = "arguments", model: type[BaseModel] = TrainConfig) -> Any:
     """Validate a config; every problem is reported at once as one ``ConfigError`` line."""
     try:
-        return TrainConfig(**values)
+        return model(**values)
     except ValidationError as exc:
-        raise ConfigError(f"invalid {source}: {_describe(exc)}") from None
+        raise ConfigError(f"invalid {source}: {describe(exc)}") from None
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
@@ -124,3 +157,31 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: the config must be a mapping of option: value; fix: see docs/config.md")
     return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+class CompareConfig(TrainConfig):
+    """Every ``train`` option, plus what a comparison adds; strategy options are per strategy."""
+
+    strategy: str = Field(default="full", description="(set per job by compare)", json_schema_extra={"cli": False})
+    strategies: list[str] = Field(default_factory=lambda: ["all"], description="strategies to compare, comma-separated, or all")
+    strategy_options: dict[str, dict[str, Any]] = Field(  # type: ignore[assignment]
+        default_factory=dict, description="per strategy: its own options (CLI: each strategy's flags)", json_schema_extra={"cli": False}
+    )
+    seeds: int = Field(default=1, ge=1, le=20, description="seeds per strategy (base seed, +1, +2, ...)")
+    budget: str | None = Field(default=None, description="total time budget shared by the runs, e.g. 20m")
+    successive_halving: bool = Field(default=False, description="train all briefly, keep the better half, double the epochs, ...")
+    workers: int = Field(default=1, ge=1, le=64, description="training processes side by side")
+    ray: bool = Field(default=False, description="run jobs as Ray tasks (needs the [ray] extra)")
+    advise: bool = Field(default=True, description="put the advisor's recommendation next to the measured winner")
+    out: Path | None = Field(default=None, description="comparison directory (default: runs/compare-<time>)")
+
+    @model_validator(mode="after")
+    def _check_strategy(self) -> "CompareConfig":  # type: ignore[override]
+        for name, options in self.strategy_options.items():
+            _check_strategy_options(name, options)
+        return self
+
+    def train_values(self) -> dict[str, Any]:
+        """The ``TrainConfig`` part, for one job."""
+        own = set(CompareConfig.model_fields) - set(TrainConfig.model_fields)
+        return {k: v for k, v in self.model_dump().items() if k not in own and k != "strategy_options"}

@@ -85,8 +85,8 @@ def advise(
 
     from thawkit.advisor.estimate import expected_memory_gb, expected_seconds, probe_throughput
     from thawkit.data.classification import load_classification_data
-    from thawkit.models.backbone import _from_pretrained, load_tokenizer, resolve_model_path
-    from thawkit.registry import get_strategy_class
+    from thawkit.models.backbone import from_pretrained_checked, load_tokenizer, resolve_model_path
+    from thawkit.strategies import get_strategy_class
 
     if gpu and not torch.cuda.is_available():
         raise ConfigError("--gpu given but no CUDA device is visible; fix: drop --gpu or run on a GPU machine")
@@ -96,7 +96,7 @@ def advise(
         data, validation=validation, text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, seed=seed
     )
     tokenizer = load_tokenizer(model)
-    encoder = _from_pretrained(AutoModel, model)
+    encoder = from_pretrained_checked(AutoModel, model)
     limit = int(getattr(encoder.config, "max_position_embeddings", 512) or 512)
     first_profile = build_profile(loaded.train, loaded.validation, loaded.labels, tokenizer, max_length or 128)
     chosen_length = max_length or _round_max_length(first_profile.token_length["p99"], limit)

@@ -8,9 +8,6 @@ from typing import Any
 
 import torch
 
-# Cost of one epoch relative to full fine-tuning, given thawkit's frozen-layer cache (docs/benchmarks.md).
-RELATIVE_EPOCH_COST = {"full": 1.0, "llrd": 1.0, "lora": 0.75, "gradual": 0.45, "partial": 0.4, "frozen": 0.0}
-
 
 @dataclass
 class Throughput:
@@ -42,18 +39,25 @@ def probe_throughput(model: Any, tokenizer: Any, texts: list[str], max_length: i
 
 
 def expected_seconds(strategy: str, throughput: Throughput, num_examples: int, epochs: float) -> float:
+    """A strategy's facts (``epoch_cost`` relative to full fine-tuning, ``cached_pass``) times the probe."""
+    from thawkit.strategies import get_strategy_class
+
+    facts = get_strategy_class(strategy)
     one_pass = throughput.forward_seconds_per_example * num_examples
-    if strategy == "frozen":
+    if facts.epoch_cost == 0:
         return one_pass * 1.2  # one cached pass; the head on vectors is nearly free
-    cached_pass = one_pass if strategy in ("gradual", "partial") else 0.0
-    return cached_pass + RELATIVE_EPOCH_COST[strategy] * throughput.train_seconds_per_example * num_examples * epochs
+    cached_pass = one_pass if facts.cached_pass else 0.0
+    return cached_pass + facts.epoch_cost * throughput.train_seconds_per_example * num_examples * epochs
 
 
 def expected_memory_gb(strategy: str, num_params: int, hidden: int, layers: int, batch_size: int, seq_len: int) -> float:
     """Weights, gradients and AdamW state of what trains, plus activations of the trained layers."""
-    trainable_share = {"full": 1.0, "llrd": 1.0, "gradual": 0.6, "partial": 0.5, "lora": 0.02, "frozen": 0.01}[strategy]
+    from thawkit.strategies import get_strategy_class
+
+    facts = get_strategy_class(strategy)
+    trainable_share = facts.trainable_share
     weights = num_params * 4
     optimizer = num_params * trainable_share * 12  # gradient + two AdamW moments, fp32
-    trained_layers = layers * (1.0 if strategy in ("full", "llrd", "lora") else trainable_share)
+    trained_layers = layers * (1.0 if facts.trains_all_activations else trainable_share)
     activations = batch_size * seq_len * hidden * trained_layers * 4 * 20
     return round((weights + optimizer + activations) / 2**30 + 0.5, 2)  # + ~0.5 GB for the framework

@@ -16,12 +16,12 @@ import math
 import random
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-GENERAL_SAMPLE = Path(__file__).with_name("general_english.txt")
+from thawkit.data.probe import general_sentences
+
 WEIGHTS = {"fragmentation": 0.3, "unknown_tokens": 0.1, "embedding": 0.4, "mlm": 0.2}
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -34,10 +34,6 @@ class DomainSimilarity:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def general_sentences() -> list[str]:
-    return [line.strip() for line in GENERAL_SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _fragmentation(tokenizer: Any, texts: list[str]) -> tuple[float, float]:
@@ -98,23 +94,6 @@ def pseudo_perplexity(mlm: Any, tokenizer: Any, texts: list[str], max_tokens: in
             if len(losses) >= max_tokens:
                 return math.exp(sum(losses) / len(losses))
     return math.exp(sum(losses) / max(len(losses), 1))
-
-
-def load_mlm_if_trained(name_or_path: str) -> Any | None:
-    """The checkpoint's masked-LM model, or None when it has no trained MLM head."""
-    from transformers import AutoModelForMaskedLM
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        model, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True)
-    except (OSError, ValueError):
-        return None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    head_missing = [k for k in info.get("missing_keys", []) if any(t in k for t in ("predictions", "lm_head", "vocab_"))]
-    return None if head_missing else model
 
 
 def measure_domain_similarity(

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from thawkit.cli import advise_cmd, compare_cmds, inspect_cmds, train_cmds
+from thawkit.cli import advise_cmd, compare_cmds, demo_cmd, inspect_cmds, train_cmds
 from thawkit.errors import ThawkitError
 
 app = typer.Typer(
@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("train")(train_cmds.train)
-app.command("demo")(train_cmds.demo)
+app.command("demo")(demo_cmd.demo)
 app.command("advise")(advise_cmd.advise)
 app.command("compare")(compare_cmds.compare)
 app.command("report")(compare_cmds.report)
@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors carry their own exit code (2)
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors (unknown flag, bad value, missing argument) are click exceptions from the
+        # copy of click that typer bundles: recognised by their interface, shown as one message, exit 2.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise

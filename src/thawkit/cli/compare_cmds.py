@@ -3,73 +3,79 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
 
 from thawkit.cli.display import console
+from thawkit.cli.options import CONFIG_FILE, command, config_parameters, config_values, strategy_parameters, strategy_values
+from thawkit.errors import ConfigError
 
 
 def results_table(rows: list[dict], metric: str, title: str) -> Table:
+    """Fits 80 columns: the selection metric per split, cost columns, and a labelled status column
+    only when successive halving dropped someone. Every metric is in results.csv and report.md."""
+    dropped = any(row.get("eliminated_at_rung") is not None for row in rows)
+    has_test = any(row.get(f"test_{metric}_mean") is not None for row in rows)
+    columns = ["strategy", f"val {metric}", *([f"test {metric}"] if has_test else []), "trained", "time", "memory", "drift",
+               *(["status"] if dropped else [])]
     table = Table(title=title)
-    for column in ("strategy", f"val {metric}", f"test {metric}", "trainable", "time", "memory", "drift", ""):
-        table.add_column(column, justify="left" if column in ("strategy", "") else "right")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("strategy", "status") else "right", overflow="fold")
     for row in rows:
-        std = row[f"validation_{metric}_std"] or 0.0
-        test = row[f"test_{metric}_mean"]
-        table.add_row(
-            row["strategy"],
-            f"{row[f'validation_{metric}_mean']:.3f} ± {std:.3f}",
-            "–" if test is None else f"{test:.3f} ± {row[f'test_{metric}_std'] or 0:.3f}",
+        cells = [row["strategy"], _mean_std(row, f"validation_{metric}")]
+        if has_test:
+            cells.append(_mean_std(row, f"test_{metric}"))
+        cells += [
             f"{row['trainable_percent']:.2f}%",
             f"{row['train_seconds_mean']:.1f}s",
-            f"{row['peak_memory_mb']:.0f} MB",
-            "–" if row["forgetting_drift"] is None else f"{row['forgetting_drift']:.4f}",
-            "" if row.get("eliminated_at_rung") is None else f"dropped at rung {row['eliminated_at_rung']}",
-        )
+            f"{row['peak_memory_mb']:.0f}MB",
+            "–" if row["forgetting_drift"] is None else f"{row['forgetting_drift']:.3f}",
+        ]
+        if dropped:
+            cells.append("" if row.get("eliminated_at_rung") is None else f"out at rung {row['eliminated_at_rung']}")
+        table.add_row(*cells)
     return table
 
 
-def compare(
-    data: Path = typer.Option(..., "--data", help="labeled training file"),
-    validation: Optional[Path] = typer.Option(None, "--validation"),
-    test: Optional[Path] = typer.Option(None, "--test"),
-    task: str = typer.Option("classification", "--task", help="task (classification)"),
-    model: str = typer.Option("minilm-l6", "--model"),
-    text_col: Optional[str] = typer.Option(None, "--text-col"),
-    text_pair_col: Optional[str] = typer.Option(None, "--text-pair-col"),
-    label_col: Optional[str] = typer.Option(None, "--label-col"),
-    strategies: str = typer.Option("all", "--strategies", help="comma-separated names, or all"),
-    seeds: int = typer.Option(1, "--seeds", help="seeds per strategy"),
-    seed: int = typer.Option(42, "--seed", help="base seed (also the split's)"),
-    epochs: float = typer.Option(3, "--epochs"),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    max_length: int = typer.Option(128, "--max-length"),
-    metric: str = typer.Option("macro_f1", "--metric"),
-    budget: Optional[str] = typer.Option(None, "--budget", help="total time budget, e.g. 20m"),
-    successive_halving: bool = typer.Option(False, "--successive-halving", help="drop losing strategies early"),
-    workers: int = typer.Option(1, "--workers", help="parallel training processes"),
-    ray: bool = typer.Option(False, "--ray", help="run jobs through Ray (the [ray] extra)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="comparison directory"),
-    overwrite: bool = typer.Option(False, "--overwrite"),
-) -> None:
-    """Train several strategies on identical splits and seeds; write results and a report."""
+def _mean_std(row: dict, key: str) -> str:
+    mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
+    if mean is None:
+        return "–"
+    return f"{mean:.3f}±{std or 0:.3f}" if row.get("seeds", 1) > 1 else f"{mean:.3f}"
+
+
+def _compare(config: Optional[Path] = None, **given: Any) -> None:
+    """Train several strategies on identical splits and seeds (every train option applies); write results and a report."""
     from thawkit.compare import compare as run_compare
-    from thawkit.errors import ConfigError
+    from thawkit.config import CompareConfig, load_yaml_config
+    from thawkit.strategies import available_strategies
 
-    if task != "classification":
-        raise ConfigError(f"--task {task!r} is not supported by compare yet; fix: use --task classification")
-    comparison = run_compare(
-        data=data, validation=validation, test=test, model=model, text_col=text_col, text_pair_col=text_pair_col,
-        label_col=label_col, strategies=[s.strip() for s in strategies.split(",") if s.strip()], seeds=seeds, seed=seed,
-        epochs=epochs, batch_size=batch_size, max_length=max_length, metric=metric, budget=budget,
-        successive_halving=successive_halving, workers=workers, ray=ray, out=out, overwrite=overwrite,
-    )
-    _print(comparison.rows, comparison.winner, comparison.advice, metric, comparison.path)
+    values: dict[str, Any] = load_yaml_config(config) if config is not None else {}
+    values.update(config_values(CompareConfig, given))
+    if values.get("data") is None:
+        raise ConfigError("no training data; fix: pass --data FILE or set data: in the --config file")
+    names = values.get("strategies") or ["all"]
+    names = available_strategies() if names == ["all"] else names
+    options = {k: dict(v) for k, v in (values.get("strategy_options") or {}).items()}
+    for strategy, chosen in strategy_values(given, names).items():
+        options.setdefault(strategy, {}).update(chosen)
+    values["strategy_options"] = options
+    comparison = run_compare(values)
+    print_comparison(comparison.rows, comparison.winner, comparison.advice, comparison.metric, comparison.path)
 
 
-def _print(rows: list[dict], winner: dict, advice: dict | None, metric: str, path: Path) -> None:
+def _build_compare() -> Any:
+    from thawkit.config import CompareConfig
+
+    return command(_compare, [CONFIG_FILE], config_parameters(CompareConfig), strategy_parameters())
+
+
+compare = _build_compare()
+
+
+def print_comparison(rows: list[dict], winner: dict, advice: dict | None, metric: str, path: Path) -> None:
     console.print(results_table(rows, metric, title="strategies compared"))
     console.print(f"[bold]best[/bold]: {winner['reason']}")
     if advice:
@@ -80,7 +86,7 @@ def _print(rows: list[dict], winner: dict, advice: dict | None, metric: str, pat
 def report(
     runs: list[Path] = typer.Argument(..., help="run directories"),
     out: Path = typer.Option(Path("runs/report"), "--out", help="folder for report.html and report.md"),
-    metric: str = typer.Option("macro_f1", "--metric"),
+    metric: Optional[str] = typer.Option(None, "--metric", help="metric to rank by (default: the one that selected the runs' best epochs)"),
 ) -> None:
     """Build the comparison report from existing run directories."""
     from thawkit.compare.report import report_from_runs

@@ -63,8 +63,21 @@ def predict(
             print(line)
 
 
+def run_format(path: Path, facts: dict) -> str:
+    """What the folder holds, in terms of the tool that loads it."""
+    if (path / "thawkit_head.json").exists():
+        head = json.loads((path / "thawkit_head.json").read_text(encoding="utf-8"))
+        return (f"thawkit pooled-feature classifier: backbone/ (AutoModel) + {head['pooling']} pooling + {head['head']} head "
+                "(thawkit.load reads it; not an AutoModelForSequenceClassification folder)")
+    if (path / "adapter_config.json").exists():
+        return "PEFT LoRA adapter over the base model (peft.PeftModel / thawkit.load)"
+    if (path / "modules.json").exists():
+        return "sentence-transformers model (SentenceTransformer / thawkit.load)"
+    return f"Hugging Face model ({facts.get('task')}; transformers Auto classes / thawkit.load)"
+
+
 def info(run: Path = typer.Argument(..., help="run directory")) -> None:
-    """Show what a run is: model, strategy, labels, data, metrics and trainable parameters."""
+    """Show what a run is: task, strategy, head, data, metrics, trainable parameters and time per phase."""
     from thawkit.rundir import read_run_files
 
     path, facts, labels = read_run_files(run)
@@ -72,18 +85,24 @@ def info(run: Path = typer.Argument(..., help="run directory")) -> None:
     table.add_column("key")
     table.add_column("value")
     share = 100.0 * facts.get("trainable_params", 0) / max(facts.get("total_params", 1), 1)
+    learning_rate = facts.get("learning_rate")
     rows = {
         "task": facts.get("task"),
         "strategy": f"{facts.get('strategy')} {facts.get('strategy_options')}",
+        "head fit": facts.get("head_fit", "gradient descent"),
         "base model": facts.get("base_model"),
-        "labels": ", ".join(labels["labels"]) + (" (multi-label)" if labels["multi_label"] else ""),
+        "labels": ", ".join(labels["labels"]) + (" (multi-label)" if labels["multi_label"] else "") if labels["labels"] else "–",
         "train examples": facts.get("num_train_examples"),
         "validation": f"{facts.get('num_validation_examples')} from {facts.get('validation_source')}",
-        "learning rate": facts.get("learning_rate"),
+        "selection metric": facts.get("metric") or facts.get("config", {}).get("metric"),
+        "learning rate": "n/a (closed-form fit)" if learning_rate is None else learning_rate,
         "trainable params": f"{facts.get('trainable_params', 0):,} of {facts.get('total_params', 0):,} ({share:.2f}%)",
         "train time": f"{facts.get('train_seconds', 0):.1f}s, {facts.get('global_steps')} steps",
-        "format": "PEFT adapter" if (path / "adapter_config.json").exists() else "Hugging Face model",
+        "cache": "used" if (facts.get("cache") or {}).get("used") else f"not used: {(facts.get('cache') or {}).get('reason')}",
+        "format": run_format(path, facts),
     }
+    if facts.get("timings"):
+        rows["time per phase"] = ", ".join(f"{k} {v:.1f}s" for k, v in facts["timings"].items())
     for key, value in rows.items():
         table.add_row(key, str(value))
     console.print(table)
@@ -94,12 +113,12 @@ def info(run: Path = typer.Argument(..., help="run directory")) -> None:
 
 def strategies() -> None:
     """List the registered strategies with their default learning rates and options."""
-    from thawkit.registry import available_strategies, get_strategy_class
+    from thawkit.strategies import get_strategy_class, strategies_in_display_order
 
     table = Table(title="strategies")
     for column in ("name", "default lr", "options", "what it does"):
         table.add_column(column)
-    for name in available_strategies():
+    for name in strategies_in_display_order():
         cls = get_strategy_class(name)
         options = ", ".join(cls.Config.model_fields) or "-"
         table.add_row(name, f"{cls.default_lr:g}", options, (cls.__doc__ or "").strip().splitlines()[0])

@@ -8,11 +8,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-COLORS = {"frozen": "#1f77b4", "partial": "#2ca02c", "gradual": "#ff7f0e", "llrd": "#9467bd", "lora": "#8c564b", "full": "#d62728"}
-
-
 def _color(strategy: str) -> str:
-    return COLORS.get(strategy, "#7f7f7f")
+    """The strategy's own colour (a fact of its class); grey for a name no longer registered."""
+    from thawkit.strategies import registered_strategies
+
+    cls = registered_strategies().get(strategy)
+    return cls.color if cls is not None else "#7f7f7f"
+
+
+def _adapters(strategy: str) -> bool:
+    from thawkit.strategies import registered_strategies
+
+    cls = registered_strategies().get(strategy)
+    return bool(cls is not None and cls.adapts_with_adapters)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -65,7 +73,7 @@ def figures(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], metric:
         summary = first_seed[name]
         blocks = _blocks(summary)
         points = evals[id(summary)] or [{"epoch": 0, "trainable_blocks": []}]
-        adapters = name == "lora"
+        adapters = _adapters(name)
         z = [
             [(0.5 if adapters and b.startswith("layer.") else 1.0) if b in h.get("trainable_blocks", []) else 0.0 for h in points]
             for b in blocks
@@ -175,6 +183,7 @@ def markdown_report(rows: list[dict[str, Any]], winner: dict[str, Any], metric: 
             f"{row['trainable_percent']:.2f}% | {_fmt(row['train_seconds_mean'], 1)} s | {_fmt(row['peak_memory_mb'], 0)} MB | "
             f"{_fmt(row['forgetting_drift'], 4)} |"
         )
+    lines += ["", "## Every metric (mean over seeds)", "", *_all_metrics_markdown(rows)]
     lines += ["", "## Trainable blocks per evaluation", ""]
     seen = set()
     for summary in summaries:
@@ -188,11 +197,25 @@ def markdown_report(rows: list[dict[str, Any]], winner: dict[str, Any], metric: 
     return "\n".join(lines)
 
 
-def report_from_runs(runs: list[Path], out: Path, metric: str = "macro_f1") -> Path:
-    """``thawkit report RUN [RUN...]``: the same report from existing run directories."""
+def _all_metrics_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    from thawkit.compare.results import metric_columns
+
+    columns = [c for c in metric_columns(rows) if c.endswith("_mean")]
+    names = [c.removesuffix("_mean").replace("validation_", "val ").replace("test_", "test ") for c in columns]
+    lines = ["| strategy | " + " | ".join(names) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {row['strategy']} | " + " | ".join(_fmt(row.get(c), 4) for c in columns) + " |" for row in rows]
+    return lines
+
+
+def report_from_runs(runs: list[Path], out: Path, metric: str | None = None) -> Path:
+    """``thawkit report RUN [RUN...]``: the same report from existing run directories; the metric
+    defaults to the one that selected the runs' best epochs."""
     from thawkit.compare.results import aggregate, load_run_summary, name_winner, write_results
 
     summaries = [load_run_summary(path) for path in runs]
+    if metric is None:
+        info = summaries[0]["info"]
+        metric = info.get("metric") or info.get("config", {}).get("metric") or "macro_f1"
     rows = aggregate(summaries, metric)
     winner = name_winner(rows, metric)
     out.mkdir(parents=True, exist_ok=True)

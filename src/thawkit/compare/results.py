@@ -24,6 +24,17 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def scalar_metric_names(summaries: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(split, metric) for every number in the runs' metrics.json validation and test entries."""
+    names: dict[tuple[str, str], None] = {}
+    for summary in summaries:
+        for split in ("validation", "test"):
+            for name, value in (summary["metrics"].get(split) or {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and not name.startswith("num_"):
+                    names[(split, name)] = None
+    return list(names)
+
+
 def aggregate(summaries: list[dict[str, Any]], metric: str, extra: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per strategy; ``extra``: per-strategy fields (e.g. successive-halving status)."""
     by_strategy: dict[str, list[dict[str, Any]]] = {}
@@ -35,8 +46,8 @@ def aggregate(summaries: list[dict[str, Any]], metric: str, extra: dict[str, dic
         for split in ("validation", "test"):
             mean, std = _mean_std([r["metrics"].get(split, {}).get(metric) for r in runs])
             row[f"{split}_{metric}_mean"], row[f"{split}_{metric}_std"] = mean, std
-        acc_mean, _ = _mean_std([r["metrics"]["validation"].get("accuracy") for r in runs])
-        row["validation_accuracy_mean"] = acc_mean
+        for split, name in scalar_metric_names(runs):  # every scalar metric the task reports, per split
+            row[f"{split}_{name}_mean"], row[f"{split}_{name}_std"] = _mean_std([r["metrics"].get(split, {}).get(name) for r in runs])
         trainable = runs[0]["info"]["trainable_params"]
         total = runs[0]["info"]["total_params"]
         row["trainable_params"] = trainable
@@ -81,13 +92,24 @@ def name_winner(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
 
 CSV_COLUMNS = [
     "strategy", "seeds", "validation_{m}_mean", "validation_{m}_std", "test_{m}_mean", "test_{m}_std",
-    "validation_accuracy_mean", "trainable_params", "trainable_percent", "train_seconds_mean", "train_seconds_std",
+    "trainable_params", "trainable_percent", "train_seconds_mean", "train_seconds_std",
     "peak_memory_mb", "forgetting_drift", "eliminated_at_rung",
 ]
 
 
+def metric_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every per-split metric column the rows carry (``validation_accuracy_mean``, ...)."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            if key.startswith(("validation_", "test_")) and key.endswith(("_mean", "_std")):
+                columns[key] = None
+    return list(columns)
+
+
 def write_results(rows: list[dict[str, Any]], winner: dict[str, Any], metric: str, folder: Path, meta: dict[str, Any]) -> None:
     columns = [c.format(m=metric) for c in CSV_COLUMNS]
+    columns += [c for c in metric_columns(rows) if c not in columns]
     with (folder / "results.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=[*columns, "runs"], extrasaction="ignore")
         writer.writeheader()

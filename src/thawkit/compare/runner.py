@@ -11,39 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from thawkit.config import CompareConfig, make_config
 from thawkit.errors import ConfigError
-from thawkit.models.backbone import DEFAULT_MODEL
 
 log = logging.getLogger("thawkit")
-
-
-class CompareConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    data: Path
-    validation: Path | None = None
-    test: Path | None = None
-    text_col: str | None = None
-    text_pair_col: str | None = None
-    label_col: str | None = None
-    model: str = DEFAULT_MODEL
-    strategies: list[str] = Field(default_factory=lambda: ["all"], description="names, or ['all']")
-    seeds: int = Field(default=1, ge=1, le=20, description="seeds per strategy (base seed, +1, +2, ...)")
-    seed: int = Field(default=42, ge=0)
-    epochs: float = Field(default=3, gt=0)
-    batch_size: int = Field(default=16, gt=0)
-    max_length: int = Field(default=128, ge=8)
-    metric: str = Field(default="macro_f1")
-    budget: str | None = Field(default=None, description="total time budget, e.g. 20m")
-    successive_halving: bool = Field(default=False, description="drop the worse half of strategies per rung")
-    workers: int = Field(default=1, ge=1, description="parallel training processes")
-    ray: bool = Field(default=False, description="run jobs as Ray tasks (needs the [ray] extra)")
-    advise: bool = Field(default=True, description="put the advisor's recommendation next to the winner")
-    out: Path | None = None
-    overwrite: bool = False
-    train_options: dict[str, Any] = Field(default_factory=dict, description="further thawkit.train options")
 
 
 @dataclass
@@ -52,6 +23,7 @@ class Comparison:
     rows: list[dict[str, Any]]
     winner: dict[str, Any]
     advice: dict[str, Any] | None
+    metric: str
 
     def table(self) -> list[dict[str, Any]]:
         return self.rows
@@ -64,15 +36,16 @@ def _train_job(values: dict[str, Any], threads: int | None = None) -> str:
         import torch
 
         torch.set_num_threads(threads)
-    from thawkit.api import train
+    from thawkit.engine.pipeline import run_training
     from thawkit.logging_setup import quiet_libraries
 
     quiet_libraries()
-    run = train(values)
-    validation = run.metrics["validation"]
-    metric = values.get("metric", "macro_f1")
+    run = run_training(make_config(values))
+    metric = run.info["metric"]
+    value = run.metrics["validation"].get(metric)
     seconds = run.info["train_seconds"] + (run.info.get("cache") or {}).get("pass_seconds", 0.0)
-    print(f"  {values['strategy']:8s} seed {values['seed']}: {metric} {validation.get(metric, float('nan')):.4f} "
+    shown = f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+    print(f"  {values['strategy']:8s} seed {values['seed']}: done, val {metric} {shown} "
           f"in {seconds:.1f}s ({values['epochs']:g} epochs)", flush=True)
     return str(run.path)
 
@@ -97,13 +70,11 @@ def _run_jobs(jobs: list[dict[str, Any]], cfg: CompareConfig) -> list[str]:
 
 
 def _strategies(cfg: CompareConfig) -> list[str]:
-    from thawkit.registry import available_strategies, get_strategy_class
+    from thawkit.strategies import get_strategy_class, strategies_in_display_order
 
-    names = available_strategies() if cfg.strategies in (["all"], []) else cfg.strategies
-    for name in names:
-        get_strategy_class(name)  # a clear error for an unknown name
-    order = ["frozen", "partial", "gradual", "llrd", "lora", "full"]  # widest cache passes first
-    return sorted(dict.fromkeys(names), key=lambda n: order.index(n) if n in order else len(order))
+    names = strategies_in_display_order() if cfg.strategies in (["all"], []) else cfg.strategies
+    # Each strategy's own ``order`` puts the widest cache passes first, so later runs reuse them.
+    return sorted(dict.fromkeys(names), key=lambda n: (get_strategy_class(n).order, n))
 
 
 def compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any) -> Comparison:
@@ -113,19 +84,14 @@ def compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any
     from thawkit.compare.results import aggregate, load_run_summary, name_winner, write_results
     from thawkit.rundir import check_destination, partial_dir_for, publish
 
-    values = config.model_dump() if isinstance(config, CompareConfig) else dict(config or {})
+    values = config.model_dump(exclude_unset=True) if isinstance(config, CompareConfig) else dict(config or {})
     values.update({k: v for k, v in options.items() if v is not None})
-    try:
-        cfg = CompareConfig(**values)
-    except Exception as exc:  # pydantic's ValidationError, as one line
-        from pydantic import ValidationError
-
-        if isinstance(exc, ValidationError):
-            from thawkit.config import _describe
-
-            raise ConfigError(f"invalid comparison: {_describe(exc)}") from None
-        raise
+    cfg: CompareConfig = make_config(values, "comparison", CompareConfig)
     strategies = _strategies(cfg)
+    if cfg.ray and (cfg.workers > 1):
+        raise ConfigError("--ray and --workers both choose where jobs run; fix: pass one of them")
+    base = cfg.train_values()
+    metric = cfg.metric  # None: the task's selection metric, read back from the first runs
     budget_seconds = parse_budget(cfg.budget)
     final = Path(cfg.out) if cfg.out is not None else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     check_destination(final, cfg.overwrite)
@@ -136,14 +102,11 @@ def compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any
 
     def job(strategy: str, seed: int, epochs: float, folder: str, time_limit: float | None) -> dict[str, Any]:
         return {
-            **cfg.train_options,
-            "data": str(cfg.data), "validation": str(cfg.validation) if cfg.validation else None,
-            "test": str(cfg.test) if cfg.test else None, "text_col": cfg.text_col, "text_pair_col": cfg.text_pair_col,
-            "label_col": cfg.label_col, "model": cfg.model, "strategy": strategy, "seed": seed,
-            "split_seed": cfg.seed,  # identical splits for every run
-            "epochs": epochs, "batch_size": cfg.batch_size, "max_length": cfg.max_length, "metric": cfg.metric,
-            "time_limit_seconds": time_limit, "out": str(partial / folder / f"{strategy}-seed{seed}"),
-            "progress": False,
+            **base, "strategy": strategy, "strategy_options": cfg.strategy_options.get(strategy, {}), "seed": seed,
+            "split_seed": cfg.split_seed if cfg.split_seed is not None else cfg.seed,  # identical splits for every run
+            "epochs": epochs, "time_limit_seconds": time_limit or cfg.time_limit_seconds,
+            "out": str(partial / folder / f"{strategy}-seed{seed}"), "overwrite": False,
+            "progress": "lines" if cfg.progress != "off" else "off",
         }
 
     started = time.perf_counter()
@@ -158,7 +121,8 @@ def compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any
                 limit = budget_seconds / rungs / (len(alive) * len(seeds)) if budget_seconds else None
                 jobs = [job(s, seed, epochs, f"rung{rung}", limit) for s in alive for seed in seeds]
                 rung_summaries = [load_run_summary(Path(p)) for p in _run_jobs(jobs, cfg)]
-                ranking = aggregate(rung_summaries, cfg.metric)
+                metric = metric or rung_summaries[0]["info"]["metric"]
+                ranking = aggregate(rung_summaries, metric)
                 keep = max(1, math.ceil(len(alive) / 2)) if rung < rungs - 1 else len(alive)
                 survivors = [r["strategy"] for r in ranking[:keep]]
                 for row in ranking[keep:]:
@@ -175,10 +139,11 @@ def compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any
             limit = budget_seconds / (len(strategies) * len(seeds)) if budget_seconds else None
             jobs = [job(s, seed, cfg.epochs, "runs", limit) for s in strategies for seed in seeds]
             summaries = [load_run_summary(Path(p)) for p in _run_jobs(jobs, cfg)]
-        rows = aggregate(summaries, cfg.metric, extra)
-        winner = name_winner(rows, cfg.metric)
+            metric = metric or summaries[0]["info"]["metric"]
+        rows = aggregate(summaries, metric, extra)
+        winner = name_winner(rows, metric)
         advice = None
-        if cfg.advise:
+        if cfg.advise and cfg.task == "classification":  # the advisor reads classification data only
             try:
                 from thawkit.advisor import advise
 
@@ -195,12 +160,12 @@ def compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any
             "wall_seconds": round(time.perf_counter() - started, 2), "advice": advice,
             "config": cfg.model_dump(mode="json"),
         }
-        write_results(rows, winner, cfg.metric, partial, meta)
+        write_results(rows, winner, metric, partial, meta)
         for summary in summaries:
             summary["path"] = str(final / Path(summary["path"]).relative_to(partial))
-        write_report(partial, summaries, rows, winner, cfg.metric, advice)
+        write_report(partial, summaries, rows, winner, metric, advice)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     publish(partial, final, cfg.overwrite)
-    return Comparison(final, rows, winner, advice)
+    return Comparison(final, rows, winner, advice, metric)

@@ -56,7 +56,7 @@ def _rows(path: Path, indices: list[int]) -> str:
     return shown + more
 
 
-def _pick_column(frame: pd.DataFrame, path: Path, wanted: str | None, guesses: tuple[str, ...], flag: str) -> str:
+def pick_column(frame: pd.DataFrame, path: Path, wanted: str | None, guesses: tuple[str, ...], flag: str) -> str:
     if wanted is not None:
         if wanted not in frame.columns:
             raise DataError(
@@ -115,7 +115,7 @@ def _require_values(frame: pd.DataFrame, path: Path, column: str, what: str, fix
         raise DataError(f"{path}: {what} in column {column!r} at {_rows(path, missing)}; fix: {fix}")
 
 
-def _check_texts(frame: pd.DataFrame, path: Path, column: str) -> None:
+def check_texts(frame: pd.DataFrame, path: Path, column: str) -> None:
     _require_values(frame, path, column, "empty text", "remove those rows or fill in their text")
 
 
@@ -132,13 +132,13 @@ def _prepare_split(
     label_sep: str,
 ) -> tuple[pd.DataFrame, str, str | None, str, bool]:
     frame = read_table(path)
-    text_col = _pick_column(frame, path, text_col, TEXT_COLUMN_GUESSES, "--text-col")
-    label_col = _pick_column(frame, path, label_col, LABEL_COLUMN_GUESSES, "--label-col")
+    text_col = pick_column(frame, path, text_col, TEXT_COLUMN_GUESSES, "--text-col")
+    label_col = pick_column(frame, path, label_col, LABEL_COLUMN_GUESSES, "--label-col")
     if text_pair_col is not None:
-        _pick_column(frame, path, text_pair_col, (), "--text-pair-col")
-    _check_texts(frame, path, text_col)
+        pick_column(frame, path, text_pair_col, (), "--text-pair-col")
+    check_texts(frame, path, text_col)
     if text_pair_col is not None:
-        _check_texts(frame, path, text_pair_col)
+        check_texts(frame, path, text_pair_col)
     _check_labels_present(frame, path, label_col)
     raw_labels = frame[label_col].tolist()
     if multi_label is None:
@@ -264,18 +264,18 @@ def read_texts_for_prediction(path: str | Path, text_col: str | None, text_pair_
         raw = path.read_bytes() if path.exists() else None
         if raw is None:
             raise DataError(f"{path}: file not found; fix: check the path")
-        from thawkit.data.tables import _decode_utf8
+        from thawkit.data.tables import decode_utf8
 
-        lines = [line for line in _decode_utf8(path, raw).splitlines() if line.strip()]
+        lines = [line for line in decode_utf8(path, raw).splitlines() if line.strip()]
         if not lines:
             raise DataError(f"{path}: file is empty; fix: one text per line")
         return lines, None
     frame = read_table(path)
-    text_col = _pick_column(frame, path, text_col, TEXT_COLUMN_GUESSES, "--text-col")
-    _check_texts(frame, path, text_col)
+    text_col = pick_column(frame, path, text_col, TEXT_COLUMN_GUESSES, "--text-col")
+    check_texts(frame, path, text_col)
     pairs = None
     if text_pair_col is not None:
-        _pick_column(frame, path, text_pair_col, (), "--text-pair-col")
+        pick_column(frame, path, text_pair_col, (), "--text-pair-col")
         pairs = frame[text_pair_col].astype(str).tolist()
     return frame[text_col].astype(str).tolist(), pairs
 

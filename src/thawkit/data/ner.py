@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thawkit.data.tables import _decode_utf8
+from thawkit.data.tables import decode_utf8
 from thawkit.errors import DataError
 
 Sentence = tuple[list[str], list[str]]  # (words, IOB2 tags)
@@ -105,7 +105,7 @@ def read_ner_file(path: str | Path) -> list[Sentence]:
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"{path}: file is empty; fix: 'TOKEN TAG' lines with blank lines between sentences, or JSONL")
-    text = _decode_utf8(path, raw)
+    text = decode_utf8(path, raw)
     records = _read_jsonl(path, text) if path.suffix.lower() in (".jsonl", ".json") else _read_conll(path, text)
     sentences = []
     for words, tags, line in records:

@@ -14,7 +14,7 @@ from thawkit.errors import DataError
 SUPPORTED = ".csv, .tsv, .jsonl, .json (lines), .parquet, or a folder saved with datasets' save_to_disk"
 
 
-def _decode_utf8(path: Path, raw: bytes) -> str:
+def decode_utf8(path: Path, raw: bytes) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -62,7 +62,7 @@ def read_table(path: str | Path, split: str | None = None, tsv_quoting: bool = F
             if suffix == ".parquet":
                 frame = pd.read_parquet(io.BytesIO(raw))
             else:
-                text = _decode_utf8(path, raw)
+                text = decode_utf8(path, raw)
                 if suffix in {".jsonl", ".json"}:
                     frame = _read_json_lines(path, text)
                 else:

@@ -94,6 +94,26 @@ class RichProgressCallback(TrainerCallback):
             self.progress = None
 
 
+class LineProgressCallback(TrainerCallback):
+    """One line per evaluation, prefixed by the run's name: readable when several runs share a terminal."""
+
+    def __init__(self, metric: str, label: str) -> None:
+        self.metric = metric
+        self.label = label
+        self._started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[override]
+        self._started = time.perf_counter()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[override]
+        if not state.is_world_process_zero or not metrics:
+            return
+        value = metrics.get(f"eval_{self.metric}")
+        shown = f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+        print(f"  {self.label}: epoch {float(state.epoch or 0):.2f}/{args.num_train_epochs:g}, step {state.global_step}/{state.max_steps}, "
+              f"val {self.metric} {shown} ({time.perf_counter() - self._started:.1f}s)", flush=True)
+
+
 class TimeLimitCallback(TrainerCallback):
     """Stops training once ``seconds`` have passed (a comparison's share of its budget), evaluating first."""
 

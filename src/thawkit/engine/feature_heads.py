@@ -36,9 +36,9 @@ def fit_logreg_head(trainer: Any, controller: StageController, history: HistoryC
     with torch.inference_mode():
         logits = model.head(features.to(trainer.args.device)).float().cpu()
     loss = float(torch.nn.functional.cross_entropy(logits, labels.long()))
-    history._training = True
+    history.on_train_begin(trainer.args, trainer.state, trainer.control)
     trainer.state.epoch = 1.0
     trainer.state.log_history.append({"loss": loss, "epoch": 1.0, "step": 0})
     trainer.evaluate()
-    history._training = False
+    history.on_train_end(trainer.args, trainer.state, trainer.control)
     return float(np.round(loss, 6))

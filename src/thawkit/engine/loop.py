@@ -1,5 +1,5 @@
-"""The training loop every task shares: stage controller, callbacks, the Trainer, cleanup on failure,
-and writing the run directory. Tasks bring their data, model, collator and metrics."""
+"""The training loop every task shares: stage controller, callbacks, the Trainer, cleanup on failure.
+Tasks bring their data, model, collator and metrics (``thawkit.engine.pipeline`` wires them)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from thawkit.engine.best import BestStateCallback
-from thawkit.engine.callbacks import HistoryCallback, RichProgressCallback, TimeLimitCallback
-from thawkit.engine.stages import StageCallback, StageController
+from thawkit.engine.callbacks import HistoryCallback, LineProgressCallback, RichProgressCallback, TimeLimitCallback
+from thawkit.engine.stages import SkipEmptyStages, StageCallback, StageController
 from thawkit.engine.trainability import set_requires_grad
-from thawkit.rundir import HISTORY_FILE, LABELS_FILE, METRICS_FILE, RUN_FILE, publish, write_history, write_json
 
 
 def prepare_controller(strategy: Any, model: Any, cfg: Any) -> tuple[Any, StageController, set[str]]:
@@ -22,6 +21,7 @@ def prepare_controller(strategy: Any, model: Any, cfg: Any) -> tuple[Any, StageC
     from thawkit.models.layout import build_layout
 
     layout = build_layout(model)
+    strategy = SkipEmptyStages.wrap(strategy, layout)
     controller = StageController(strategy, model, layout, cfg.resolved_lr(), cfg.weight_decay, decay_names=set())
     controller.plan = strategy.plan(layout, 0)  # validates strategy options against this model
     ever_trainable = controller.ever_trainable()
@@ -58,7 +58,10 @@ def build_loop(
     )
     time_limit = TimeLimitCallback(cfg.time_limit_seconds) if cfg.time_limit_seconds is not None else None
     callbacks = [StageCallback(controller), history, best]
-    callbacks += [RichProgressCallback(metric)] if cfg.progress else []
+    if cfg.progress == "bar":
+        callbacks.append(RichProgressCallback(metric))
+    elif cfg.progress == "lines":
+        callbacks.append(LineProgressCallback(metric, Path(cfg.out).name if cfg.out else "run"))
     callbacks += [time_limit] if time_limit is not None else []
     trainer = StrategyTrainer(
         model=model,
@@ -92,20 +95,3 @@ def run_loop(loop: Loop, partial_dir: Path, is_main: bool, runtime: Any, fit: Ca
         if runtime is not None:
             runtime.finish()  # the full model again, for evaluation and saving
     return training_loss, time.perf_counter() - started
-
-
-def write_run_files(
-    cfg: Any, partial_dir: Path, final_dir: Path, tokenizer: Any, labels: dict[str, Any], info: dict[str, Any],
-    metrics: dict[str, Any], history: list[dict[str, Any]], save_model: Callable[[Path], None],
-) -> None:
-    """Write everything under the partial name, then rename it into place."""
-    if not cfg.save_checkpoints:
-        shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)  # the Trainer's (empty) output_dir
-    partial_dir.mkdir(parents=True, exist_ok=True)
-    save_model(partial_dir)
-    tokenizer.save_pretrained(str(partial_dir))
-    write_json(partial_dir / LABELS_FILE, labels)
-    write_json(partial_dir / RUN_FILE, info)
-    write_json(partial_dir / METRICS_FILE, metrics)
-    write_history(partial_dir / HISTORY_FILE, history)
-    publish(partial_dir, final_dir, cfg.overwrite)

@@ -19,6 +19,31 @@ from thawkit.models.layout import BlockLayout
 from thawkit.strategies.base import Strategy, TrainablePlan
 
 
+class SkipEmptyStages:
+    """A model without a task head (a bi-encoder) would train nothing in a head-only first stage:
+    start at the first stage whose plan trains something."""
+
+    def __init__(self, strategy: Strategy, offset: int) -> None:
+        self.inner, self.offset = strategy, offset
+        self.config = strategy.config
+        self.name = getattr(strategy, "name", "")
+
+    @classmethod
+    def wrap(cls, strategy: Strategy, layout: BlockLayout) -> Strategy:
+        stages = strategy.num_stages(layout)
+        offset = next((s for s in range(stages) if strategy.plan(layout, s).trainable), 0)
+        return cls(strategy, offset) if offset else strategy  # type: ignore[return-value]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def num_stages(self, layout: BlockLayout) -> int:
+        return self.inner.num_stages(layout) - self.offset
+
+    def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
+        return self.inner.plan(layout, stage + self.offset)
+
+
 class StageController:
     def __init__(
         self,

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 from torch import nn
 
-from thawkit.models.layout import BlockLayout, _find_backbone_prefix, _find_layer_list
+from thawkit.models.layout import BlockLayout, find_backbone_prefix, find_layer_list
 
 
 class PassThroughEmbeddings(nn.Module):
@@ -29,11 +29,11 @@ class PassThroughEmbeddings(nn.Module):
 class ModelSurgery:
     def __init__(self, model: nn.Module, layout: BlockLayout) -> None:
         self.model = model
-        layer_list_name, self.layers = _find_layer_list(model)
+        layer_list_name, self.layers = find_layer_list(model)
         parent_name, self.layer_attr = layer_list_name.rsplit(".", 1)
         self.layer_parent = model.get_submodule(parent_name)
         self.full_layers = list(self.layers)
-        backbone_prefix = _find_backbone_prefix(model, layer_list_name)
+        backbone_prefix = find_backbone_prefix(model, layer_list_name)
         self.backbone = model.get_submodule(backbone_prefix)
         self.embeddings = getattr(self.backbone, "embeddings", None)
         self.num_layers = layout.num_layers

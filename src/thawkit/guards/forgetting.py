@@ -40,13 +40,15 @@ def block_representations(model: nn.Module, tokenizer: Any, texts: list[str], ma
         return hook
 
     handles = [m.register_forward_hook(hook_for(name)) for name, m in modules.items() if m is not None]
+    # Models that wrap an encoder with their own inputs (a bi-encoder, a pooled head) run it directly.
+    encoder = getattr(model, "backbone", None) or model
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(texts), 32):
             batch = tokenizer(texts[start : start + 32], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             device = next(model.parameters()).device
-            model(**{k: v.to(device) for k, v in batch.items()})
+            encoder(**{k: v.to(device) for k, v in batch.items()})
             masks.append(batch["attention_mask"].bool())
     finally:
         for handle in handles:
@@ -108,3 +110,11 @@ def _encoder_state(model: nn.Module) -> dict[str, torch.Tensor]:
         inner = copy.deepcopy(inner).merge_and_unload()
     backbone = getattr(inner, "backbone", None) or inner.base_model
     return {k: v.detach() for k, v in backbone.state_dict().items()}
+
+
+def unchanged_encoder(model: nn.Module) -> dict[str, Any]:
+    """No encoder parameter trained: the representation is the pretrained one, CKA 1.0 by definition."""
+    layout = build_layout(model)
+    cka = {EMBEDDINGS: 1.0, **{layer_block(i): 1.0 for i in range(layout.num_layers)}}
+    return {"probe_sentences": 0, "cka": cka, "mean_cka": 1.0, "min_cka": 1.0, "drift": 0.0,
+            "measured": False, "reason": "no encoder parameter trained"}

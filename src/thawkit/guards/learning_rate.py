@@ -7,13 +7,11 @@ import math
 
 from thawkit.guards.base import Finding
 
-# Above these the pretrained weights are at risk (BERT-style encoders, AdamW).
-SANE_MAX_LR = {"full": 1e-4, "llrd": 2e-4, "partial": 2e-4, "gradual": 5e-4, "lora": 5e-3, "frozen": 5e-2}
 FAR_ABOVE = 3.0
 
 
-def check_learning_rate(strategy: str, lr: float) -> list[Finding]:
-    limit = SANE_MAX_LR.get(strategy)
+def check_learning_rate(strategy: str, lr: float, limit: float | None) -> list[Finding]:
+    """``limit``: the strategy's ``sane_max_lr`` (above it the pretrained weights are at risk)."""
     if limit is None or lr <= limit * FAR_ABOVE:
         return []
     return [

@@ -37,7 +37,7 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def _from_pretrained(auto_cls: Any, name: str, **kwargs: Any) -> Any:
+def from_pretrained_checked(auto_cls: Any, name: str, **kwargs: Any) -> Any:
     path = resolve_model_path(name)
     try:
         return auto_cls.from_pretrained(path, **kwargs)
@@ -53,7 +53,7 @@ def _from_pretrained(auto_cls: Any, name: str, **kwargs: Any) -> Any:
 def load_tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 
-    return _from_pretrained(AutoTokenizer, name)
+    return from_pretrained_checked(AutoTokenizer, name)
 
 
 def load_sequence_classifier(
@@ -69,7 +69,7 @@ def load_sequence_classifier(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized head" warning is expected here
     try:
-        model = _from_pretrained(
+        model = from_pretrained_checked(
             AutoModelForSequenceClassification,
             name,
             num_labels=num_labels,
@@ -80,3 +80,20 @@ def load_sequence_classifier(
     finally:
         hf_logging.set_verbosity(verbosity)
     return model
+
+
+def load_mlm_if_trained(name_or_path: str) -> Any | None:
+    """The checkpoint's masked-LM model, or None when it has no trained MLM head."""
+    from transformers import AutoModelForMaskedLM
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True)
+    except (OSError, ValueError):
+        return None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    head_missing = [k for k in info.get("missing_keys", []) if any(t in k for t in ("predictions", "lm_head", "vocab_"))]
+    return None if head_missing else model

@@ -57,7 +57,7 @@ class BlockLayout:
         return []
 
 
-def _find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+def find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     candidates = [
         (name, module)
         for name, module in model.named_modules()
@@ -71,7 +71,7 @@ def _find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return max(candidates, key=lambda item: len(item[1]))
 
 
-def _find_backbone_prefix(model: nn.Module, layer_list_name: str) -> str:
+def find_backbone_prefix(model: nn.Module, layer_list_name: str) -> str:
     """The module path of the backbone (e.g. ``bert`` or ``base_model.model.roberta``)."""
     prefix_attr = None
     inner = model
@@ -89,8 +89,8 @@ def _find_backbone_prefix(model: nn.Module, layer_list_name: str) -> str:
 
 
 def build_layout(model: nn.Module) -> BlockLayout:
-    layer_list_name, layer_list = _find_layer_list(model)
-    backbone_prefix = _find_backbone_prefix(model, layer_list_name)
+    layer_list_name, layer_list = find_layer_list(model)
+    backbone_prefix = find_backbone_prefix(model, layer_list_name)
     layer_pattern = re.compile(rf"^{re.escape(layer_list_name)}\.(\d+)\.")
     layout = BlockLayout(num_layers=len(layer_list), layer_modules=list(layer_list))
     layout.params = {block: [] for block in layout.blocks}

@@ -40,6 +40,8 @@ class PooledHeadClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, num_labels: int, pooling: str, head: str, problem_type: str,
                  id2label: dict[int, str], mlp_hidden: int = 256, dropout: float = 0.1) -> None:
         super().__init__()
+        if getattr(backbone, "pooler", None) is not None:
+            backbone.pooler = None  # the head reads pooled token states; an unused pooler would count as trainable
         self.backbone = backbone
         self.config = backbone.config  # the Trainer and thawkit's layout read model.config
         self.pooling = pooling
@@ -106,9 +108,9 @@ def load_pooled_classifier(name: str, num_labels: int, id2label: dict[int, str],
                            pooling: str, head: str, mlp_hidden: int, dropout: float) -> PooledHeadClassifier:
     from transformers import AutoModel
 
-    from thawkit.models.backbone import _from_pretrained
+    from thawkit.models.backbone import from_pretrained_checked
 
-    backbone = _from_pretrained(AutoModel, name)
+    backbone = from_pretrained_checked(AutoModel, name)
     return PooledHeadClassifier(backbone, num_labels, pooling, head, problem_type, id2label, mlp_hidden, dropout)
 
 

@@ -8,12 +8,37 @@ advance per epoch, or every ``stage_every_steps`` optimizer steps when a strateg
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping, Protocol, runtime_checkable
+from typing import Callable, ClassVar, Mapping, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from thawkit.models.layout import BlockLayout
+
+_STRATEGIES: dict[str, type["Strategy"]] = {}
+_REQUIRED = ("Config", "plan", "default_lr", "sane_max_lr", "epoch_cost", "trainable_share", "color", "order")
+
+S = TypeVar("S")
+
+
+def register_strategy(name: str) -> Callable[[S], S]:
+    """Class decorator: ``@register_strategy("llrd")`` makes the strategy available by name."""
+
+    def decorator(cls: S) -> S:
+        if name in _STRATEGIES and _STRATEGIES[name] is not cls:
+            raise RuntimeError(f"strategy {name!r} is registered twice")
+        missing = [attr for attr in _REQUIRED if not hasattr(cls, attr)]
+        if missing:
+            raise TypeError(f"strategy {name!r} lacks {', '.join(missing)}")
+        cls.name = name  # type: ignore[attr-defined]
+        _STRATEGIES[name] = cls  # type: ignore[assignment]
+        return cls
+
+    return decorator
+
+
+def registered_strategies() -> dict[str, type["Strategy"]]:
+    return _STRATEGIES
 
 
 class StrategyConfig(BaseModel):
@@ -38,12 +63,19 @@ class TrainablePlan:
 
 @runtime_checkable
 class Strategy(Protocol):
+    """A strategy carries its own facts, so guards, the advisor and reports never branch on its name."""
+
     name: ClassVar[str]
     Config: ClassVar[type[StrategyConfig]]
     default_lr: ClassVar[float]
+    sane_max_lr: ClassVar[float]  # the LR guard warns far above this (BERT-style encoders, AdamW)
+    epoch_cost: ClassVar[float]  # time of one epoch relative to full fine-tuning, with the cache
+    trainable_share: ClassVar[float]  # rough share of parameters that train (memory estimate)
+    color: ClassVar[str]  # in reports
+    order: ClassVar[int]  # position in tables and compare (widest cache passes first)
     config: StrategyConfig
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def prepare(self, model: nn.Module, peft_task_type: str | None = None) -> nn.Module:
         """Return the model to train (LoRA wraps it; other strategies return it unchanged)."""
         ...
 
@@ -75,11 +107,18 @@ class StaticStrategyMixin:
     """Defaults for strategies whose plan never changes during training."""
 
     config: StrategyConfig
+    # Capabilities the engine and reports read (no one branches on a strategy's name):
+    uses_pooled_head: bool = False  # brings its own pooled-feature model (see load_model)
+    fits_head_in_closed_form: bool = False  # the head is fitted by scikit-learn, not trained
+    adapts_with_adapters: bool = False  # layers train through adapters, not their own weights
+    merge_adapters: bool = False  # merge adapters into the base weights at save time
+    trains_all_activations: bool = False  # backward runs through every layer (memory estimate)
+    cached_pass: bool = False  # one pass through the frozen bottom precedes training
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()  # type: ignore[attr-defined]
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def prepare(self, model: nn.Module, peft_task_type: str | None = None) -> nn.Module:
         return model
 
     def num_stages(self, layout: BlockLayout) -> int:

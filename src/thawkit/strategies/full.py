@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from thawkit.models.layout import BlockLayout
-from thawkit.registry import register_strategy
-from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan
+from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
 
 
 class FullConfig(StrategyConfig):
@@ -17,6 +16,12 @@ class FullFineTuning(StaticStrategyMixin):
 
     Config = FullConfig
     default_lr = 3e-5
+    sane_max_lr = 1e-4
+    epoch_cost = 1.0
+    trainable_share = 1.0
+    color = "#d62728"
+    order = 5
+    trains_all_activations = True
 
     def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
         return blocks_plan(layout, layout.blocks)

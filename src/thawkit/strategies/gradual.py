@@ -6,13 +6,13 @@ from __future__ import annotations
 from pydantic import Field
 
 from thawkit.models.layout import EMBEDDINGS, HEAD, BlockLayout, layer_block
-from thawkit.registry import register_strategy
-from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan
+from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
 
 
 class GradualConfig(StrategyConfig):
     every_steps: int | None = Field(
-        default=None, gt=0, description="unfreeze one more layer every N steps (default: every epoch)"
+        default=None, gt=0, description="unfreeze one more layer every N steps (default: every epoch)",
+        json_schema_extra={"flag": "--unfreeze-every"},
     )
 
 
@@ -31,6 +31,12 @@ class GradualUnfreezing(StaticStrategyMixin):
 
     Config = GradualConfig
     default_lr = 1e-4
+    sane_max_lr = 5e-4
+    epoch_cost = 0.45
+    trainable_share = 0.6
+    color = "#ff7f0e"
+    order = 2
+    cached_pass = True  # the frozen bottom runs once, from the cache
 
     def num_stages(self, layout: BlockLayout) -> int:
         return layout.num_layers + 2

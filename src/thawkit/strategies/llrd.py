@@ -10,16 +10,18 @@ from __future__ import annotations
 from pydantic import Field
 
 from thawkit.models.layout import EMBEDDINGS, HEAD, BlockLayout, layer_block
-from thawkit.registry import register_strategy
-from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan
+from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
 from thawkit.strategies.gradual import gradual_blocks
 
 
 class LLRDConfig(StrategyConfig):
-    decay: float = Field(default=0.9, gt=0, le=1, description="LR factor per layer going down")
-    head_lr_mult: float = Field(default=1.0, gt=0, description="head LR = base LR x this")
+    decay: float = Field(default=0.9, gt=0, le=1, description="LR factor per layer going down",
+                         json_schema_extra={"flag": "--layer-decay"})
+    head_lr_mult: float = Field(default=1.0, gt=0, description="head LR = base LR x this",
+                                json_schema_extra={"flag": "--head-lr-mult"})
     gradual: bool = Field(default=False, description="also unfreeze gradually from the top")
-    every_steps: int | None = Field(default=None, gt=0, description="with gradual: stage length in steps")
+    every_steps: int | None = Field(default=None, gt=0, description="with gradual: stage length in steps",
+                                     json_schema_extra={"flag": "--unfreeze-every"})
 
 
 def layer_lr_scales(layout: BlockLayout, decay: float, head_lr_mult: float) -> dict[str, float]:
@@ -36,6 +38,12 @@ class LayerwiseLRDecay(StaticStrategyMixin):
 
     Config = LLRDConfig
     default_lr = 5e-5
+    sane_max_lr = 2e-4
+    epoch_cost = 1.0
+    trainable_share = 1.0
+    color = "#9467bd"
+    order = 3
+    trains_all_activations = True
 
     def num_stages(self, layout: BlockLayout) -> int:
         return layout.num_layers + 2 if self.config.gradual else 1  # type: ignore[attr-defined]

@@ -11,8 +11,7 @@ from torch import nn
 
 from thawkit.errors import ConfigError
 from thawkit.models.layout import BlockLayout, head_module_names
-from thawkit.registry import register_strategy
-from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan
+from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, register_strategy
 
 # Attention projections by architecture; peft's own table is the fallback.
 _TARGETS = {
@@ -26,11 +25,14 @@ _TARGETS = {
 
 
 class LoRAConfig(StrategyConfig):
-    r: int = Field(default=8, gt=0, description="adapter rank")
-    alpha: int = Field(default=16, gt=0, description="scaling numerator (scale = alpha / r)")
-    dropout: float = Field(default=0.1, ge=0, lt=1, description="dropout on the adapter input")
-    target_modules: list[str] | None = Field(default=None, description="default: detected per architecture")
-    merge: bool = Field(default=False, description="merge the adapter into the base weights at save time")
+    r: int = Field(default=8, gt=0, description="adapter rank", json_schema_extra={"flag": "--lora-r"})
+    alpha: int = Field(default=16, gt=0, description="scaling numerator (scale = alpha / r)", json_schema_extra={"flag": "--lora-alpha"})
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="dropout on the adapter input",
+                           json_schema_extra={"flag": "--lora-dropout"})
+    target_modules: list[str] | None = Field(default=None, description="modules that get adapters (default: detected per architecture)",
+                                             json_schema_extra={"flag": "--lora-target-modules"})
+    merge: bool = Field(default=False, description="merge the adapter into the base weights at save time",
+                        json_schema_extra={"flag": "--merge-lora"})
 
 
 def detect_target_modules(model: nn.Module) -> list[str]:
@@ -53,15 +55,24 @@ class LoRA(StaticStrategyMixin):
 
     Config = LoRAConfig
     default_lr = 5e-4
+    sane_max_lr = 5e-3
+    epoch_cost = 0.75
+    trainable_share = 0.02
+    color = "#8c564b"
+    order = 4
+    adapts_with_adapters = True
+    trains_all_activations = True
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        from peft import LoraConfig, TaskType, get_peft_model
+    @property
+    def merge_adapters(self) -> bool:  # type: ignore[override]
+        return bool(self.config.merge)  # type: ignore[attr-defined]
+
+    def prepare(self, model: nn.Module, peft_task_type: str | None = None) -> nn.Module:
+        from peft import LoraConfig, get_peft_model
 
         cfg = self.config
-        name = type(model).__name__
-        task_type = TaskType.TOKEN_CLS if "TokenClassification" in name else TaskType.QUESTION_ANS if "QuestionAnswering" in name else TaskType.SEQ_CLS
         peft_config = LoraConfig(
-            task_type=task_type,
+            task_type=peft_task_type,
             r=cfg.r,  # type: ignore[attr-defined]
             lora_alpha=cfg.alpha,  # type: ignore[attr-defined]
             lora_dropout=cfg.dropout,  # type: ignore[attr-defined]

@@ -6,13 +6,13 @@ from pydantic import Field
 
 from thawkit.errors import ConfigError
 from thawkit.models.layout import EMBEDDINGS, BlockLayout, layer_block
-from thawkit.registry import register_strategy
-from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan
+from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
 
 
 class PartialConfig(StrategyConfig):
     freeze_layers: int | None = Field(
-        default=None, ge=0, description="encoder layers frozen from the bottom (default: half of them)"
+        default=None, ge=0, description="encoder layers frozen from the bottom (default: half of them)",
+        json_schema_extra={"flag": "--freeze-layers"},
     )
 
 
@@ -22,6 +22,12 @@ class PartialFreezing(StaticStrategyMixin):
 
     Config = PartialConfig
     default_lr = 5e-5
+    sane_max_lr = 2e-4
+    epoch_cost = 0.4
+    trainable_share = 0.5
+    color = "#2ca02c"
+    order = 1
+    cached_pass = True  # the frozen bottom runs once, from the cache
 
     def frozen_layer_count(self, layout: BlockLayout) -> int:
         k = self.config.freeze_layers  # type: ignore[attr-defined]

@@ -7,18 +7,21 @@ from __future__ import annotations
 import collections
 import json
 import re
-import shutil
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
-from thawkit.config import TrainConfig
 from thawkit.errors import ConfigError, DataError
-from thawkit.rundir import METRICS_FILE
+from thawkit.models.backbone import from_pretrained_checked
+from thawkit.tasks.base import RunBase, Task, TaskData, register_task
+
+if TYPE_CHECKING:
+    from thawkit.config import TrainConfig
 
 DOC_STRIDE = 64
 N_BEST = 20
@@ -61,6 +64,18 @@ def read_squad(path: str | Path, titles: set[str] | None = None) -> list[QAExamp
     if not examples:
         raise DataError(f"{path}: no questions found; fix: check the file")
     return examples
+
+
+def write_squad(examples: list[QAExample], path: str | Path) -> Path:
+    """Examples as a SQuAD v1.1/v2.0 file (one paragraph per example), e.g. a subset for training."""
+    path = Path(path)
+    articles: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for e in examples:
+        articles[e.title].append({"context": e.context, "qas": [
+            {"id": e.id, "question": e.question, "answers": e.answers, **({} if e.answers else {"is_impossible": True})}]})
+    payload = {"version": "thawkit", "data": [{"title": t, "paragraphs": p} for t, p in articles.items()]}
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    return path
 
 
 # --- SQuAD metrics (the official v1.1 normalisation) -------------------------------------------
@@ -183,37 +198,114 @@ def first_sentence_baseline(examples: list[QAExample]) -> dict[str, str]:
     return {e.id: re.split(r"(?<=[.!?])\s", e.context, maxsplit=1)[0] for e in examples}
 
 
-# --- run ----------------------------------------------------------------------------------------
-class QARun:
-    """``predict(question, context)`` -> answer text, character offsets and a score."""
+# --- task ---------------------------------------------------------------------------------------
+def split_by_context(examples: list[QAExample], fraction: float, seed: int) -> tuple[list[QAExample], list[QAExample]]:
+    """Hold out whole paragraphs, so no context is in both splits."""
+    contexts = sorted({e.context for e in examples})
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(len(contexts), size=max(1, int(len(contexts) * fraction)), replace=False).tolist())
+    held_contexts = {contexts[i] for i in held}
+    return [e for e in examples if e.context not in held_contexts], [e for e in examples if e.context in held_contexts]
 
-    def __init__(self, model: Any, tokenizer: Any, info: dict[str, Any], path: Path | None = None) -> None:
-        self.model, self.tokenizer, self.info, self.path = model, tokenizer, info, path
-        self.labels: list[str] = []
-        self.multi_label = False
 
-    @classmethod
-    def load(cls, path: Path, info: dict[str, Any]) -> "QARun":
+@register_task("qa")
+class QATask(Task):
+    run_type = "question-answering"
+    default_metric = "f1"
+    metrics = ("f1", "exact_match", "loss")
+    default_max_length = 384
+    # Not "QUESTION_ANS": peft's PeftModelForQuestionAnswering drops token_type_ids in its forward
+    # (peft 0.21), so BERT-style models would train without segment ids and the merged model, which
+    # uses them, would predict differently (caught by the merge parity check). The generic PeftModel
+    # passes every input through.
+    peft_task_type = None
+    needs_fast_tokenizer = True  # offset mapping
+
+    def load_data(self, cfg: "TrainConfig") -> TaskData:
+        train = read_squad(cfg.data)
+        if cfg.validation is not None:
+            validation, source = read_squad(cfg.validation), str(cfg.validation)
+        else:
+            seed = cfg.split_seed if cfg.split_seed is not None else cfg.seed
+            train, validation = split_by_context(train, cfg.val_fraction, seed)
+            source = f"{cfg.val_fraction:.0%} of the contexts of {cfg.data} (seed {seed})"
+        test = read_squad(cfg.test) if cfg.test is not None else None
+        return TaskData(train, validation, test, validation_source=source,
+                        facts={"has_unanswerable": any(not e.answers for e in train)})
+
+    def check_config(self, cfg: "TrainConfig", strategy: Any) -> None:
+        super().check_config(cfg, strategy)
+        if cfg.max_length is not None and cfg.max_length < 32:
+            raise ConfigError(f"--max-length {cfg.max_length} leaves no room for a question and its context; fix: pass --max-length 64 or more (384 is usual)")
+
+    def build_model(self, cfg: "TrainConfig", data: TaskData, strategy: Any) -> nn.Module:
+        from transformers import AutoModelForQuestionAnswering
+
+        return from_pretrained_checked(AutoModelForQuestionAnswering, cfg.model)
+
+    def encode(self, data: TaskData, split: str, tokenizer: Any, cfg: "TrainConfig") -> Any:
+        from datasets import Dataset
+
+        examples = data.split(split)
+        if split != "train":  # the windows' offsets, to turn logits into answer texts when scoring
+            data.scratch[split] = eval_features(tokenizer, examples, cfg.max_length)[1]
+        # Every split keeps its answer positions: the Trainer computes a loss (and metrics) only with labels.
+        return Dataset.from_list(train_features(tokenizer, examples, cfg.max_length))
+
+    def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    def sample_texts(self, data: TaskData, limit: int = 500) -> list[str]:
+        return [f"{e.question} {e.context}" for e in data.train[:limit]]
+
+    def answers(self, data: TaskData, split: str, prediction: Any) -> dict[str, dict[str, Any]]:
+        start_logits, end_logits = prediction.predictions[:2]
+        return postprocess(data.split(split), data.scratch[split], np.asarray(start_logits), np.asarray(end_logits),
+                           allow_null=bool(data.facts["has_unanswerable"]))
+
+    def metric_function(self, data: TaskData, split: str) -> Callable[[Any], dict[str, float]]:
+        def compute(prediction: Any) -> dict[str, float]:
+            answers = self.answers(data, split, prediction)
+            return squad_metrics(data.split(split), {k: v["text"] for k, v in answers.items()})
+
+        return compute
+
+    def final_metrics(self, data: TaskData, split: str, output: Any) -> dict[str, Any]:
+        metrics: dict[str, Any] = {**self.metric_function(data, split)(output), "loss": float(output.metrics.get(f"{split}_loss", float("nan")))}
+        metrics["first_sentence_baseline"] = squad_metrics(data.split(split), first_sentence_baseline(data.split(split)))
+        return metrics
+
+    def run_facts(self, data: TaskData) -> dict[str, Any]:
+        return {**data.facts, "num_questions": {"train": len(data.train), "validation": len(data.validation)}}
+
+    def make_run(self, model: nn.Module, tokenizer: Any, data: TaskData, info: dict[str, Any], path: Path | None) -> RunBase:
+        return QARun(model, tokenizer, info, path)
+
+    def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> RunBase:
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
         if (path / "adapter_config.json").exists():
             from peft import PeftModel
 
-            from thawkit.models.backbone import _from_pretrained
-
-            model = PeftModel.from_pretrained(_from_pretrained(AutoModelForQuestionAnswering, info["config"]["model"]), str(path))
+            model = PeftModel.from_pretrained(from_pretrained_checked(AutoModelForQuestionAnswering, info["config"]["model"]), str(path))
         else:
             model = AutoModelForQuestionAnswering.from_pretrained(str(path))
-        return cls(model.eval(), AutoTokenizer.from_pretrained(str(path)), info, path)
+        return QARun(model.eval(), AutoTokenizer.from_pretrained(str(path)), info, path)
+
+
+# --- run ----------------------------------------------------------------------------------------
+class QARun(RunBase):
+    """``predict(question, context)`` -> answer text, character offsets and a score."""
 
     @property
-    def metrics(self) -> dict[str, Any]:
-        return json.loads((self.path / METRICS_FILE).read_text()) if self.path else {}
+    def max_length(self) -> int:
+        return int(self.info.get("config", {}).get("max_length") or QATask.default_max_length)
 
     @torch.inference_mode()
     def answer(self, examples: list[QAExample]) -> dict[str, dict[str, Any]]:
-        max_length = int(self.info.get("config", {}).get("max_length", 384))
-        inputs, meta = eval_features(self.tokenizer, examples, max_length)
+        inputs, meta = eval_features(self.tokenizer, examples, self.max_length)
         self.model.eval()
         device = next(self.model.parameters()).device
         starts, ends = [], []
@@ -240,89 +332,9 @@ class QARun:
         examples = read_squad(data)
         return squad_metrics(examples, {k: v["text"] for k, v in self.answer(examples).items()})
 
-
-def train_qa(cfg: TrainConfig, train_examples: list[QAExample] | None = None, eval_examples: list[QAExample] | None = None) -> QARun:
-    from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, set_seed
-
-    from thawkit import __version__, api
-    from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset
-    from thawkit.engine.loop import build_loop, prepare_controller, run_loop, write_run_files
-    from thawkit.engine.trainability import set_requires_grad
-    from thawkit.guards import GuardReport
-    from thawkit.guards.learning_rate import check_learning_rate
-    from thawkit.models.backbone import _from_pretrained, load_tokenizer
-    from thawkit.registry import get_strategy_class
-    from thawkit.rundir import check_destination, default_run_dir, partial_dir_for
-
-    from datasets import Dataset
-
-    final_dir = Path(cfg.out) if cfg.out is not None else default_run_dir(f"qa-{cfg.strategy}")
-    check_destination(final_dir, cfg.overwrite)
-    partial_dir = partial_dir_for(final_dir)
-    set_seed(cfg.seed)
-    train_examples = train_examples or read_squad(cfg.data)
-    if eval_examples is None:
-        if cfg.validation is not None:
-            eval_examples = read_squad(cfg.validation)
-        else:  # split by context, so no paragraph is in both
-            contexts = sorted({e.context for e in train_examples})
-            rng = np.random.default_rng(cfg.split_seed if cfg.split_seed is not None else cfg.seed)
-            held = set(rng.choice(len(contexts), size=max(1, int(len(contexts) * cfg.val_fraction)), replace=False).tolist())
-            held_contexts = {contexts[i] for i in held}
-            eval_examples = [e for e in train_examples if e.context in held_contexts]
-            train_examples = [e for e in train_examples if e.context not in held_contexts]
-    has_unanswerable = any(not e.answers for e in train_examples)
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-    if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError("question answering needs a fast tokenizer (offset mapping); fix: use a model with tokenizer.json")
-    strategy = get_strategy_class(cfg.strategy)(cfg.strategy_config())
-    if getattr(strategy, "uses_pooled_head", False):
-        raise ConfigError("pooled heads are for classification; fix: drop pooling/head options for --task qa")
-    model = _from_pretrained(AutoModelForQuestionAnswering, cfg.model)
-    api._check_max_length(cfg, model)
-    guards = GuardReport(strict=cfg.strict)
-    guards.add(check_learning_rate(cfg.strategy, cfg.resolved_lr()))
-    model = strategy.prepare(model)
-    layout, controller, ever_trainable = prepare_controller(strategy, model, cfg)
-    args = api._training_arguments(cfg, partial_dir / "checkpoints", controller.num_stages > 1)
-    is_main = args.process_index == 0
-    train_ds = SwitchableDataset(Dataset.from_list(train_features(tokenizer, train_examples, cfg.max_length)))
-    _, eval_meta = eval_features(tokenizer, eval_examples, cfg.max_length)
-    # The same windows with their answer positions: the Trainer computes metrics only with labels.
-    val_ds = SwitchableDataset(Dataset.from_list(train_features(tokenizer, eval_examples, cfg.max_length)))
-    runtime, cache_reason = api._attach_cache(cfg, controller, tokenizer, train_ds, val_ds, args.world_size)
-    if is_main and partial_dir.exists():
-        shutil.rmtree(partial_dir)
-
-    def compute_metrics(eval_pred: Any) -> dict[str, float]:
-        start_logits, end_logits = eval_pred.predictions[:2]
-        answers = postprocess(eval_examples, eval_meta, np.asarray(start_logits), np.asarray(end_logits), allow_null=has_unanswerable)
-        return squad_metrics(eval_examples, {k: v["text"] for k, v in answers.items()})
-
-    collator = SwitchableCollator(tokenizer, DataCollatorWithPadding(tokenizer))
-    loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, compute_metrics, "f1", ever_trainable)
-    trainer, history = loop.trainer, loop.history
-    training_loss, train_seconds = run_loop(loop, partial_dir, is_main, runtime)
-    model = trainer.model.eval()
-    output = trainer.predict(val_ds, metric_key_prefix="validation")
-    metrics: dict[str, Any] = {"validation": {k.removeprefix("validation_"): v for k, v in output.metrics.items()
-                                              if k.removeprefix("validation_") in ("exact_match", "f1", "num_questions")}}
-    metrics["validation"]["first_sentence_baseline"] = squad_metrics(eval_examples, first_sentence_baseline(eval_examples))
-    info = {
-        "thawkit_version": __version__, "task": "question-answering", "strategy": cfg.strategy,
-        "strategy_options": cfg.strategy_config().model_dump(), "base_model": cfg.model, "has_unanswerable": has_unanswerable,
-        "num_train_examples": len(train_examples), "num_validation_examples": len(eval_examples),
-        "num_train_windows": len(train_ds), "learning_rate": cfg.resolved_lr(), "config": cfg.model_dump(mode="json"),
-        **api._run_facts(trainer, controller, layout, loop.best, loop.time_limit, train_seconds, training_loss, args.world_size),
-        "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
-        "guards": guards.as_list(),
-    }
-    if is_main:
-        if getattr(strategy.config, "merge", False):
-            model = model.merge_and_unload()
-        saved = model
-        write_run_files(cfg, partial_dir, final_dir, tokenizer, {"labels": [], "multi_label": False}, info, metrics,
-                        history.records, lambda folder: saved.save_pretrained(str(folder)))
-    trainer.accelerator.wait_for_everyone()
-    set_requires_grad(model, [])
-    return QARun(model, tokenizer, info, final_dir)
+    def headline(self) -> str:
+        validation = self.metrics.get("validation", {})
+        baseline = validation.get("first_sentence_baseline", {})
+        return (f"qa {self.info.get('strategy')}: validation EM {validation.get('exact_match', float('nan')):.1f}, "
+                f"F1 {validation.get('f1', float('nan')):.1f} (first-sentence baseline F1 {baseline.get('f1', float('nan')):.1f}) "
+                f"on {validation.get('num_questions')} questions")

@@ -7,20 +7,22 @@ in the sentence-transformers layout, so ``SentenceTransformer(run_dir)`` loads i
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from thawkit.config import TrainConfig
 from thawkit.errors import ConfigError, DataError
+from thawkit.models.backbone import from_pretrained_checked
 from thawkit.models.pooled import pool
-from thawkit.rundir import METRICS_FILE, write_json
+from thawkit.rundir import write_json
+from thawkit.tasks.base import RunBase, Task, TaskData, register_task
+
+if TYPE_CHECKING:
+    from thawkit.config import TrainConfig
 
 SCORE_COLUMNS = ("score", "similarity", "label", "labels")
 
@@ -36,14 +38,14 @@ class PairData:
 
 
 def _pairs(path: Path, text_col: str | None, pair_col: str | None, score_col: str | None) -> tuple[Any, str | None]:
-    from thawkit.data.classification import _check_texts, _pick_column
+    from thawkit.data.classification import check_texts, pick_column
     from thawkit.data.tables import read_table
 
     frame = read_table(path, tsv_quoting=True)
-    first = _pick_column(frame, path, text_col, ("sentence1", "text", "anchor", "query"), "--text-col")
-    second = _pick_column(frame, path, pair_col, ("sentence2", "text_pair", "positive", "document"), "--text-pair-col")
-    _check_texts(frame, path, first)
-    _check_texts(frame, path, second)
+    first = pick_column(frame, path, text_col, ("sentence1", "text", "anchor", "query"), "--text-col")
+    second = pick_column(frame, path, pair_col, ("sentence2", "text_pair", "positive", "document"), "--text-pair-col")
+    check_texts(frame, path, first)
+    check_texts(frame, path, second)
     score = score_col if score_col is not None else next((c for c in SCORE_COLUMNS if c in frame.columns), None)
     if score_col is not None and score_col not in frame.columns:
         raise DataError(f"{path}: no column {score_col!r}; columns are: {', '.join(frame.columns)}; fix: pass --label-col with one of them")
@@ -59,7 +61,7 @@ def _pairs(path: Path, text_col: str | None, pair_col: str | None, score_col: st
     return out, score
 
 
-def load_pair_data(cfg: TrainConfig) -> PairData:
+def load_pair_data(cfg: "TrainConfig") -> PairData:
     train, score = _pairs(Path(cfg.data), cfg.text_col, cfg.text_pair_col, cfg.label_col)
     if score is None:
         kind, max_score = "positive", 1.0
@@ -86,6 +88,8 @@ class BiEncoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, loss: str) -> None:
         super().__init__()
+        if getattr(backbone, "pooler", None) is not None:
+            backbone.pooler = None  # mean pooling reads the token states; an unused pooler would pose as a head
         self.backbone = backbone
         self.config = backbone.config
         self.loss_kind = loss
@@ -109,29 +113,6 @@ class BiEncoder(nn.Module):
             else:
                 loss = nn.functional.mse_loss(cosine, labels.float())
         return SequenceClassifierOutput(loss=loss, logits=cosine)
-
-
-class _WithoutHeadOnlyStage:
-    """A bi-encoder has no task head, so a head-only first stage (gradual unfreezing) would train
-    nothing: start one stage later, with the top layer thawed."""
-
-    def __init__(self, strategy: Any) -> None:
-        self.inner = strategy
-        self.config = strategy.config
-        self.name = getattr(strategy, "name", "")
-
-    def num_stages(self, layout: Any) -> int:
-        return self.inner.num_stages(layout) - 1
-
-    def plan(self, layout: Any, stage: int) -> Any:
-        return self.inner.plan(layout, stage + 1)
-
-    def prepare(self, model: Any) -> Any:
-        return model
-
-    @property
-    def stage_every_steps(self) -> int | None:
-        return self.inner.stage_every_steps
 
 
 class PairCollator:
@@ -173,33 +154,17 @@ def similarity_metrics(cosine: np.ndarray, gold: np.ndarray, kind: str) -> dict[
     return result
 
 
-class SimilarityRun:
+class SimilarityRun(RunBase):
     """``predict(a, b)`` -> cosine similarity; ``embed(texts)`` -> normalised mean-pooled vectors."""
-
-    def __init__(self, model: BiEncoder, tokenizer: Any, info: dict[str, Any], path: Path | None = None) -> None:
-        self.model, self.tokenizer, self.info, self.path = model, tokenizer, info, path
-        self.labels: list[str] = []
-        self.multi_label = False
-
-    @classmethod
-    def load(cls, path: Path, info: dict[str, Any]) -> "SimilarityRun":
-        from transformers import AutoModel, AutoTokenizer
-
-        return cls(BiEncoder(AutoModel.from_pretrained(str(path)), "cosine").eval(), AutoTokenizer.from_pretrained(str(path)), info, path)
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return json.loads((self.path / METRICS_FILE).read_text()) if self.path else {}
 
     @torch.inference_mode()
     def embed(self, texts: list[str] | str, batch_size: int = 64) -> np.ndarray:
         if isinstance(texts, str):
             texts = [texts]
         self.model.eval()
-        max_length = int(self.info.get("config", {}).get("max_length", 128))
         chunks = []
         for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            batch = self.tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
             chunks.append(nn.functional.normalize(self.model.embed(batch["input_ids"], batch["attention_mask"]), dim=-1).numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, 0))
 
@@ -213,6 +178,13 @@ class SimilarityRun:
         texts = [texts] if isinstance(texts, str) else texts
         pairs = [text_pairs] * len(texts) if isinstance(text_pairs, str) else text_pairs
         return [{"text": t, "pair": p, "similarity": s} for t, p, s in zip(texts, pairs, self.similarity(texts, pairs))]
+
+
+    def headline(self) -> str:
+        validation = self.metrics.get("validation", {})
+        return (f"similarity {self.info.get('strategy')} ({self.info.get('pair_kind')} pairs): validation "
+                + ", ".join(f"{k} {v:.4f}" for k, v in validation.items() if isinstance(v, float) and k != "loss")
+                + " (the run also loads with sentence_transformers.SentenceTransformer)")
 
 
 def _save_sentence_transformers_layout(folder: Path, backbone: Any, max_length: int) -> None:
@@ -233,96 +205,54 @@ def _save_sentence_transformers_layout(folder: Path, backbone: Any, max_length: 
     write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
 
 
-def train_similarity(cfg: TrainConfig) -> SimilarityRun:
-    """The shared engine on pairs. The frozen-layer cache does not apply yet (two inputs per example)."""
-    from transformers import AutoModel, set_seed
 
-    from thawkit import api
-    from thawkit.engine.loop import build_loop, prepare_controller, run_loop, write_run_files
-    from thawkit.engine.trainability import set_requires_grad
-    from thawkit.guards import GuardReport
-    from thawkit.guards.learning_rate import check_learning_rate
-    from thawkit.models.backbone import _from_pretrained, load_tokenizer
-    from thawkit.models.layout import build_layout
-    from thawkit.registry import get_strategy_class
-    from thawkit.rundir import check_destination, default_run_dir, partial_dir_for
+@register_task("similarity")
+class SimilarityTask(Task):
+    """A bi-encoder has no task head: strategies train (part of) the encoder itself."""
 
-    final_dir = Path(cfg.out) if cfg.out is not None else default_run_dir(f"similarity-{cfg.strategy}")
-    check_destination(final_dir, cfg.overwrite)
-    partial_dir = partial_dir_for(final_dir)
-    set_seed(cfg.seed)
-    data = load_pair_data(cfg)
-    metric = "mean_cosine" if data.kind == "positive" else "spearman"
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-    strategy = get_strategy_class(cfg.strategy)(cfg.strategy_config())
-    if getattr(strategy, "uses_pooled_head", False):
-        raise ConfigError("pooled heads are for classification; similarity always mean-pools; fix: drop pooling/head options")
-    backbone = _from_pretrained(AutoModel, cfg.model)
-    if cfg.strategy == "lora":
-        from peft import LoraConfig, get_peft_model
+    run_type = "sentence-similarity"
+    default_metric = "spearman"
+    metrics = ("spearman", "pearson", "accuracy", "average_precision", "mean_cosine", "loss")
+    cacheable = False  # two inputs per example
+    saves_merged_weights = True  # sentence-transformers reads plain weights
 
-        from thawkit.strategies.lora import detect_target_modules
+    def load_data(self, cfg: "TrainConfig") -> TaskData:
+        pairs = load_pair_data(cfg)
+        return TaskData(pairs.train, pairs.validation, pairs.test, validation_source=pairs.validation_source,
+                        facts={"pair_kind": pairs.kind, "max_score": pairs.max_score})
 
-        options = strategy.config
-        backbone = get_peft_model(backbone, LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
-                                                       target_modules=options.target_modules or detect_target_modules(backbone)))
-    model = BiEncoder(backbone, "mnrl" if data.kind == "positive" else "cosine")
-    guards = GuardReport(strict=cfg.strict)
-    guards.add(check_learning_rate(cfg.strategy, cfg.resolved_lr()))
-    layout = build_layout(model)
-    if strategy.num_stages(layout) > 1 and strategy.plan(layout, 0).trainable_blocks(layout) == ["head"]:
-        strategy = _WithoutHeadOnlyStage(strategy)
-    layout, controller, ever_trainable = prepare_controller(strategy, model, cfg)
-    args = api._training_arguments(cfg, partial_dir / "checkpoints", controller.num_stages > 1)
-    is_main = args.process_index == 0
-    train_ds = tokenize_pairs(data.train, tokenizer, cfg.max_length, data.max_score)
-    val_ds = tokenize_pairs(data.validation, tokenizer, cfg.max_length, data.max_score)
-    if is_main and partial_dir.exists():
-        shutil.rmtree(partial_dir)
+    def selection_metric(self, data: TaskData) -> str:
+        return "mean_cosine" if data.facts["pair_kind"] == "positive" else "spearman"
 
-    def compute_metrics(eval_pred: Any) -> dict[str, float]:
-        return similarity_metrics(np.asarray(eval_pred.predictions), np.asarray(eval_pred.label_ids), data.kind)
+    def build_model(self, cfg: "TrainConfig", data: TaskData, strategy: Any) -> nn.Module:
+        from transformers import AutoModel
 
-    loop = build_loop(cfg, controller, args, train_ds, val_ds, PairCollator(tokenizer), tokenizer, compute_metrics, metric,
-                      ever_trainable, group_by_length=False)
-    trainer, history = loop.trainer, loop.history
+        return BiEncoder(from_pretrained_checked(AutoModel, cfg.model), "mnrl" if data.facts["pair_kind"] == "positive" else "cosine")
 
-    def evaluate_pretrained() -> None:
-        # A frozen bi-encoder has no head to train: its embeddings are the pretrained ones.
-        controller.enter(0, 0)
-        history._training = True
-        trainer.evaluate()
-        history._training = False
+    def encode(self, data: TaskData, split: str, tokenizer: Any, cfg: "TrainConfig") -> Any:
+        return tokenize_pairs(data.split(split), tokenizer, cfg.max_length, data.facts["max_score"])
 
-    training_loss, train_seconds = run_loop(loop, partial_dir, is_main, None, evaluate_pretrained if cfg.strategy == "frozen" else None)
-    model.eval()
-    metrics: dict[str, Any] = {}
-    splits = {"validation": val_ds}
-    if data.test is not None:
-        splits["test"] = tokenize_pairs(data.test, tokenizer, cfg.max_length, data.max_score)
-    for split, dataset in splits.items():
-        output = trainer.predict(dataset, metric_key_prefix=split)
-        metrics[split] = {**similarity_metrics(np.asarray(output.predictions), np.asarray(output.label_ids), data.kind),
-                          "num_pairs": len(dataset)}
-    from thawkit import __version__
+    def collator(self, tokenizer: Any) -> Any:
+        return PairCollator(tokenizer)
 
-    info = {
-        "thawkit_version": __version__, "task": "sentence-similarity", "strategy": cfg.strategy,
-        "strategy_options": cfg.strategy_config().model_dump(), "base_model": cfg.model, "pair_kind": data.kind,
-        "max_score": data.max_score, "metric": metric, "validation_source": data.validation_source,
-        "num_train_examples": len(data.train), "num_validation_examples": len(data.validation),
-        "learning_rate": cfg.resolved_lr(), "config": cfg.model_dump(mode="json"),
-        **api._run_facts(trainer, controller, layout, loop.best, loop.time_limit, train_seconds, training_loss, args.world_size),
-        "cache": {"used": False, "reason": "sentence similarity encodes two inputs per example; the cache does not apply yet"},
-        "guards": guards.as_list(),
-    }
-    encoder = model.backbone
-    if cfg.strategy == "lora":  # sentence-transformers loads plain weights: merge the adapter
-        encoder = encoder.merge_and_unload()
-        model = BiEncoder(encoder, model.loss_kind).eval()
-    if is_main:
-        write_run_files(cfg, partial_dir, final_dir, tokenizer, {"labels": [], "multi_label": False}, info, metrics,
-                        history.records, lambda folder: _save_sentence_transformers_layout(folder, encoder, cfg.max_length))
-    trainer.accelerator.wait_for_everyone()
-    set_requires_grad(model, [])
-    return SimilarityRun(model, tokenizer, info, final_dir)
+    def sample_texts(self, data: TaskData, limit: int = 500) -> list[str]:
+        return data.train["a"].tolist()[:limit]
+
+    def metric_function(self, data: TaskData, split: str) -> Callable[[Any], dict[str, float]]:
+        kind = data.facts["pair_kind"]
+        return lambda prediction: similarity_metrics(np.asarray(prediction.predictions), np.asarray(prediction.label_ids), kind)
+
+    def final_metrics(self, data: TaskData, split: str, output: Any) -> dict[str, Any]:
+        return {**self.metric_function(data, split)(output), "num_pairs": len(data.split(split))}
+
+    def save_model(self, model: nn.Module, folder: Path, cfg: "TrainConfig") -> None:
+        _save_sentence_transformers_layout(folder, model.backbone, cfg.max_length)  # type: ignore[arg-type]
+
+    def make_run(self, model: nn.Module, tokenizer: Any, data: TaskData, info: dict[str, Any], path: Path | None) -> RunBase:
+        return SimilarityRun(model, tokenizer, info, path)
+
+    def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> RunBase:
+        from transformers import AutoModel, AutoTokenizer
+
+        model = BiEncoder(AutoModel.from_pretrained(str(path)), "cosine").eval()
+        return SimilarityRun(model, AutoTokenizer.from_pretrained(str(path)), info, path)

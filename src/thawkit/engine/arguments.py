@@ -1,0 +1,90 @@
+"""The Trainer's arguments and the run-length facts derived from a config."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thawkit.config import TrainConfig
+from thawkit.errors import ConfigError
+
+
+def distributed_cpu() -> bool:
+    """Launched by torchrun / accelerate launch with several processes and no GPU."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) -> Any:
+    from transformers import TrainingArguments
+
+    # Accelerate only sets up CPU data parallelism (gloo) when told the run is on the CPU.
+    cpu_ddp = {"use_cpu": True, "ddp_backend": "gloo"} if distributed_cpu() else {}
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.resolved_lr(),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        # The best weights are kept in memory by BestStateCallback; checkpoint files only on request.
+        save_strategy="epoch" if cfg.save_checkpoints else "no",
+        save_total_limit=2 if cfg.save_checkpoints else None,
+        logging_strategy="epoch",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=cfg.report_to or "none",
+        disable_tqdm=True,
+        # Gradual unfreezing thaws parameters that DDP registered but saw no gradient for yet.
+        ddp_find_unused_parameters=multi_stage,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **cpu_ddp,
+    )
+
+
+def reachable_stages(strategy: Any, cfg: TrainConfig, num_examples: int, world_size: int) -> int:
+    """Stages a run of this length gets to: one per epoch, or one per ``every_steps`` steps."""
+    steps_per_epoch = math.ceil(num_examples / (cfg.batch_size * cfg.gradient_accumulation_steps * world_size))
+    every = strategy.stage_every_steps
+    if every:
+        return math.ceil(math.ceil(steps_per_epoch * cfg.epochs) / every)
+    return math.ceil(cfg.epochs)
+
+
+def check_max_length(cfg: TrainConfig, model: Any) -> None:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and cfg.max_length is not None and cfg.max_length > limit:
+        raise ConfigError(f"--max-length {cfg.max_length} exceeds the model's {limit} positions; fix: pass --max-length {limit} or less")
+
+
+def peak_memory_mb() -> float:
+    """Peak memory since the last ``reset_peak_memory`` (the GPU's, else this process's resident set)."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    try:  # Linux: VmHWM, which reset_peak_memory can reset between runs in one process
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def reset_peak_memory() -> None:
+    """Start a fresh peak, so each run of a comparison reports its own high-water mark."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size
+    except OSError:
+        pass  # not Linux, or not allowed: the peak is then the process's since it started

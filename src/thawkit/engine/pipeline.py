@@ -1,0 +1,278 @@
+"""The one training sequence, for every task and every strategy.
+
+config -> task data -> tokenizer -> model -> guards -> strategy -> cache -> Trainer -> final
+metrics -> forgetting -> merge check -> run directory. A task supplies its data, model, encoding,
+collator, metrics and artifact layout (``thawkit.tasks.base.Task``); a strategy supplies its plan
+and facts. Nothing here knows a task's or a strategy's name.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thawkit.config import TrainConfig
+from thawkit.engine.arguments import check_max_length, peak_memory_mb, reachable_stages, reset_peak_memory, training_arguments
+from thawkit.engine.artifacts import measure_forgetting_of, merge_checked, write_run_files
+from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset, sorted_order
+from thawkit.engine.loop import build_loop, prepare_controller, run_loop
+from thawkit.engine.trainability import set_requires_grad
+from thawkit.errors import ConfigError
+from thawkit.guards import GuardReport
+from thawkit.guards.imbalance import balanced_class_weights, check_imbalance
+from thawkit.guards.learning_rate import check_learning_rate
+from thawkit.guards.overfitting import check_overfitting
+from thawkit.guards.tokenizer import check_tokenizer
+from thawkit.models.backbone import load_tokenizer, resolve_model_path
+from thawkit.models.layout import HEAD
+from thawkit.rundir import check_destination, default_run_dir, partial_dir_for
+from thawkit.strategies import get_strategy_class
+from thawkit.tasks import RunBase, Task, TaskData, get_task
+
+log = logging.getLogger("thawkit")
+
+
+@dataclass
+class Prepared:
+    """What the sequence has built before training starts."""
+
+    cfg: TrainConfig
+    task: Task
+    strategy: Any
+    data: TaskData
+    tokenizer: Any
+    model: Any
+    guards: GuardReport
+    class_weights: list[float] | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) -> RunBase:
+    """Train ``cfg`` (a named strategy, not ``auto``) and write its run directory."""
+    from transformers import set_seed
+
+    reset_peak_memory()
+    started = time.perf_counter()
+    task = get_task(cfg.task)
+    strategy = get_strategy_class(cfg.strategy)(cfg.strategy_config())
+    task.check_config(cfg, strategy)
+    cfg = cfg.resolved()
+    final_dir = Path(cfg.out) if cfg.out is not None else default_run_dir(f"{task.name}-{cfg.strategy}")
+    check_destination(final_dir, cfg.overwrite)
+    partial_dir = partial_dir_for(final_dir)
+    set_seed(cfg.seed)
+    prepared = _prepare(cfg, task, strategy)
+    cfg, data, tokenizer = prepared.cfg, prepared.data, prepared.tokenizer
+    timings = prepared.timings
+
+    model = strategy.prepare(prepared.model, task.peft_task_type)
+    layout, controller, ever_trainable = prepare_controller(strategy, model, cfg)
+    args = training_arguments(cfg, partial_dir / "checkpoints", controller.num_stages > 1)
+    is_main = args.process_index == 0
+    mark = time.perf_counter()
+    train_ds = _dataset(task, data, "train", tokenizer, cfg)
+    val_ds = _dataset(task, data, "validation", tokenizer, cfg)
+    timings["tokenize"] = time.perf_counter() - mark
+    runtime, cache_reason = _attach_cache(cfg, task, controller, tokenizer, train_ds, val_ds, args.world_size)
+    with args.main_process_first(desc="prepare run directory"):
+        if is_main and partial_dir.exists():
+            shutil.rmtree(partial_dir)  # left over from an interrupted run
+
+    collator = SwitchableCollator(tokenizer, task.collator(tokenizer)) if task.cacheable else task.collator(tokenizer)
+    loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
+                      cfg.metric, ever_trainable, class_weights=prepared.class_weights, group_by_length=task.cacheable)
+    trainer, history, best = loop.trainer, loop.history, loop.best
+    training_loss, train_seconds = run_loop(loop, partial_dir, is_main, runtime, _closed_form_fit(strategy, loop, controller, cfg, ever_trainable))
+    timings["train"] = train_seconds
+    prepared.guards.add(check_overfitting(history.records))
+    if cfg.progress != "off":
+        if best.stopped_early:
+            log.info("Early stopping: no %s gain for %d evaluations", cfg.metric, cfg.early_stopping_patience)
+        if best.summary()["restored_best"]:
+            log.info("Restored the best checkpoint (epoch %s, %s %.4f)", best.best_epoch, cfg.metric, best.best_value)
+
+    model = trainer.model.eval()
+    mark = time.perf_counter()
+    metrics = _final_metrics(task, data, trainer, val_ds, tokenizer, cfg)
+    timings["evaluate"] = time.perf_counter() - mark
+    if cfg.measure_forgetting and is_main:
+        mark = time.perf_counter()
+        encoder_trained = any(n not in layout.params[HEAD] for n in ever_trainable)
+        metrics["forgetting"] = measure_forgetting_of(cfg.model, model, tokenizer, frozen_encoder=not encoder_trained)
+        history.records.append({"type": "forgetting", "step": int(trainer.state.global_step), **metrics["forgetting"]})
+        timings["forgetting"] = time.perf_counter() - mark
+
+    merge = hasattr(model, "merge_and_unload") and (getattr(strategy, "merge_adapters", False) or task.saves_merged_weights)
+    info = {
+        **_run_info(cfg, task, strategy, data, model),
+        **_training_facts(trainer, controller, layout, loop, train_seconds, training_loss, args.world_size, ever_trainable),
+        "merged_lora": merge,
+        "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
+        "guards": prepared.guards.as_list(),
+        "class_weights": prepared.class_weights,
+        **(extra_facts or {}),
+    }
+    if is_main:
+        if merge:
+            model = merge_checked(model, _sample_batch(collator, val_ds, model))
+        labels = {"labels": data.labels, "multi_label": data.multi_label}
+        saved = model
+        # Seconds per phase, up to the write (whose own time is not in the file it writes).
+        info["timings"] = {k: round(v, 3) for k, v in {**timings, "total_before_save": time.perf_counter() - started}.items()}
+        write_run_files(cfg, partial_dir, final_dir, tokenizer, labels, info, metrics, history.records,
+                        lambda folder: task.save_model(saved, folder, cfg))
+    trainer.accelerator.wait_for_everyone()
+    set_requires_grad(model, [])
+    return task.make_run(model, tokenizer, data, info, final_dir)
+
+
+def _prepare(cfg: TrainConfig, task: Task, strategy: Any) -> Prepared:
+    """Data, tokenizer, model and the guards that run before training."""
+    timings: dict[str, float] = {}
+    mark = time.perf_counter()
+    data = task.load_data(cfg)
+    if cfg.metric is None:
+        cfg = cfg.model_copy(update={"metric": task.selection_metric(data)})
+    timings["load_data"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+    if task.needs_fast_tokenizer and not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"--task {task.name} needs a fast tokenizer (offsets); {cfg.tokenizer or cfg.model} has none; "
+                          "fix: use a model that ships tokenizer.json")
+    model = task.build_model(cfg, data, strategy)
+    check_max_length(cfg, model)
+    timings["load_model"] = time.perf_counter() - mark
+    guards = GuardReport(strict=cfg.strict)
+    guards.add(check_learning_rate(cfg.strategy, cfg.resolved_lr(), strategy.sane_max_lr))
+    guards.add(check_tokenizer(tokenizer, model, task.sample_texts(data)))
+    counts = task.class_counts(data)
+    class_weights = None
+    if counts is not None:
+        guards.add(check_imbalance(counts, cfg.class_weights, cfg.metric))
+        if cfg.class_weights == "auto":
+            ordered = [counts[label] for label in data.labels]
+            # multi-label: positives of label c are up-weighted by negatives / positives
+            class_weights = ([(len(data.train) - c) / max(c, 1) for c in ordered] if data.multi_label
+                             else balanced_class_weights(ordered))
+    return Prepared(cfg, task, strategy, data, tokenizer, model, guards, class_weights, timings)
+
+
+def _dataset(task: Task, data: TaskData, split: str, tokenizer: Any, cfg: TrainConfig) -> Any:
+    """The encoded split; for cacheable tasks wrapped so the cached path can swap in stored states,
+    evaluation splits sorted by length (less padding)."""
+    encoded = task.encode(data, split, tokenizer, cfg)
+    if not task.cacheable:
+        return encoded
+    return SwitchableDataset(encoded, order=None if split == "train" else sorted_order(encoded))
+
+
+def _attach_cache(cfg: TrainConfig, task: Task, controller: Any, tokenizer: Any, train_ds: Any, val_ds: Any,
+                  world_size: int) -> tuple[Any, str]:
+    """The frozen-layer cache where it is on, exact and useful; else None and the reason."""
+    from thawkit.engine.cache import FeatureStore, resolve_storage
+    from thawkit.engine.cached_training import prepare_cached_path
+
+    if not cfg.cache:
+        return None, "off (--no-cache)"
+    if not task.cacheable:
+        return None, f"--task {task.name} encodes several inputs per example; the cache does not apply"
+    if world_size > 1:
+        return None, "off: distributed runs use the plain path"
+    storage = resolve_storage(cfg.cache_dtype)
+    runtime, reason = prepare_cached_path(
+        controller, controller.model, tokenizer, {"train": train_ds, "validation": val_ds}, cfg.max_length, storage,
+        FeatureStore(cfg.cache_dir, cfg.cache_ram_budget_mb), autocast_bf16=storage == "bfloat16",
+        batch_size=cfg.eval_batch_size, reachable_stages=reachable_stages(controller.strategy, cfg, len(train_ds), world_size),
+    )
+    if runtime is not None:
+        controller.listeners.append(runtime.follow)
+        controller.full_structure = runtime.surgery.restored
+    elif "self-check" in reason:
+        log.info("Hint: frozen-layer cache not used: %s", reason)
+    return runtime, reason
+
+
+def _closed_form_fit(strategy: Any, loop: Any, controller: Any, cfg: TrainConfig, ever_trainable: set[str]) -> Any:
+    """Training replaced by a closed-form head fit, or by one evaluation when nothing can train."""
+    trainer, history = loop.trainer, loop.history
+    if getattr(strategy, "fits_head_in_closed_form", False):
+        from thawkit.engine.feature_heads import fit_logreg_head
+
+        return lambda: fit_logreg_head(trainer, controller, history, cfg.seed)
+    if ever_trainable:
+        return None
+
+    def evaluate_pretrained() -> None:
+        # Nothing trains (a frozen bi-encoder has no head): the run is the pretrained model, evaluated.
+        controller.enter(0, 0)
+        history.on_train_begin(trainer.args, trainer.state, trainer.control)
+        trainer.state.epoch = 0.0
+        trainer.evaluate()
+        history.on_train_end(trainer.args, trainer.state, trainer.control)
+
+    return evaluate_pretrained
+
+
+def _final_metrics(task: Task, data: TaskData, trainer: Any, val_ds: Any, tokenizer: Any, cfg: TrainConfig) -> dict[str, Any]:
+    """metrics.json on the plain (uncached) model: validation, and test when given."""
+    splits = {"validation": val_ds}
+    if data.test is not None:
+        splits["test"] = _dataset(task, data, "test", tokenizer, cfg)
+    return {split: task.final_metrics(data, split, trainer.predict(dataset, metric_key_prefix=split))
+            for split, dataset in splits.items()}
+
+
+def _sample_batch(collator: Any, dataset: Any, model: Any) -> dict[str, torch.Tensor]:
+    device = next(model.parameters()).device
+    batch = collator([dataset[i] for i in range(min(8, len(dataset)))])
+    return {k: v.to(device) for k, v in batch.items() if k != "labels" and isinstance(v, torch.Tensor)}
+
+
+def _run_info(cfg: TrainConfig, task: Task, strategy: Any, data: TaskData, model: Any) -> dict[str, Any]:
+    from thawkit.version import __version__
+
+    closed_form = bool(getattr(strategy, "fits_head_in_closed_form", False))
+    return {
+        "thawkit_version": __version__,
+        "task": task.run_type,
+        "strategy": cfg.strategy,
+        "strategy_options": cfg.strategy_config().model_dump(),
+        "base_model": cfg.model,
+        "base_model_path": resolve_model_path(cfg.model),
+        "model_type": model.config.model_type,
+        "validation_source": data.validation_source,
+        "num_train_examples": len(data.train),
+        "num_validation_examples": len(data.validation),
+        "metric": cfg.metric,
+        # A closed-form head (scikit-learn) uses no learning rate.
+        "learning_rate": None if closed_form else cfg.resolved_lr(),
+        "head_fit": "closed-form (scikit-learn logistic regression)" if closed_form else "gradient descent",
+        "config": cfg.model_dump(mode="json"),
+        **task.run_facts(data),
+    }
+
+
+def _training_facts(trainer: Any, controller: Any, layout: Any, loop: Any, train_seconds: float,
+                    training_loss: float | None, world_size: int, ever_trainable: set[str]) -> dict[str, Any]:
+    """What thawkit.json says about the training itself."""
+    model = trainer.model
+    return {
+        "train_seconds": round(train_seconds, 3),
+        "train_loss": training_loss,
+        "global_steps": int(trainer.state.global_step),
+        "best": loop.best.summary(),
+        "stopped_by_time_limit": bool(loop.time_limit and loop.time_limit.stopped),
+        # Everything any stage trained (for gradual: the most that was ever thawed).
+        "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in ever_trainable),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "num_layers": layout.num_layers,
+        "stages": controller.stage_log,
+        "world_size": world_size,
+        "peak_memory_mb": peak_memory_mb(),
+    }

@@ -1,0 +1,173 @@
+"""Sequence classification: single-label, multi-label and sentence pairs; scikit-learn metrics.
+
+The run is a standard Hugging Face model (``AutoModelForSequenceClassification``), a PEFT adapter
+for unmerged LoRA, or a pooled-feature head (``thawkit_head.json``) for ``frozen`` with
+``pooling``/``head`` options.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from thawkit.data.classification import load_classification_data, load_eval_split
+from thawkit.errors import ConfigError
+from thawkit.models.backbone import load_sequence_classifier
+from thawkit.models.pooled import HEAD_CONFIG, PooledHeadClassifier
+from thawkit.tasks.base import RunBase, Task, TaskData, register_task
+from thawkit.tasks.classification_metrics import detailed_metrics, scalar_metrics
+
+if TYPE_CHECKING:
+    from thawkit.config import TrainConfig
+
+
+def _problem_type(multi_label: bool) -> str:
+    return "multi_label_classification" if multi_label else "single_label_classification"
+
+
+def tokenize_frame(frame: Any, tokenizer: Any, max_length: int) -> Any:
+    """A split's texts (and pairs) as token ids with their ``labels``; no padding (the collator pads)."""
+    from datasets import Dataset
+
+    has_pair = "text_pair" in frame
+    encoded = tokenizer(frame["text"].tolist(), frame["text_pair"].tolist() if has_pair else None,
+                        truncation=True, max_length=max_length)
+    return Dataset.from_dict({**encoded, "labels": frame["labels"].tolist()})
+
+
+@register_task("classification")
+class ClassificationTask(Task):
+    run_type = "sequence-classification"
+    default_metric = "macro_f1"
+    metrics = ("macro_f1", "accuracy", "weighted_f1", "loss")
+    peft_task_type = "SEQ_CLS"
+    supports_class_weights = True
+
+    def load_data(self, cfg: "TrainConfig") -> TaskData:
+        loaded = load_classification_data(
+            cfg.data, validation=cfg.validation, test=cfg.test, text_col=cfg.text_col, text_pair_col=cfg.text_pair_col,
+            label_col=cfg.label_col, multi_label=cfg.multi_label, label_sep=cfg.label_sep, val_fraction=cfg.val_fraction,
+            seed=cfg.split_seed if cfg.split_seed is not None else cfg.seed,
+        )
+        facts = {"problem_type": _problem_type(loaded.multi_label), "text_col": loaded.text_col,
+                 "text_pair_col": loaded.text_pair_col, "label_col": loaded.label_col}
+        return TaskData(loaded.train, loaded.validation, loaded.test, loaded.labels, loaded.multi_label,
+                        loaded.validation_source, facts)
+
+    def check_config(self, cfg: "TrainConfig", strategy: Any) -> None:
+        if cfg.metric is not None and cfg.metric not in self.metrics:
+            raise ConfigError(f"--metric {cfg.metric} is not a classification metric; fix: use one of {', '.join(self.metrics)}")
+
+    def build_model(self, cfg: "TrainConfig", data: TaskData, strategy: Any) -> nn.Module:
+        problem_type = _problem_type(data.multi_label)
+        if getattr(strategy, "fits_head_in_closed_form", False) and data.multi_label:
+            raise ConfigError("head 'logreg' handles single-label data only; fix: use --head linear or --head mlp for multi-label")
+        custom_loader = getattr(strategy, "load_model", None)
+        model = custom_loader(cfg.model, len(data.labels), data.id2label, problem_type) if custom_loader else None
+        return model if model is not None else load_sequence_classifier(cfg.model, len(data.labels), data.id2label, problem_type)
+
+    def encode(self, data: TaskData, split: str, tokenizer: Any, cfg: "TrainConfig") -> Any:
+        return tokenize_frame(data.split(split), tokenizer, cfg.max_length)
+
+    def sample_texts(self, data: TaskData, limit: int = 500) -> list[str]:
+        return data.train["text"].tolist()[:limit]
+
+    def class_counts(self, data: TaskData) -> dict[str, int]:
+        counts = {label: 0 for label in data.labels}
+        for names in data.train["label_names"]:
+            for name in names:
+                counts[name] += 1
+        return counts
+
+    def metric_function(self, data: TaskData, split: str) -> Callable[[Any], dict[str, float]]:
+        def compute(prediction: Any) -> dict[str, float]:
+            return scalar_metrics(_logits(prediction), np.asarray(prediction.label_ids), data.multi_label)
+
+        return compute
+
+    def final_metrics(self, data: TaskData, split: str, output: Any) -> dict[str, Any]:
+        metrics = detailed_metrics(_logits(output), np.asarray(output.label_ids), data.labels, data.multi_label)
+        metrics["loss"] = float(output.metrics.get(f"{split}_loss", float("nan")))
+        return metrics
+
+    def make_run(self, model: nn.Module, tokenizer: Any, data: TaskData, info: dict[str, Any], path: Path | None) -> RunBase:
+        return ClassificationRun(model, tokenizer, info, path, data.labels, data.multi_label)
+
+    def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> RunBase:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        names = labels["labels"]
+        if (path / HEAD_CONFIG).exists():
+            model = PooledHeadClassifier.from_pretrained(path)
+        elif (path / "adapter_config.json").exists():
+            from peft import PeftModel
+
+            base = load_sequence_classifier(info["config"]["model"], len(names), dict(enumerate(names)), info["problem_type"])
+            model = PeftModel.from_pretrained(base, str(path))
+        else:  # a standard Hugging Face model folder
+            model = AutoModelForSequenceClassification.from_pretrained(str(path))
+        return ClassificationRun(model.eval(), AutoTokenizer.from_pretrained(str(path)), info, path, names, labels["multi_label"])
+
+
+def _logits(prediction: Any) -> np.ndarray:
+    logits = prediction.predictions
+    return np.asarray(logits[0] if isinstance(logits, tuple) else logits)
+
+
+class ClassificationRun(RunBase):
+    """A fine-tuned classifier: ``predict`` gives a label (or labels) with probabilities."""
+
+    @torch.inference_mode()
+    def logits(self, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+        """Raw logits (n, num_labels), in batches, in eval mode."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(
+                texts[start : start + batch_size],
+                text_pairs[start : start + batch_size] if text_pairs is not None else None,
+                truncation=True, max_length=self.max_length, padding=True, return_tensors="pt",
+            ).to(device)
+            chunks.append(self.model(**batch).logits.float().cpu().numpy())
+        if not chunks:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.concatenate(chunks)
+
+    def predict(self, texts: list[str] | str, text_pairs: list[str] | str | None = None, batch_size: int = 64) -> list[dict[str, Any]]:
+        """One dict per text: ``label`` (or ``labels`` for multi-label), ``score`` and all ``scores``."""
+        texts = [texts] if isinstance(texts, str) else texts
+        text_pairs = [text_pairs] if isinstance(text_pairs, str) else text_pairs
+        logits = self.logits(texts, text_pairs, batch_size)
+        if self.multi_label:
+            probs = 1.0 / (1.0 + np.exp(-logits))
+            return [{"labels": [self.labels[i] for i in np.flatnonzero(row >= 0.5)],
+                     "scores": {name: float(p) for name, p in zip(self.labels, row)}} for row in probs]
+        probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+        return [{"label": self.labels[int(row.argmax())], "score": float(row.max()),
+                 "scores": {name: float(p) for name, p in zip(self.labels, row)}} for row in probs]
+
+    def evaluate(self, data: str | Path, text_col: str | None = None, text_pair_col: str | None = None,
+                 label_col: str | None = None, batch_size: int = 64, **_: Any) -> dict[str, Any]:
+        """Metrics on a labeled file, with the run's own column mapping as the default."""
+        frame = load_eval_split(
+            data, labels=self.labels, multi_label=self.multi_label,
+            text_col=text_col or self.info.get("text_col"), text_pair_col=text_pair_col or self.info.get("text_pair_col"),
+            label_col=label_col or self.info.get("label_col"), label_sep=self.info.get("config", {}).get("label_sep", ","),
+        )
+        pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
+        logits = self.logits(frame["text"].tolist(), pairs, batch_size)
+        return detailed_metrics(logits, np.array(frame["labels"].tolist()), self.labels, self.multi_label)
+
+    def headline(self) -> str:
+        validation = self.metrics.get("validation", {})
+        return (f"classification {self.info.get('strategy')}: validation accuracy {validation.get('accuracy', float('nan')):.4f}, "
+                f"macro-F1 {validation.get('macro_f1', float('nan')):.4f}")
+
+
+# The name users and older code know.
+Run = ClassificationRun
