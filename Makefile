@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser demo test test-fast clean
+.PHONY: install browser demo lint test test-fast clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/thawkit demo
 
-test: install browser
+# Imports flow one way (docs/architecture.md): the contracts live in pyproject.toml.
+lint: install
+	$(VENV)/bin/lint-imports
+
+test: install browser lint
 	$(PY) -m pytest -q -ra
 
 test-fast: install

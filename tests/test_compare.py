@@ -143,3 +143,34 @@ def test_parallel_workers(tiny_models, toy_csv, tmp_path):
     assert sorted(r["strategy"] for r in result.rows) == ["frozen", "full"]
     for row in result.rows:
         assert thawkit.load(row["runs"][0]).predict("a great film")[0]["label"] in {"negative", "positive"}
+
+
+def test_results_carry_every_metric_of_the_task(comparison):
+    with (comparison.path / "results.csv").open() as handle:
+        header = next(csv.reader(handle))
+    for split in ("validation", "test"):
+        for name in ("accuracy", "macro_f1", "weighted_f1", "loss"):
+            assert f"{split}_{name}_mean" in header and f"{split}_{name}_std" in header
+    assert "test accuracy" in (comparison.path / "report.md").read_text()
+
+
+def test_compare_cli_takes_train_and_strategy_options(tiny_bert, toy_csv, tmp_path, capsys, monkeypatch):
+    import rich.console
+
+    from thawkit.cli import compare_cmds
+
+    monkeypatch.setattr(compare_cmds, "console", rich.console.Console(width=80))  # an 80-column terminal
+    main(["compare", "--data", str(toy_csv), "--model", str(tiny_bert), "--strategies", "frozen,lora", "--epochs", "1",
+          "--max-length", "32", "--lr", "2e-3", "--class-weights", "auto", "--lora-r", "4", "--no-advise",
+          "--out", str(tmp_path / "cmp")])
+    out = capsys.readouterr().out
+    infos = {json.loads(p.read_text())["strategy"]: json.loads(p.read_text()) for p in (tmp_path / "cmp").rglob("thawkit.json")}
+    assert infos["lora"]["strategy_options"]["r"] == 4  # a strategy flag reaches that strategy's runs only
+    assert all(i["config"]["lr"] == 2e-3 and i["class_weights"] is not None for i in infos.values())
+    # Live progress: one line per evaluation of every job, named by strategy and seed.
+    assert "frozen-seed42: epoch 1.00/1" in out and "lora-seed42: epoch 1.00/1" in out
+    table = [line for line in out.splitlines() if "│" in line or "┃" in line]
+    assert table and max(len(line) for line in table) <= 80
+    assert all(cell.strip() for line in table[:1] for cell in line.strip("┃").split("┃"))  # every column labelled
+    # Peak memory is per job (reset between runs in one process), not the process's running maximum.
+    assert all(i["peak_memory_mb"] > 0 for i in infos.values())

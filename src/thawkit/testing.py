@@ -33,7 +33,8 @@ def tiny_config(arch: str = "bert", num_layers: int = 2, hidden: int = 32, vocab
     raise ValueError(f"unknown tiny architecture {arch!r}; choose from {ARCHITECTURES}")
 
 
-def make_tiny_model(path: str | Path, arch: str = "bert", num_layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+def make_tiny_model(path: str | Path, arch: str = "bert", num_layers: int = 2, hidden: int = 32, seed: int = 0,
+                    vocab_size: int = 30522) -> Path:
     """Save a random encoder and the MiniLM tokenizer to ``path``; ``--model path`` then loads it."""
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -42,7 +43,7 @@ def make_tiny_model(path: str | Path, arch: str = "bert", num_layers: int = 2, h
     if (path / "config.json").exists():
         return path
     torch.manual_seed(seed)
-    model = AutoModel.from_config(tiny_config(arch, num_layers, hidden))
+    model = AutoModel.from_config(tiny_config(arch, num_layers, hidden, vocab_size))
     model.save_pretrained(str(path))
     AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL)).save_pretrained(str(path))
     return path

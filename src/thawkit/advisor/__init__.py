@@ -9,7 +9,8 @@ from typing import Any
 
 from thawkit.advisor.profile import DataProfile, build_profile
 from thawkit.advisor.rules import Situation, decide
-from thawkit.advisor.similarity import DomainSimilarity, load_mlm_if_trained, measure_domain_similarity
+from thawkit.advisor.similarity import DomainSimilarity, measure_domain_similarity
+from thawkit.models.backbone import load_mlm_if_trained
 from thawkit.errors import ConfigError
 
 __all__ = ["Advice", "advise", "parse_budget", "parse_memory"]

@@ -180,3 +180,26 @@ def strategy_options_markdown() -> str:
         default = default_text(field).removeprefix("default: ") or "–"
         lines.append(f"| `{flag}` | {owners} | {kind} | {default} | {field.description or ''} |")
     return "\n".join(lines) + "\n"
+
+
+def config_reference() -> str:
+    """docs/config.md: every option of train and compare, generated (tests/test_architecture_rules.py
+    fails when the file is stale; regenerate with ``python -m thawkit.cli.options > docs/config.md``)."""
+    from thawkit.config import CompareConfig, TrainConfig
+
+    train_fields = set(TrainConfig.model_fields)
+    return "\n".join([
+        "# Configuration reference",
+        "",
+        "Generated from the typed configs (`thawkit.config`), the same source as the CLI flags, `--help`, error",
+        "messages and the resolved config saved in every run's `thawkit.json`. A YAML file passed with",
+        "`--config` uses the YAML keys; flags given on the command line override it.",
+        "",
+        options_markdown(TrainConfig, "`thawkit train` (and `thawkit.train(...)`)"),
+        options_markdown(CompareConfig, "`thawkit compare`: every train option above, plus", skip=train_fields),
+        strategy_options_markdown(),
+    ])
+
+
+if __name__ == "__main__":
+    print(config_reference(), end="")

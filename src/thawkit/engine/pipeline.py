@@ -62,12 +62,13 @@ def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) ->
     task = get_task(cfg.task)
     strategy = get_strategy_class(cfg.strategy)(cfg.strategy_config())
     task.check_config(cfg, strategy)
+    length_given = cfg.max_length is not None
     cfg = cfg.resolved()
     final_dir = Path(cfg.out) if cfg.out is not None else default_run_dir(f"{task.name}-{cfg.strategy}")
     check_destination(final_dir, cfg.overwrite)
     partial_dir = partial_dir_for(final_dir)
     set_seed(cfg.seed)
-    prepared = _prepare(cfg, task, strategy)
+    prepared = _prepare(cfg, task, strategy, length_given)
     cfg, data, tokenizer = prepared.cfg, prepared.data, prepared.tokenizer
     timings = prepared.timings
 
@@ -132,7 +133,7 @@ def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) ->
     return task.make_run(model, tokenizer, data, info, final_dir)
 
 
-def _prepare(cfg: TrainConfig, task: Task, strategy: Any) -> Prepared:
+def _prepare(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool) -> Prepared:
     """Data, tokenizer, model and the guards that run before training."""
     timings: dict[str, float] = {}
     mark = time.perf_counter()
@@ -146,6 +147,9 @@ def _prepare(cfg: TrainConfig, task: Task, strategy: Any) -> Prepared:
         raise ConfigError(f"--task {task.name} needs a fast tokenizer (offsets); {cfg.tokenizer or cfg.model} has none; "
                           "fix: use a model that ships tokenizer.json")
     model = task.build_model(cfg, data, strategy)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not length_given and limit and cfg.max_length > limit:  # the task's default, on a model with fewer positions
+        cfg = cfg.model_copy(update={"max_length": int(limit)})
     check_max_length(cfg, model)
     timings["load_model"] = time.perf_counter() - mark
     guards = GuardReport(strict=cfg.strict)

@@ -93,15 +93,15 @@ def measure_forgetting(
     result["drift"] = round(1.0 - result["mean_cka"], 6)
     if pretrained_mlm is not None:
         result["mlm_loss_before"] = masked_lm_loss(pretrained_mlm, tokenizer, texts)
-        encoder_state = _encoder_state(trained)
+        trained_state = encoder_state(trained)
         target = pretrained_mlm.base_model
-        missing = target.load_state_dict(encoder_state, strict=False)
+        missing = target.load_state_dict(trained_state, strict=False)
         if not missing.missing_keys or all("pooler" in k for k in missing.missing_keys):
             result["mlm_loss_after"] = masked_lm_loss(pretrained_mlm, tokenizer, texts)
     return result
 
 
-def _encoder_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def encoder_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The fine-tuned backbone's weights, named as in a bare AutoModel (LoRA merged in a copy)."""
     import copy
 

@@ -1,0 +1,167 @@
+"""Every task × every strategy, generated from the two registries (tiny models).
+
+A new strategy adds one row to STRATEGY_ROWS; a new task adds one row to TASK_ROWS (its toy data
+and a prediction input). The tests below fail until the row exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import thawkit
+from thawkit.errors import ThawkitError
+from thawkit.guards.forgetting import encoder_state
+from thawkit.testing import make_tiny_model, toy_sentiment_rows
+
+QA_EDGE_CASES = Path(__file__).parent / "data" / "qa_edge_cases.json"
+
+CONLL = "\n\n".join([
+    "Peter B-PER\nBlackburn I-PER\nvisited O\nBrussels B-LOC\n. O",
+    "EU B-ORG\nrejects O\nGerman B-MISC\ncall O",
+    "Angela B-PER\nMerkel I-PER\nflew O\nto O\nParis B-LOC",
+    "The O\nUN B-ORG\nmet O\nin O\nGeneva B-LOC",
+] * 6) + "\n"
+
+PAIRS = [("a plane is taking off", "an air plane is taking off", 5.0), ("a man plays a flute", "a man plays a guitar", 2.2),
+         ("a cat sleeps", "the stock market fell", 0.0), ("a woman slices onions", "a woman is cutting an onion", 4.6)]
+
+
+def _classification(folder: Path) -> dict:
+    path = folder / "train.csv"
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("text", "label"), *toy_sentiment_rows(60)])
+    return {"data": path}
+
+
+def _ner(folder: Path) -> dict:
+    path = folder / "train.txt"
+    path.write_text(CONLL)
+    return {"data": path}
+
+
+def _qa(folder: Path) -> dict:
+    return {"data": QA_EDGE_CASES, "validation": QA_EDGE_CASES, "max_length": 48}
+
+
+def _similarity(folder: Path) -> dict:
+    path = folder / "pairs.tsv"
+    path.write_text("sentence1\tsentence2\tscore\n" + "".join(f"{a}\t{b}\t{s}\n" for a, b, s in PAIRS * 6))
+    return {"data": path}
+
+
+# task -> (toy data writer, prediction input (texts, pairs))
+TASK_ROWS = {
+    "classification": (_classification, (["the film was great", "awful and boring"], None)),
+    "ner": (_ner, (["Peter Blackburn visited Brussels"], None)),
+    "qa": (_qa, (["When was the lighthouse built?"], [json.loads(QA_EDGE_CASES.read_text())["data"][0]["paragraphs"][0]["context"]])),
+    "similarity": (_similarity, (["a plane is taking off"], ["an air plane is taking off"])),
+}
+
+# row id -> (strategy, options)
+STRATEGY_ROWS = {
+    "full": ("full", {}),
+    "frozen": ("frozen", {}),
+    "partial": ("partial", {"freeze_layers": 1}),
+    "gradual": ("gradual", {}),
+    "llrd": ("llrd", {"decay": 0.5}),
+    "lora": ("lora", {}),
+    "lora-merged": ("lora", {"merge": True}),  # the merged model must predict what the adapter did, every task
+}
+
+
+def test_every_registered_task_and_strategy_has_a_row():
+    assert set(TASK_ROWS) == set(thawkit.available_tasks())
+    assert {strategy for strategy, _ in STRATEGY_ROWS.values()} == set(thawkit.available_strategies())
+
+
+def _block(name: str) -> str:
+    """Block of a bare-encoder parameter name (AutoModel naming)."""
+    parts = name.split(".")
+    if "layer" in parts and parts[parts.index("layer") - 1] in ("encoder", "transformer"):
+        return f"layer.{parts[parts.index('layer') + 1]}"
+    return "head" if parts[0] == "pooler" else "embeddings"
+
+
+@pytest.mark.parametrize("row", list(STRATEGY_ROWS))
+@pytest.mark.parametrize("task", list(TASK_ROWS))
+def test_task_with_strategy(task, row, tiny_bert, tmp_path):
+    from transformers import AutoModel
+
+    strategy, options = STRATEGY_ROWS[row]
+    write_data, (texts, pairs) = TASK_ROWS[task]
+    (tmp_path / "data").mkdir()
+    files = {"max_length": 32, **write_data(tmp_path / "data")}
+    run = thawkit.train(task=task, model=str(tiny_bert), strategy=strategy, strategy_options=options, epochs=2, lr=5e-3,
+                        batch_size=8, out=tmp_path / "run", early_stopping_patience=0, select_best=False, progress="off", **files)
+
+    # The run records what it is, and every evaluation.
+    assert run.info["strategy"] == strategy and run.info["metric"] in run.metrics["validation"]
+    assert [h["epoch"] for h in run.history] == [1.0, 2.0] or run.info["global_steps"] == 0
+    # Blocks no stage ever trained are bitwise the pretrained ones (adapters merged in a copy).
+    trainable_blocks = {b for stage in run.info["stages"] for b in stage["trainable_blocks"]}
+    pretrained = AutoModel.from_pretrained(str(tiny_bert)).state_dict()
+    trained = encoder_state(run.model)
+    frozen = [n for n in trained if n in pretrained and _block(n) not in trainable_blocks]
+    assert all(torch.equal(trained[n], pretrained[n]) for n in frozen), [n for n in frozen if not torch.equal(trained[n], pretrained[n])]
+    if trainable_blocks - {"head"}:  # some encoder block trained: it moved
+        moved = [n for n in trained if n in pretrained and _block(n) in trainable_blocks and not torch.equal(trained[n], pretrained[n])]
+        assert moved
+    # The saved run predicts what the trained one did.
+    reloaded = thawkit.load(tmp_path / "run")
+    expected, got = run.predict(texts, pairs), reloaded.predict(texts, pairs)
+    assert json.dumps(got, sort_keys=True, default=lambda v: round(float(v), 4)) == json.dumps(expected, sort_keys=True, default=lambda v: round(float(v), 4)) or \
+        np.allclose(_numbers(got), _numbers(expected), atol=1e-4)
+    if options.get("merge"):
+        assert run.info["merged_lora"] and not (tmp_path / "run" / "adapter_config.json").exists()
+
+
+def _numbers(value) -> list[float]:
+    if isinstance(value, dict):
+        return [x for k in sorted(value) for x in _numbers(value[k])]
+    if isinstance(value, list):
+        return [x for item in value for x in _numbers(item)]
+    return [float(value)] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+@pytest.fixture(scope="module")
+def small_vocab_model(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("small-vocab"), vocab_size=1000)
+
+
+@pytest.mark.parametrize("task", list(TASK_ROWS))
+def test_guards_fire_for_every_task(task, tiny_bert, small_vocab_model, tmp_path):
+    write_data, _ = TASK_ROWS[task]
+    (tmp_path / "data").mkdir()
+    files = {"max_length": 32, **write_data(tmp_path / "data")}
+    # A tokenizer with more ids than the model has embedding rows: always an error.
+    with pytest.raises(ThawkitError, match="tokenizer has 30522 tokens"):
+        thawkit.train(task=task, model=str(small_vocab_model), strategy="full", epochs=1, out=tmp_path / "a", **files)
+    # A learning rate far above the strategy's sane range: an error under --strict.
+    with pytest.raises(ThawkitError, match="learning-rate"):
+        thawkit.train(task=task, model=str(tiny_bert), strategy="full", lr=0.5, strict=True, epochs=1, out=tmp_path / "b", **files)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_qa_evaluates_the_test_file(tiny_bert, tmp_path):
+    run = thawkit.train(task="qa", data=QA_EDGE_CASES, validation=QA_EDGE_CASES, test=QA_EDGE_CASES, model=str(tiny_bert),
+                        strategy="frozen", epochs=1, max_length=48, out=tmp_path / "run", progress="off")
+    assert {"exact_match", "f1", "first_sentence_baseline"} <= set(run.metrics["test"])
+    assert run.metrics["test"]["num_questions"] == run.metrics["validation"]["num_questions"]
+
+
+def test_max_length_defaults_per_task(tiny_bert, tmp_path):
+    run = thawkit.train(task="qa", data=QA_EDGE_CASES, validation=QA_EDGE_CASES, model=str(tiny_bert), strategy="frozen",
+                        epochs=1, out=tmp_path / "qa", progress="off", measure_forgetting=False)
+    # The task's default (384), capped at the tiny model's 130 positions; recorded and used at prediction.
+    assert run.info["config"]["max_length"] == 130 == run.max_length
+    shutil.rmtree(tmp_path / "qa")
+    run = thawkit.train(**TASK_ROWS["classification"][0](tmp_path), model=str(tiny_bert), strategy="frozen", epochs=1,
+                        out=tmp_path / "cls", progress="off", measure_forgetting=False)
+    assert run.info["config"]["max_length"] == 128 == run.max_length
