@@ -165,3 +165,18 @@ def test_max_length_defaults_per_task(tiny_bert, tmp_path):
     run = thawkit.train(**TASK_ROWS["classification"][0](tmp_path), model=str(tiny_bert), strategy="frozen", epochs=1,
                         out=tmp_path / "cls", progress="off", measure_forgetting=False)
     assert run.info["config"]["max_length"] == 128 == run.max_length
+
+
+@pytest.mark.parametrize("task", ["ner", "similarity"])
+def test_compare_runs_any_task(task, tiny_bert, tmp_path):
+    from thawkit.compare import compare
+
+    write_data, _ = TASK_ROWS[task]
+    (tmp_path / "data").mkdir()
+    comparison = compare(task=task, model=str(tiny_bert), strategies=["frozen", "full"], epochs=1, max_length=32,
+                         out=tmp_path / "cmp", progress="off", **write_data(tmp_path / "data"))
+    metric = {"ner": "f1", "similarity": "spearman"}[task]
+    assert comparison.metric == metric
+    assert {r["strategy"] for r in comparison.rows} == {"frozen", "full"}
+    assert all(r[f"validation_{metric}_mean"] is not None for r in comparison.rows)
+    assert (comparison.path / "report.html").exists()

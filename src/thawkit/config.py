@@ -65,7 +65,8 @@ class TrainConfig(BaseModel):
     group_by_length: bool = Field(default=True, description="batch examples of similar length (less padding)")
     class_weights: Literal["none", "auto"] = Field(default="none", description="auto: weight the loss by inverse class frequency")
     strict: bool = Field(default=False, description="turn guard warnings into errors")
-    measure_forgetting: bool = Field(default=True, description="measure representation drift after training")
+    measure_forgetting: bool = Field(default=True, description="measure representation drift after training",
+                                     json_schema_extra={"aliases": ["--forgetting"]})
     save_checkpoints: bool = Field(default=False, description="keep a Trainer checkpoint per epoch in checkpoints/")
     progress: Literal["bar", "lines", "off"] = Field(default="bar", description="progress display: bar, lines (one per evaluation) or off")
     select_best: bool = Field(default=True, description="restore the best validation checkpoint at the end")
