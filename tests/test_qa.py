@@ -128,3 +128,12 @@ def test_minilm_qa_beats_first_sentence_baseline(shared_datasets, tmp_path):
     validation = run.metrics["validation"]
     print("squad", validation)
     assert validation["f1"] > validation["first_sentence_baseline"]["f1"] + 10
+
+
+def test_reported_metrics_match_the_saved_run(tiny_bert, tmp_path):
+    """metrics.json's F1 is the F1 of the saved model's answers: predictions line up with their windows."""
+    run = thawkit.train(task="qa", data=EDGE_CASES, validation=EDGE_CASES, model=str(tiny_bert), strategy="full", lr=5e-3,
+                        epochs=3, max_length=48, out=tmp_path / "run", progress="off", measure_forgetting=False)
+    answers = thawkit.load(tmp_path / "run").evaluate(EDGE_CASES)
+    assert answers["f1"] == pytest.approx(run.metrics["validation"]["f1"], abs=1e-6)
+    assert answers["exact_match"] == pytest.approx(run.metrics["validation"]["exact_match"], abs=1e-6)

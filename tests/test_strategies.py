@@ -19,11 +19,13 @@ TABLE = [
     ("frozen", {}, 1, {HEAD}),
     ("partial", {"freeze_layers": 1}, 1, {"layer.1", HEAD}),
     ("partial", {}, 1, {"layer.1", HEAD}),  # default: half of the layers frozen
-    ("gradual", {}, 1, {HEAD}),  # stage 0 only
-    ("gradual", {}, 2, {"layer.1", HEAD}),  # stage 1: top layer thawed
-    ("gradual", {}, 4, {EMBEDDINGS, "layer.0", "layer.1", HEAD}),  # stage 3: embeddings last
+    ("gradual", {"per_epoch": True}, 1, {HEAD}),  # stage 0 only
+    ("gradual", {"per_epoch": True}, 2, {"layer.1", HEAD}),  # stage 1: top layer thawed
+    ("gradual", {"per_epoch": True}, 4, {EMBEDDINGS, "layer.0", "layer.1", HEAD}),  # stage 3: embeddings last
+    ("gradual", {}, 1, {EMBEDDINGS, "layer.0", "layer.1", HEAD}),  # default: stages spread over a 1-epoch run
     ("llrd", {"decay": 0.5}, 1, {EMBEDDINGS, "layer.0", "layer.1", HEAD}),
-    ("llrd", {"gradual": True}, 2, {"layer.1", HEAD}),
+    ("llrd", {"gradual": True, "per_epoch": True}, 2, {"layer.1", HEAD}),
+    ("llrd", {"gradual": True}, 1, {EMBEDDINGS, "layer.0", "layer.1", HEAD}),
 ]
 
 
@@ -110,8 +112,8 @@ def test_save_load_predict_round_trip(tiny_bert, toy_csv, tmp_path, strategy, op
 def test_llrd_group_learning_rates(tiny_bert):
     model = _pretrained(tiny_bert)
     layout = build_layout(model)
-    strategy = get_strategy_class("llrd")(get_strategy_class("llrd").Config(decay=0.5, head_lr_mult=4.0))
-    controller = StageController(strategy, model, layout, base_lr=1e-3, weight_decay=0.01, decay_names=set())
+    strategy = get_strategy_class("llrd")(get_strategy_class("llrd").Config(decay=0.5))
+    controller = StageController(strategy, model, layout, base_lr=1e-3, weight_decay=0.01, decay_names=set(), head_lr_mult=4.0)
     lr_of = {}
     for group in controller.initial_param_groups():
         for param in group["params"]:
@@ -187,3 +189,28 @@ def test_gradual_every_n_steps(tiny_bert, toy_csv, tmp_path):
     assert [s["stage"] for s in stages] == [0, 1, 2, 3]
     assert [s["step"] for s in stages] == [0, 3, 6, 9]
     assert stages[-1]["trainable_blocks"] == [EMBEDDINGS, "layer.0", "layer.1", HEAD]
+
+
+def test_gradual_thaws_every_layer_within_a_one_epoch_run(tiny_bert, toy_csv, tmp_path):
+    run = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="gradual", epochs=1, batch_size=8, max_length=32,
+                        out=tmp_path / "run", progress="off", measure_forgetting=False)
+    stages = run.info["stages"]
+    steps = run.info["global_steps"]  # 108 training rows / 8 = 14 steps; 4 stages over the first half
+    assert [s["stage"] for s in stages] == [0, 1, 2, 3]
+    assert stages[-1]["trainable_blocks"] == [EMBEDDINGS, "layer.0", "layer.1", HEAD]
+    assert stages[-1]["step"] <= 0.5 * steps + 1  # thaw_by 0.5: everything trains for the second half
+    # The history (and the report's trainability map) shows the real schedule.
+    assert run.history[-1]["trainable_blocks"] == [EMBEDDINGS, "layer.0", "layer.1", HEAD]
+
+
+def test_head_learns_at_a_multiple_of_the_base_rate(tiny_bert):
+    model = _pretrained(tiny_bert)
+    layout = build_layout(model)
+    controller = StageController(get_strategy_class("full")(), model, layout, 1e-4, 0.0, set(), head_lr_mult=10.0)
+    params = dict(model.named_parameters())
+    lr_of = {id(p): g["lr"] for g in controller.initial_param_groups() for p in g["params"]}
+    assert [lr_of[id(params[n])] for n in layout.params[HEAD]] == pytest.approx([1e-3] * len(layout.params[HEAD]))
+    assert [lr_of[id(params[n])] for n in layout.params["layer.0"]] == pytest.approx([1e-4] * len(layout.params["layer.0"]))
+    # The default comes from the strategy: 10x for fine-tuning strategies, 1x for frozen (its LR is the head's).
+    assert thawkit.TrainConfig(data="x.csv", strategy="gradual").resolved_head_lr_mult() == 10.0
+    assert thawkit.TrainConfig(data="x.csv", strategy="frozen").resolved_head_lr_mult() == 1.0

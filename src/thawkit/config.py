@@ -46,6 +46,9 @@ class TrainConfig(BaseModel):
     # Optimisation (defaults follow common practice for BERT-style fine-tuning)
     epochs: float = Field(default=3, gt=0, le=1000, description="training epochs")
     lr: float | None = Field(default=None, gt=0, lt=1, description="base learning rate (default: per strategy)")
+    head_lr_mult: float | None = Field(
+        default=None, gt=0, le=1000, description="the task head's LR = base LR x this (default: per strategy, 10; frozen 1)"
+    )
     batch_size: int = Field(default=16, gt=0, le=65536, description="per-device training batch size")
     eval_batch_size: int = Field(default=64, gt=0, le=65536, description="per-device evaluation batch size")
     gradient_accumulation_steps: int = Field(default=1, gt=0, le=4096, description="batches per optimizer step")
@@ -63,7 +66,9 @@ class TrainConfig(BaseModel):
     cache_dir: Path | None = Field(default=None, description="feature cache folder (default ~/.cache/thawkit)")
     cache_ram_budget_mb: float = Field(default=4096, gt=0, description="above this, cache files are memory-mapped")
     group_by_length: bool = Field(default=True, description="batch examples of similar length (less padding)")
-    class_weights: Literal["none", "auto"] = Field(default="none", description="auto: weight the loss by inverse class frequency")
+    class_weights: Literal["auto", "balanced", "none"] = Field(
+        default="auto", description="weight the loss by inverse class frequency: auto (when classes are skewed 3:1 or more), balanced (always), none"
+    )
     strict: bool = Field(default=False, description="turn guard warnings into errors")
     measure_forgetting: bool = Field(default=True, description="measure representation drift after training",
                                      json_schema_extra={"aliases": ["--forgetting"]})
@@ -102,6 +107,9 @@ class TrainConfig(BaseModel):
 
     def strategy_config(self) -> Any:
         return get_strategy_class(self.strategy).Config(**self.strategy_options)
+
+    def resolved_head_lr_mult(self) -> float:
+        return self.head_lr_mult if self.head_lr_mult is not None else get_strategy_class(self.strategy).default_head_lr_mult
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else get_strategy_class(self.strategy).default_lr

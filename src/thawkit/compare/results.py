@@ -58,6 +58,7 @@ def aggregate(summaries: list[dict[str, Any]], metric: str, extra: dict[str, dic
         drift, _ = _mean_std([(r["metrics"].get("forgetting") or {}).get("drift") for r in runs])
         row["forgetting_drift"] = drift
         row["runs"] = [r["path"] for r in runs]
+        row["failed_runs"] = sum(1 for r in runs if r["info"].get("failed"))
         row.update((extra or {}).get(strategy, {}))
         rows.append(row)
     key = f"validation_{metric}_mean"
@@ -69,6 +70,8 @@ def name_winner(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     """The best validation metric; ties within one std go to the faster strategy. Says why."""
     key = f"validation_{metric}_mean"
     candidates = [r for r in rows if r[key] is not None and r.get("eliminated_at_rung") is None]
+    # A strategy whose every run collapsed to the majority class cannot win.
+    candidates = [r for r in candidates if r.get("failed_runs", 0) < r["seeds"]] or candidates
     top = max(candidates, key=lambda r: r[key])
     close = [r for r in candidates if r[key] >= top[key] - max(top[f"validation_{metric}_std"] or 0.0, 1e-9)]
     winner = min(close, key=lambda r: r["train_seconds_mean"]) if len(close) > 1 else top

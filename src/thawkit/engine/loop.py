@@ -22,7 +22,8 @@ def prepare_controller(strategy: Any, model: Any, cfg: Any) -> tuple[Any, StageC
 
     layout = build_layout(model)
     strategy = SkipEmptyStages.wrap(strategy, layout)
-    controller = StageController(strategy, model, layout, cfg.resolved_lr(), cfg.weight_decay, decay_names=set())
+    controller = StageController(strategy, model, layout, cfg.resolved_lr(), cfg.weight_decay, decay_names=set(),
+                                 head_lr_mult=cfg.resolved_head_lr_mult())
     controller.plan = strategy.plan(layout, 0)  # validates strategy options against this model
     ever_trainable = controller.ever_trainable()
     set_requires_grad(model, ever_trainable)

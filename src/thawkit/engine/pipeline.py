@@ -9,6 +9,7 @@ and facts. Nothing here knows a task's or a strategy's name.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from thawkit.engine.loop import build_loop, prepare_controller, run_loop
 from thawkit.engine.trainability import set_requires_grad
 from thawkit.errors import ConfigError
 from thawkit.guards import GuardReport
-from thawkit.guards.imbalance import balanced_class_weights, check_imbalance
+from thawkit.guards.imbalance import balanced_class_weights, check_collapse, check_imbalance, weights_apply
 from thawkit.guards.learning_rate import check_learning_rate
 from thawkit.guards.overfitting import check_overfitting
 from thawkit.guards.tokenizer import check_tokenizer
@@ -80,6 +81,8 @@ def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) ->
     train_ds = _dataset(task, data, "train", tokenizer, cfg)
     val_ds = _dataset(task, data, "validation", tokenizer, cfg)
     timings["tokenize"] = time.perf_counter() - mark
+    steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * cfg.gradient_accumulation_steps * args.world_size))
+    controller.strategy.plan_schedule(math.ceil(steps_per_epoch * cfg.epochs), layout)  # gradual: stages spread over the run
     runtime, cache_reason = _attach_cache(cfg, task, controller, tokenizer, train_ds, val_ds, args.world_size)
     with args.main_process_first(desc="prepare run directory"):
         if is_main and partial_dir.exists():
@@ -102,6 +105,8 @@ def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) ->
     mark = time.perf_counter()
     metrics = _final_metrics(task, data, trainer, val_ds, tokenizer, cfg)
     timings["evaluate"] = time.perf_counter() - mark
+    collapse = check_collapse(metrics["validation"])  # a majority-class model is a failure, not a result
+    prepared.guards.add(collapse)
     if cfg.measure_forgetting and is_main:
         mark = time.perf_counter()
         encoder_trained = any(n not in layout.params[HEAD] for n in ever_trainable)
@@ -117,6 +122,7 @@ def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) ->
         "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
         "guards": prepared.guards.as_list(),
         "class_weights": prepared.class_weights,
+        "failed": collapse[0].message if collapse else None,
         **(extra_facts or {}),
     }
     if is_main:
@@ -159,7 +165,7 @@ def _prepare(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool) ->
     class_weights = None
     if counts is not None:
         guards.add(check_imbalance(counts, cfg.class_weights, cfg.metric))
-        if cfg.class_weights == "auto":
+        if weights_apply(counts, cfg.class_weights):
             ordered = [counts[label] for label in data.labels]
             # multi-label: positives of label c are up-weighted by negatives / positives
             class_weights = ([(len(data.train) - c) / max(c, 1) for c in ordered] if data.multi_label
@@ -173,7 +179,8 @@ def _dataset(task: Task, data: TaskData, split: str, tokenizer: Any, cfg: TrainC
     encoded = task.encode(data, split, tokenizer, cfg)
     if not task.cacheable:
         return encoded
-    return SwitchableDataset(encoded, order=None if split == "train" else sorted_order(encoded))
+    in_length_order = split != "train" and task.eval_in_length_order
+    return SwitchableDataset(encoded, order=sorted_order(encoded) if in_length_order else None)
 
 
 def _attach_cache(cfg: TrainConfig, task: Task, controller: Any, tokenizer: Any, train_ds: Any, val_ds: Any,
@@ -247,6 +254,7 @@ def _run_info(cfg: TrainConfig, task: Task, strategy: Any, data: TaskData, model
         "task": task.run_type,
         "strategy": cfg.strategy,
         "strategy_options": cfg.strategy_config().model_dump(),
+        "strategy_resolved": strategy.resolved_options(),
         "base_model": cfg.model,
         "base_model_path": resolve_model_path(cfg.model),
         "model_type": model.config.model_type,

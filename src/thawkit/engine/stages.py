@@ -14,8 +14,9 @@ from thawkit.engine.trainability import (
     params_in_optimizer,
     set_frozen_blocks_eval,
     set_requires_grad,
+    with_head_multiplier,
 )
-from thawkit.models.layout import BlockLayout
+from thawkit.models.layout import HEAD, BlockLayout
 from thawkit.strategies.base import Strategy, TrainablePlan
 
 
@@ -53,8 +54,10 @@ class StageController:
         base_lr: float,
         weight_decay: float,
         decay_names: set[str],
+        head_lr_mult: float = 1.0,
     ) -> None:
         self.strategy = strategy
+        self.head_lr_mult = head_lr_mult
         self.model = model
         self.layout = layout
         self.base_lr = base_lr
@@ -81,8 +84,11 @@ class StageController:
         stage = global_step // every if every else int(epoch + 1e-6)
         return min(stage, self.num_stages - 1)
 
+    def _groups_plan(self) -> TrainablePlan:
+        return with_head_multiplier(self.plan, set(self.layout.params[HEAD]), self.head_lr_mult)
+
     def initial_param_groups(self) -> list[dict[str, Any]]:
-        return build_param_groups(self.model, self.plan, self.base_lr, self.weight_decay, self.decay_names)
+        return build_param_groups(self.model, self._groups_plan(), self.base_lr, self.weight_decay, self.decay_names)
 
     def enter(self, stage: int, global_step: int, optimizer: Any = None, scheduler: Any = None) -> None:
         """Apply the plan of ``stage``: requires_grad, eval modes, and new optimizer groups."""
@@ -93,7 +99,7 @@ class StageController:
             if optimizer is not None:
                 new_groups = build_param_groups(
                     self.model,
-                    self.plan,
+                    self._groups_plan(),
                     self.base_lr,
                     self.weight_decay,
                     self.decay_names,

@@ -32,6 +32,14 @@ def set_frozen_blocks_eval(layout: BlockLayout, plan: TrainablePlan) -> None:
                 module.eval()
 
 
+def with_head_multiplier(plan: TrainablePlan, head_names: set[str], multiplier: float) -> TrainablePlan:
+    """The plan with the task head's LR multiplied: a fresh head learns faster than pretrained blocks."""
+    if multiplier == 1.0:
+        return plan
+    scales = {name: plan.scale(name) * (multiplier if name in head_names else 1.0) for name in plan.trainable}
+    return TrainablePlan(trainable=plan.trainable, lr_scale=scales)
+
+
 def build_param_groups(
     model: nn.Module,
     plan: TrainablePlan,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +99,40 @@ def load_mlm_if_trained(name_or_path: str) -> Any | None:
         hf_logging.set_verbosity(verbosity)
     head_missing = [k for k in info.get("missing_keys", []) if any(t in k for t in ("predictions", "lm_head", "vocab_"))]
     return None if head_missing else model
+
+
+@dataclass(frozen=True)
+class CheckpointPooling:
+    """How a sentence-transformers checkpoint turns token states into a sentence vector."""
+
+    mode: str  # "mean", "cls" or "max"
+    normalize: bool
+
+
+def _sentence_transformers_file(name: str, filename: str) -> Path | None:
+    path = Path(resolve_model_path(name))
+    if path.exists():
+        return path / filename if (path / filename).exists() else None
+    try:  # a hub id: the file if it is cached or reachable, else nothing
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(str(path), filename))
+    except Exception:  # noqa: BLE001  (offline, no such file, no such repo: no pooling to read)
+        return None
+
+
+def checkpoint_pooling(name: str) -> CheckpointPooling | None:
+    """The pooling a sentence-transformers checkpoint was trained with (``1_Pooling/config.json``),
+    or None for a plain transformers checkpoint."""
+    modules_file = _sentence_transformers_file(name, "modules.json")
+    if modules_file is None:
+        return None
+    modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    pooling = next((m for m in modules if m.get("type", "").endswith(".Pooling")), None)
+    if pooling is None:
+        return None
+    config_file = _sentence_transformers_file(name, f"{pooling.get('path') or '1_Pooling'}/config.json")
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file is not None else {}
+    mode = "cls" if config.get("pooling_mode_cls_token") else "max" if config.get("pooling_mode_max_tokens") else "mean"
+    normalize = any(m.get("type", "").endswith(".Normalize") for m in modules)
+    return CheckpointPooling(mode, normalize)

@@ -21,10 +21,12 @@ HEAD_WEIGHTS = "thawkit_head.safetensors"
 
 
 def pool(states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(batch, tokens, hidden) -> (batch, hidden): the first token, or the mean over real tokens."""
+    """(batch, tokens, hidden) -> (batch, hidden): the first token, or the mean or max over real tokens."""
     if pooling == "cls":
         return states[:, 0]
     mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    if pooling == "max":  # padding can never be the maximum
+        return states.masked_fill(mask == 0, torch.finfo(states.dtype).min).max(1).values
     return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 

@@ -115,8 +115,17 @@ class StaticStrategyMixin:
     trains_all_activations: bool = False  # backward runs through every layer (memory estimate)
     cached_pass: bool = False  # one pass through the frozen bottom precedes training
 
+    default_head_lr_mult: float = 10.0  # a fresh head learns faster than pretrained blocks (docs/defaults.md)
+
     def __init__(self, config: StrategyConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()  # type: ignore[attr-defined]
+
+    def resolved_options(self) -> dict:
+        """Options as they apply to this run (``auto`` settings resolved); recorded in thawkit.json."""
+        return self.config.model_dump()
+
+    def plan_schedule(self, total_steps: int, layout: BlockLayout) -> None:
+        """Called once the run's length is known (multi-stage strategies spread their stages over it)."""
 
     def prepare(self, model: nn.Module, peft_task_type: str | None = None) -> nn.Module:
         return model

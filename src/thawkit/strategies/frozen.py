@@ -1,8 +1,11 @@
 """Feature extraction: the backbone is frozen, only the task head trains.
 
-By default the architecture's own head trains on ``[CLS]`` (pooler + classifier), and the run is a
-standard Hugging Face model. ``pooling: mean`` and ``head: mlp | logreg`` put a thawkit head on the
-pooled last layer instead (``logreg`` is fitted by scikit-learn on the cached features, no epochs).
+Features come the way the checkpoint was trained to make them: a sentence-transformers checkpoint
+(the embedded MiniLM) pools its tokens (its ``1_Pooling`` config: mean, CLS or max), and a
+scikit-learn logistic regression is fitted on those cached features (no epochs; measured best in
+docs/defaults.md). A plain transformers checkpoint keeps the architecture's own head on ``[CLS]``
+(pooler + classifier), whose pooler the checkpoint trained, and the run is a standard Hugging Face
+model. ``pooling`` and ``head`` choose explicitly.
 """
 
 from __future__ import annotations
@@ -17,18 +20,33 @@ from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, Trainab
 
 
 class FrozenConfig(StrategyConfig):
-    pooling: Literal["cls", "mean"] = Field(default="cls", description="features: first token or mean of tokens",
-                                                 json_schema_extra={"flag": "--pooling"})
-    head: Literal["linear", "mlp", "logreg"] = Field(
-        default="linear", description="linear (the model's own head with cls), mlp, or scikit-learn logreg",
+    pooling: Literal["auto", "cls", "mean", "max"] = Field(
+        default="auto", description="features: auto (the checkpoint's own pooling, else [CLS]), cls, mean or max",
+        json_schema_extra={"flag": "--pooling"},
+    )
+    head: Literal["auto", "linear", "mlp", "logreg"] = Field(
+        default="auto",
+        description="auto (logreg on pooled features; the model's own head on [CLS]), linear, mlp or scikit-learn logreg",
         json_schema_extra={"flag": "--head"},
     )
     mlp_hidden: int = Field(default=256, gt=0, description="hidden units of the mlp head", json_schema_extra={"flag": "--mlp-hidden"})
 
 
+def resolve_features(pooling: str, head: str, checkpoint_mode: str | None, multi_label: bool) -> tuple[str, str]:
+    """(pooling, head) for ``auto`` settings: pooled features with logistic regression where the
+    checkpoint defines a pooling, the architecture's own [CLS] head otherwise; logistic regression
+    is single-label only, so multi-label takes a linear head."""
+    if pooling == "auto":
+        pooling = checkpoint_mode or "cls"
+    if head == "auto":
+        own_head = pooling == "cls" and checkpoint_mode is None
+        head = "linear" if own_head or multi_label else "logreg"
+    return pooling, head
+
+
 @register_strategy("frozen")
 class FrozenBackbone(StaticStrategyMixin):
-    """Only the head (pooler and classifier) trains; a head alone takes a much higher LR."""
+    """Only the head trains (or is fitted) on frozen features; a head alone takes a much higher LR."""
 
     Config = FrozenConfig
     default_lr = 1e-3
@@ -38,23 +56,40 @@ class FrozenBackbone(StaticStrategyMixin):
     color = "#1f77b4"
     order = 0
     cached_pass = True  # the frozen bottom runs once, from the cache
+    default_head_lr_mult = 1.0  # the base LR is already the head's
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        cfg: Any = self.config
+        self.resolved = {"pooling": cfg.pooling, "head": cfg.head}
 
     @property
     def uses_pooled_head(self) -> bool:  # type: ignore[override]
-        return self.config.pooling != "cls" or self.config.head != "linear"  # type: ignore[attr-defined]
+        """Explicitly asked for a pooled-feature head (``auto`` adapts to the task instead)."""
+        cfg: Any = self.config
+        return cfg.pooling not in ("auto", "cls") or cfg.head not in ("auto", "linear")
 
     @property
     def fits_head_in_closed_form(self) -> bool:  # type: ignore[override]
-        return self.config.head == "logreg"  # type: ignore[attr-defined]
+        return self.resolved["head"] == "logreg"
+
+    def resolved_options(self) -> dict[str, Any]:
+        return dict(self.resolved)
 
     def load_model(self, name: str, num_labels: int, id2label: dict[int, str], problem_type: str) -> nn.Module | None:
-        """A pooled-feature classifier when asked for one; None: the default Auto model."""
-        if not self.uses_pooled_head:
+        """A pooled-feature classifier, or None for the architecture's own head (the default Auto model)."""
+        from thawkit.models.backbone import checkpoint_pooling
+
+        cfg: Any = self.config
+        checkpoint = checkpoint_pooling(name)
+        pooling, head = resolve_features(cfg.pooling, cfg.head, checkpoint.mode if checkpoint else None,
+                                         problem_type == "multi_label_classification")
+        self.resolved = {"pooling": pooling, "head": head, "checkpoint_pooling": checkpoint.mode if checkpoint else None}
+        if pooling == "cls" and head == "linear":  # the architecture's own pooler + classifier
             return None
         from thawkit.models.pooled import load_pooled_classifier
 
-        cfg: Any = self.config
-        return load_pooled_classifier(name, num_labels, id2label, problem_type, cfg.pooling, cfg.head, cfg.mlp_hidden, 0.1)
+        return load_pooled_classifier(name, num_labels, id2label, problem_type, pooling, head, cfg.mlp_hidden, 0.1)
 
     def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
         return blocks_plan(layout, [HEAD])

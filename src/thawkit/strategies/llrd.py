@@ -1,8 +1,9 @@
 """Discriminative / layer-wise learning-rate decay (Howard & Ruder 2018; Sun et al. 2019).
 
 The top encoder layer trains at the base LR, each layer below at ``decay`` times the one above,
-embeddings below the bottom layer, and the head at the base LR times ``head_lr_mult``.
-With ``gradual: true`` the trainable set follows gradual unfreezing while the LRs decay.
+embeddings below the bottom layer; the head at the base LR times ``--head-lr-mult`` (every strategy's
+head multiplier). With ``gradual: true`` the trainable set follows gradual unfreezing (spread over the
+run, as in ``gradual``) while the LRs decay.
 """
 
 from __future__ import annotations
@@ -10,30 +11,26 @@ from __future__ import annotations
 from pydantic import Field
 
 from thawkit.models.layout import EMBEDDINGS, HEAD, BlockLayout, layer_block
-from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
-from thawkit.strategies.gradual import gradual_blocks
+from thawkit.strategies.base import StaticStrategyMixin, TrainablePlan, blocks_plan, register_strategy
+from thawkit.strategies.gradual import GradualConfig, SpreadStages, gradual_blocks
 
 
-class LLRDConfig(StrategyConfig):
+class LLRDConfig(GradualConfig):
     decay: float = Field(default=0.9, gt=0, le=1, description="LR factor per layer going down",
                          json_schema_extra={"flag": "--layer-decay"})
-    head_lr_mult: float = Field(default=1.0, gt=0, description="head LR = base LR x this",
-                                json_schema_extra={"flag": "--head-lr-mult"})
     gradual: bool = Field(default=False, description="also unfreeze gradually from the top")
-    every_steps: int | None = Field(default=None, gt=0, description="with gradual: stage length in steps",
-                                     json_schema_extra={"flag": "--unfreeze-every"})
 
 
-def layer_lr_scales(layout: BlockLayout, decay: float, head_lr_mult: float) -> dict[str, float]:
+def layer_lr_scales(layout: BlockLayout, decay: float) -> dict[str, float]:
     top = layout.num_layers - 1
     scales = {layer_block(i): decay ** (top - i) for i in range(layout.num_layers)}
     scales[EMBEDDINGS] = decay ** layout.num_layers
-    scales[HEAD] = head_lr_mult
+    scales[HEAD] = 1.0
     return scales
 
 
 @register_strategy("llrd")
-class LayerwiseLRDecay(StaticStrategyMixin):
+class LayerwiseLRDecay(SpreadStages, StaticStrategyMixin):
     """Lower layers change less: they hold general features that transfer."""
 
     Config = LLRDConfig
@@ -50,9 +47,9 @@ class LayerwiseLRDecay(StaticStrategyMixin):
 
     @property
     def stage_every_steps(self) -> int | None:
-        return self.config.every_steps if self.config.gradual else None  # type: ignore[attr-defined]
+        return SpreadStages.stage_every_steps.fget(self) if self.config.gradual else None  # type: ignore[attr-defined]
 
     def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
         cfg = self.config
         blocks = gradual_blocks(layout, stage) if cfg.gradual else layout.blocks  # type: ignore[attr-defined]
-        return blocks_plan(layout, blocks, layer_lr_scales(layout, cfg.decay, cfg.head_lr_mult))  # type: ignore[attr-defined]
+        return blocks_plan(layout, blocks, layer_lr_scales(layout, cfg.decay))  # type: ignore[attr-defined]

@@ -88,6 +88,9 @@ class Task:
     peft_task_type: ClassVar[str | None] = None  # peft's TaskType name for LoRA
     needs_fast_tokenizer: ClassVar[bool] = False
     cacheable: ClassVar[bool] = True  # one input sequence per example: the frozen-layer cache applies
+    # Evaluation may run in length order (less padding) when scores need only the labels that travel
+    # with each example; QA scores windows against offsets kept beside the dataset, in dataset order.
+    eval_in_length_order: ClassVar[bool] = True
     supports_class_weights: ClassVar[bool] = False
     saves_merged_weights: ClassVar[bool] = False  # adapters are always merged before saving
 
@@ -147,7 +150,7 @@ class Task:
         """Reject settings this task cannot honour, with a fix."""
         if getattr(strategy, "uses_pooled_head", False):
             raise ConfigError(f"pooled heads (pooling/head options) are for classification; fix: drop them for --task {self.name}")
-        if cfg.class_weights != "none" and not self.supports_class_weights:
+        if cfg.class_weights == "balanced" and not self.supports_class_weights:
             raise ConfigError(f"--class-weights is for classification; fix: drop it for --task {self.name}")
         if cfg.metric is not None and cfg.metric not in self.metrics:
             raise ConfigError(f"--metric {cfg.metric} is not a {self.name} metric; fix: use one of {', '.join(self.metrics)}")

@@ -220,6 +220,7 @@ class QATask(Task):
     # passes every input through.
     peft_task_type = None
     needs_fast_tokenizer = True  # offset mapping
+    eval_in_length_order = False  # predictions must line up with the windows' offsets in data.scratch
 
     def load_data(self, cfg: "TrainConfig") -> TaskData:
         train = read_squad(cfg.data)

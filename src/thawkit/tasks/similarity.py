@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from thawkit.errors import ConfigError, DataError
-from thawkit.models.backbone import from_pretrained_checked
+from thawkit.models.backbone import checkpoint_pooling, from_pretrained_checked
 from thawkit.models.pooled import pool
 from thawkit.rundir import write_json
 from thawkit.tasks.base import RunBase, Task, TaskData, register_task
@@ -86,17 +86,18 @@ def load_pair_data(cfg: "TrainConfig") -> PairData:
 class BiEncoder(nn.Module):
     """``backbone`` shared by both sides; returns the cosine similarities as ``logits``."""
 
-    def __init__(self, backbone: nn.Module, loss: str) -> None:
+    def __init__(self, backbone: nn.Module, loss: str, pooling: str = "mean") -> None:
         super().__init__()
         if getattr(backbone, "pooler", None) is not None:
             backbone.pooler = None  # mean pooling reads the token states; an unused pooler would pose as a head
         self.backbone = backbone
         self.config = backbone.config
         self.loss_kind = loss
+        self.pooling = pooling  # the checkpoint's own (sentence-transformers 1_Pooling), else mean
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        return pool(states, attention_mask, "mean")
+        return pool(states, attention_mask, self.pooling)
 
     def forward(self, input_ids_a: torch.Tensor, attention_mask_a: torch.Tensor, input_ids_b: torch.Tensor,
                 attention_mask_b: torch.Tensor, labels: torch.Tensor | None = None, **kwargs: Any) -> Any:
@@ -187,14 +188,15 @@ class SimilarityRun(RunBase):
                 + " (the run also loads with sentence_transformers.SentenceTransformer)")
 
 
-def _save_sentence_transformers_layout(folder: Path, backbone: Any, max_length: int) -> None:
+def _save_sentence_transformers_layout(folder: Path, backbone: Any, max_length: int, pooling: str = "mean") -> None:
     """The encoder plus the pooling/normalize module files sentence-transformers reads (the tokenizer is saved beside)."""
     backbone.save_pretrained(str(folder))
     hidden = int(getattr(backbone.config, "hidden_size", None) or backbone.config.dim)
     (folder / "1_Pooling").mkdir(exist_ok=True)
     write_json(folder / "1_Pooling" / "config.json", {
-        "word_embedding_dimension": hidden, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
-        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
+        "word_embedding_dimension": hidden, "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": pooling == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False,
     })
     write_json(folder / "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -227,7 +229,10 @@ class SimilarityTask(Task):
     def build_model(self, cfg: "TrainConfig", data: TaskData, strategy: Any) -> nn.Module:
         from transformers import AutoModel
 
-        return BiEncoder(from_pretrained_checked(AutoModel, cfg.model), "mnrl" if data.facts["pair_kind"] == "positive" else "cosine")
+        checkpoint = checkpoint_pooling(cfg.model)
+        data.facts["pooling"] = checkpoint.mode if checkpoint else "mean"
+        return BiEncoder(from_pretrained_checked(AutoModel, cfg.model), "mnrl" if data.facts["pair_kind"] == "positive" else "cosine",
+                         data.facts["pooling"])
 
     def encode(self, data: TaskData, split: str, tokenizer: Any, cfg: "TrainConfig") -> Any:
         return tokenize_pairs(data.split(split), tokenizer, cfg.max_length, data.facts["max_score"])
@@ -246,7 +251,7 @@ class SimilarityTask(Task):
         return {**self.metric_function(data, split)(output), "num_pairs": len(data.split(split))}
 
     def save_model(self, model: nn.Module, folder: Path, cfg: "TrainConfig") -> None:
-        _save_sentence_transformers_layout(folder, model.backbone, cfg.max_length)  # type: ignore[arg-type]
+        _save_sentence_transformers_layout(folder, model.backbone, cfg.max_length, model.pooling)  # type: ignore[arg-type]
 
     def make_run(self, model: nn.Module, tokenizer: Any, data: TaskData, info: dict[str, Any], path: Path | None) -> RunBase:
         return SimilarityRun(model, tokenizer, info, path)
@@ -254,5 +259,6 @@ class SimilarityTask(Task):
     def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> RunBase:
         from transformers import AutoModel, AutoTokenizer
 
-        model = BiEncoder(AutoModel.from_pretrained(str(path)), "cosine").eval()
+        checkpoint = checkpoint_pooling(str(path))
+        model = BiEncoder(AutoModel.from_pretrained(str(path)), "cosine", checkpoint.mode if checkpoint else "mean").eval()
         return SimilarityRun(model, AutoTokenizer.from_pretrained(str(path)), info, path)

@@ -1,0 +1,112 @@
+"""Measure each strategy's defaults against a sweep of its own settings, on real data.
+
+For every dataset and strategy: LR over 5 log-spaced points 1e-5 .. 1e-3 x head multiplier {1, 10}
+(frozen: pooling {checkpoint, cls} x head {linear, logreg, mlp}), one seed, the default epochs; then
+the defaults themselves (nothing but data, task and strategy given) at the default epochs and at 1
+epoch. Results go to benchmarks/results/defaults_<dataset>.json; docs/defaults.md is written from them.
+
+    python benchmarks/defaults_sweep.py --datasets sst2 [--points 5] [--strategies full,gradual]
+
+Runs on the embedded MiniLM-L6; needs ../shared/datasets/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _subset_tsv(source: Path, target: Path, n: int, seed: int = 0) -> Path:
+    with source.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    header, body = rows[0], rows[1:]
+    random.Random(seed).shuffle(body)
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
+        writer.writerows([header, *body[:n]])
+    return target
+
+
+def datasets(work: Path) -> dict[str, dict]:
+    """name -> train options (task, data, validation, metric)."""
+    return {
+        "sst2": {"task": "classification", "data": _subset_tsv(SHARED / "sst2/train.tsv", work / "sst2-2k.tsv", 2000),
+                 "validation": SHARED / "sst2/test.tsv", "report": "accuracy"},
+        "chemprot": {"task": "classification", "data": SHARED / "chemprot/train.jsonl", "validation": SHARED / "chemprot/dev.jsonl",
+                     "report": "macro_f1"},
+        "stsb": {"task": "similarity", "data": _subset_tsv(SHARED / "stsb/train.tsv", work / "stsb-2k.tsv", 2000),
+                 "validation": SHARED / "stsb/validation.tsv", "report": "spearman"},
+    }
+
+
+def grid(strategy: str, points: int) -> list[dict]:
+    if strategy == "frozen":
+        return [{"strategy_options": {"pooling": p, "head": h}} for p in ("auto", "cls") for h in ("linear", "logreg", "mlp")]
+    lrs = [10 ** (-5 + 2 * i / (points - 1)) for i in range(points)]
+    return [{"lr": round(lr, 7), "head_lr_mult": mult} for lr in lrs for mult in (1.0, 10.0)]
+
+
+def run_one(options: dict, out: Path) -> dict:
+    """Train with ``options`` (only what is given: everything else is thawkit's default)."""
+    import thawkit
+
+    options = dict(options)
+    report = options.pop("report")
+    started = time.perf_counter()
+    try:
+        run = thawkit.train(**options, out=out, overwrite=True, progress="off", measure_forgetting=False)
+    except thawkit.ThawkitError as exc:  # e.g. logreg on multi-label; a diverged LR
+        return {"error": str(exc), "seconds": round(time.perf_counter() - started, 1)}
+    validation = run.metrics["validation"]
+    return {"value": validation.get(report), "metric": report, "macro_f1": validation.get("macro_f1"), "failed": run.info.get("failed"),
+            "seconds": round(time.perf_counter() - started, 1), "resolved": run.info.get("strategy_resolved")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="sst2")
+    parser.add_argument("--strategies", default="frozen,partial,gradual,llrd,lora,full")
+    parser.add_argument("--points", type=int, default=5)
+    parser.add_argument("--skip-sweep", action="store_true", help="only the defaults")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        table = datasets(work)
+        for name in args.datasets.split(","):
+            base = {k: v for k, v in table[name].items()}
+            path = RESULTS / f"defaults_{name}.json"
+            results = json.loads(path.read_text()) if path.exists() else {}
+            for strategy in args.strategies.split(","):
+                entry = results.setdefault(strategy, {"sweep": [], "defaults": {}})
+                if not args.skip_sweep:
+                    entry["sweep"] = []
+                    for setting in grid(strategy, args.points):
+                        outcome = run_one({**base, "strategy": strategy, **setting}, work / "run")
+                        entry["sweep"].append({**setting, **outcome})
+                        print(name, strategy, setting, outcome, flush=True)
+                for epochs in (None, 1):
+                    options = {**base, "strategy": strategy, **({"epochs": epochs} if epochs else {})}
+                    outcome = run_one(options, work / "run")
+                    entry["defaults"]["1 epoch" if epochs else "default epochs"] = outcome
+                    print(name, strategy, "defaults", epochs or "default", outcome, flush=True)
+                path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print("written", RESULTS, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
