@@ -53,11 +53,11 @@ def datasets(work: Path) -> dict[str, dict]:
     }
 
 
-def grid(strategy: str, points: int) -> list[dict]:
+def grid(strategy: str, points: int, lrs: list[float] | None = None, mults: tuple[float, ...] = (1.0, 10.0)) -> list[dict]:
     if strategy == "frozen":
         return [{"strategy_options": {"pooling": p, "head": h}} for p in ("auto", "cls") for h in ("linear", "logreg", "mlp")]
-    lrs = [10 ** (-5 + 2 * i / (points - 1)) for i in range(points)]
-    return [{"lr": round(lr, 7), "head_lr_mult": mult} for lr in lrs for mult in (1.0, 10.0)]
+    lrs = lrs or [10 ** (-5 + 2 * i / (points - 1)) for i in range(points)]
+    return [{"lr": round(lr, 7), "head_lr_mult": mult} for lr in lrs for mult in mults]
 
 
 def run_one(options: dict, out: Path) -> dict:
@@ -81,7 +81,10 @@ def main() -> None:
     parser.add_argument("--datasets", default="sst2")
     parser.add_argument("--strategies", default="frozen,partial,gradual,llrd,lora,full")
     parser.add_argument("--points", type=int, default=5)
+    parser.add_argument("--lrs", default=None, help="comma-separated learning rates instead of --points")
+    parser.add_argument("--mults", default="1,10", help="head LR multipliers to sweep")
     parser.add_argument("--skip-sweep", action="store_true", help="only the defaults")
+    parser.add_argument("--skip-defaults", action="store_true", help="only the sweep")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,12 +97,12 @@ def main() -> None:
             for strategy in args.strategies.split(","):
                 entry = results.setdefault(strategy, {"sweep": [], "defaults": {}})
                 if not args.skip_sweep:
-                    entry["sweep"] = []
-                    for setting in grid(strategy, args.points):
+                    lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else None
+                    for setting in grid(strategy, args.points, lrs, tuple(float(m) for m in args.mults.split(","))):
                         outcome = run_one({**base, "strategy": strategy, **setting}, work / "run")
                         entry["sweep"].append({**setting, **outcome})
                         print(name, strategy, setting, outcome, flush=True)
-                for epochs in (None, 1):
+                for epochs in (() if args.skip_defaults else (None, 1)):
                     options = {**base, "strategy": strategy, **({"epochs": epochs} if epochs else {})}
                     outcome = run_one(options, work / "run")
                     entry["defaults"]["1 epoch" if epochs else "default epochs"] = outcome

@@ -8,7 +8,7 @@ import torch
 
 import thawkit
 from thawkit.engine.cache import FeatureStore, compute_states
-from thawkit.engine.cached_training import SwitchableCollator
+from thawkit.engine.cached_training import SwitchableCollator, pad_states
 from thawkit.engine.surgery import ModelSurgery
 from thawkit.models.layout import build_layout
 
@@ -50,9 +50,9 @@ def test_cached_logits_equal_plain_logits_at_every_boundary(tiny_models, arch):
         for boundary in wanted:
             surgery.start_at(boundary)
             try:
-                batch = collator([{"inputs_embeds": states[boundary].get(i), "labels": 0} for i in range(len(TEXTS))])
+                embeds, mask = pad_states([states[boundary].get(i) for i in range(len(TEXTS))])
                 with torch.inference_mode():
-                    cached = model(inputs_embeds=batch["inputs_embeds"], attention_mask=batch["attention_mask"]).logits
+                    cached = model(inputs_embeds=embeds, attention_mask=mask).logits
             finally:
                 surgery.restore()
             torch.testing.assert_close(cached, plain, atol=1e-5, rtol=1e-5, msg=f"{arch} boundary {boundary}")

@@ -161,7 +161,7 @@ def test_compare_cli_takes_train_and_strategy_options(tiny_bert, toy_csv, tmp_pa
 
     monkeypatch.setattr(compare_cmds, "console", rich.console.Console(width=80))  # an 80-column terminal
     main(["compare", "--data", str(toy_csv), "--model", str(tiny_bert), "--strategies", "frozen,lora", "--epochs", "1",
-          "--max-length", "32", "--lr", "2e-3", "--class-weights", "auto", "--lora-r", "4", "--no-advise",
+          "--max-length", "32", "--lr", "2e-3", "--class-weights", "balanced", "--lora-r", "4", "--no-advise",
           "--out", str(tmp_path / "cmp")])
     out = capsys.readouterr().out
     infos = {json.loads(p.read_text())["strategy"]: json.loads(p.read_text()) for p in (tmp_path / "cmp").rglob("thawkit.json")}

@@ -47,7 +47,7 @@ class TrainConfig(BaseModel):
     epochs: float = Field(default=3, gt=0, le=1000, description="training epochs")
     lr: float | None = Field(default=None, gt=0, lt=1, description="base learning rate (default: per strategy)")
     head_lr_mult: float | None = Field(
-        default=None, gt=0, le=1000, description="the task head's LR = base LR x this (default: per strategy, 10; frozen 1)"
+        default=None, gt=0, le=1000, description="the task head's LR = base LR x this (default: the strategy's, 1; see docs/defaults.md)"
     )
     batch_size: int = Field(default=16, gt=0, le=65536, description="per-device training batch size")
     eval_batch_size: int = Field(default=64, gt=0, le=65536, description="per-device evaluation batch size")

@@ -45,6 +45,9 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
         # Gradual unfreezing thaws parameters that DDP registered but saw no gradient for yet.
         ddp_find_unused_parameters=multi_stage,
         dataloader_num_workers=0,
+        # Batches carry the cache coordinates of their rows (cache_index, cache_split) to the trainer,
+        # which swaps in the cached states; the tasks' datasets hold only model inputs otherwise.
+        remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),
         **cpu_ddp,
     )

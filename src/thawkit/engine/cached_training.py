@@ -1,5 +1,5 @@
-"""The cached training path: datasets that serve boundary states, their collator, and the switch
-that follows the strategy's stages (module surgery + dataset boundary move together)."""
+"""The cached training path: datasets whose rows name their cached states, the collator, and the
+runtime that follows the strategy's stages (module surgery) and swaps states in when a batch is used."""
 
 from __future__ import annotations
 
@@ -41,10 +41,16 @@ def boundary_for(plan: TrainablePlan, layout: BlockLayout) -> int | None:
 _TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class SwitchableDataset(torch.utils.data.Dataset):
-    """Serves tokenized examples (plain path) or cached boundary states (cached path).
+CACHE_KEYS = ("cache_index", "cache_split")
 
-    ``order`` lets evaluation sets run in length order (less padding); metrics do not depend on it.
+
+class SwitchableDataset(torch.utils.data.Dataset):
+    """Serves tokenized examples; once the cache is attached, each example also names its row, and
+    the trainer swaps in that row's boundary states when the batch is used (``CachedRuntime.materialize``).
+
+    The swap happens at use time, not at fetch time: data loaders fetch a batch ahead, and a stage
+    change between fetch and use (gradual unfreezing every N steps) would otherwise feed states of the
+    old boundary to the new model. ``order`` lets evaluation sets run in length order (less padding).
     """
 
     def __init__(self, tokenized: Any, order: list[int] | None = None) -> None:
@@ -52,7 +58,7 @@ class SwitchableDataset(torch.utils.data.Dataset):
         self.rows = [tokenized[i] for i in range(len(tokenized))]
         self.order = order
         self.states: dict[int, Any] = {}
-        self.boundary: int | None = None
+        self.split_id: int | None = None  # position in the runtime's datasets, once cached
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -66,40 +72,35 @@ class SwitchableDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         index = self._index(i)
         row = self.rows[index]
-        if self.boundary is None:
+        if self.split_id is None:
             return row
-        # Cached states replace the token inputs; targets (labels, start/end positions) stay.
-        targets = {k: v for k, v in row.items() if k not in _TOKEN_INPUTS}
-        return {"inputs_embeds": self.states[self.boundary].get(index), **targets}
+        return {**row, "cache_index": index, "cache_split": self.split_id}
 
 
 class SwitchableCollator:
-    """Pads token ids (plain path) or boundary states (cached path) to the batch's longest example."""
+    """Pads token ids with the task's collator; carries the rows' cache coordinates alongside."""
 
     def __init__(self, tokenizer: Any, plain: Any = None) -> None:
         self.plain = plain if plain is not None else DataCollatorWithPadding(tokenizer)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if "inputs_embeds" not in features[0]:
+        if "cache_index" not in features[0]:
             return self.plain(features)
-        width = max(f["inputs_embeds"].shape[0] for f in features)
-        hidden = features[0]["inputs_embeds"].shape[1]
-        embeds = torch.zeros(len(features), width, hidden)  # (batch, tokens, hidden)
-        mask = torch.zeros(len(features), width, dtype=torch.long)
-        for row, feature in enumerate(features):
-            length = feature["inputs_embeds"].shape[0]
-            embeds[row, :length] = feature["inputs_embeds"]
-            mask[row, :length] = 1
-        batch = {"inputs_embeds": embeds, "attention_mask": mask}
-        for key in features[0]:
-            if key == "inputs_embeds":
-                continue
-            values = [f[key] for f in features]
-            if isinstance(values[0], list) and values[0] and isinstance(values[0][0], int):
-                # Token labels: pad with -100 (ignored by the loss) to the batch's width.
-                values = [x + [-100] * (width - len(x)) for x in values]
-            batch[key] = torch.tensor(values)
+        batch = self.plain([{k: v for k, v in f.items() if k not in CACHE_KEYS} for f in features])
+        for key in CACHE_KEYS:
+            batch[key] = torch.tensor([f[key] for f in features])
         return batch
+
+
+def pad_states(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example states (tokens_i, hidden) -> (batch, tokens, hidden) embeds and their attention mask."""
+    width = max(row.shape[0] for row in rows)
+    embeds = torch.zeros(len(rows), width, rows[0].shape[1])
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        embeds[i, : row.shape[0]] = row
+        mask[i, : row.shape[0]] = 1
+    return embeds, mask
 
 
 @dataclass
@@ -113,21 +114,32 @@ class CachedRuntime:
     storage: str
     stage_boundaries: list[int | None] = field(default_factory=list)
 
+    boundary: int | None = None  # where the model starts now; None: the full model on tokens
+
     def follow(self, plan: TrainablePlan) -> None:
-        """Called at every stage change: move the model and the datasets to the new boundary."""
+        """Called at every stage change: the model starts at the new boundary (or is whole again)."""
         boundary = boundary_for(plan, self.layout)
         if boundary is None or boundary not in self.boundaries:
             self.surgery.restore()
             boundary = None
         else:
             self.surgery.start_at(boundary)
-        for dataset in self.datasets:
-            dataset.boundary = boundary
+        self.boundary = boundary
+
+    def materialize(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """A batch as the model needs it now: its rows' states at the current boundary, or tokens."""
+        index, split = inputs.pop("cache_index", None), inputs.pop("cache_split", None)
+        if index is None or self.boundary is None:
+            return inputs
+        states = self.datasets[int(split[0])].states[self.boundary]
+        embeds, mask = pad_states([states.get(int(i)) for i in index])
+        device = inputs["input_ids"].device if "input_ids" in inputs else embeds.device
+        batch = {k: v for k, v in inputs.items() if k not in _TOKEN_INPUTS}
+        return {**batch, "inputs_embeds": embeds.to(device), "attention_mask": mask.to(device)}
 
     def finish(self) -> None:
         self.surgery.restore()
-        for dataset in self.datasets:
-            dataset.boundary = None
+        self.boundary = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -173,11 +185,8 @@ def _self_check(
             plain = _logits(model(**{k: v.to(device) for k, v in plain_batch.items()}))
             surgery.start_at(boundary)
             try:
-                cached_batch = collator([{"inputs_embeds": states.get(i), "labels": 0} for i in range(len(sample))])
-                cached = _logits(model(
-                    inputs_embeds=cached_batch["inputs_embeds"].to(device),
-                    attention_mask=cached_batch["attention_mask"].to(device),
-                ))
+                embeds, mask = pad_states([states.get(i) for i in range(len(sample))])
+                cached = _logits(model(inputs_embeds=embeds.to(device), attention_mask=mask.to(device)))
             finally:
                 surgery.restore()
     finally:
@@ -266,6 +275,7 @@ def prepare_cached_path(
             for b in missing:
                 states[b] = store.save(keys[b], computed[b], {"split": split, "boundary": b, "examples": len(dataset)})
         dataset.states = states  # type: ignore[assignment]
+        dataset.split_id = list(datasets).index(split)
         entries[split] = CacheEntry(states, seconds=seconds, reused=not missing)  # type: ignore[arg-type]
     runtime = CachedRuntime(surgery, layout, list(datasets.values()), entries, boundaries, first_token_only, storage, stage_boundaries)
     return runtime, "frozen bottom cached"

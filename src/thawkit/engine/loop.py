@@ -41,7 +41,7 @@ class Loop:
 def build_loop(
     cfg: Any, controller: StageController, args: Any, train_ds: Any, val_ds: Any, collator: Any, tokenizer: Any,
     compute_metrics: Callable[[Any], dict[str, float]], metric: str, ever_trainable: set[str],
-    class_weights: list[float] | None = None, group_by_length: bool = True,
+    class_weights: list[float] | None = None, group_by_length: bool = True, materialize: Any = None,
 ) -> Loop:
     from transformers import PrinterCallback
 
@@ -77,6 +77,7 @@ def build_loop(
         train_lengths=train_ds.lengths() if cfg.group_by_length and group_by_length else None,
         class_weights=class_weights,
         divergence=DivergenceMonitor(cfg.resolved_lr()),
+        materialize=materialize,
     )
     trainer.remove_callback(PrinterCallback)  # the rich progress bar replaces the raw log dicts
     controller.decay_names = set(trainer.get_decay_parameter_names(model))

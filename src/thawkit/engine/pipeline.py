@@ -90,7 +90,8 @@ def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) ->
 
     collator = SwitchableCollator(tokenizer, task.collator(tokenizer)) if task.cacheable else task.collator(tokenizer)
     loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
-                      cfg.metric, ever_trainable, class_weights=prepared.class_weights, group_by_length=task.cacheable)
+                      cfg.metric, ever_trainable, class_weights=prepared.class_weights, group_by_length=task.cacheable,
+                      materialize=runtime.materialize if runtime is not None else None)
     trainer, history, best = loop.trainer, loop.history, loop.best
     training_loss, train_seconds = run_loop(loop, partial_dir, is_main, runtime, _closed_form_fit(strategy, loop, controller, cfg, ever_trainable))
     timings["train"] = train_seconds
@@ -212,10 +213,11 @@ def _attach_cache(cfg: TrainConfig, task: Task, controller: Any, tokenizer: Any,
 def _closed_form_fit(strategy: Any, loop: Any, controller: Any, cfg: TrainConfig, ever_trainable: set[str]) -> Any:
     """Training replaced by a closed-form head fit, or by one evaluation when nothing can train."""
     trainer, history = loop.trainer, loop.history
-    if getattr(strategy, "fits_head_in_closed_form", False):
-        from thawkit.engine.feature_heads import fit_logreg_head
+    candidates = getattr(strategy, "feature_head_candidates", ())
+    if candidates:
+        from thawkit.engine.feature_heads import fit_feature_head
 
-        return lambda: fit_logreg_head(trainer, controller, history, cfg.seed)
+        return lambda: fit_feature_head(trainer, controller, history, cfg.seed, candidates, cfg.metric)
     if ever_trainable:
         return None
 
@@ -248,7 +250,7 @@ def _sample_batch(collator: Any, dataset: Any, model: Any) -> dict[str, torch.Te
 def _run_info(cfg: TrainConfig, task: Task, strategy: Any, data: TaskData, model: Any) -> dict[str, Any]:
     from thawkit.version import __version__
 
-    closed_form = bool(getattr(strategy, "fits_head_in_closed_form", False))
+    closed_form = bool(getattr(strategy, "feature_head_candidates", ()))
     return {
         "thawkit_version": __version__,
         "task": task.run_type,
@@ -264,10 +266,18 @@ def _run_info(cfg: TrainConfig, task: Task, strategy: Any, data: TaskData, model
         "metric": cfg.metric,
         # A closed-form head (scikit-learn) uses no learning rate.
         "learning_rate": None if closed_form else cfg.resolved_lr(),
-        "head_fit": "closed-form (scikit-learn logistic regression)" if closed_form else "gradient descent",
+        "head_fit": _head_fit(model) if closed_form else "gradient descent",
         "config": cfg.model_dump(mode="json"),
         **task.run_facts(data),
     }
+
+
+def _head_fit(model: Any) -> str:
+    selection = getattr(model, "head_selection", None)
+    if selection is None or len(selection["validation"]) == 1:
+        return "closed-form (scikit-learn logistic regression)"
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in selection["validation"].items())
+    return f"{selection['chosen']} chosen on validation ({scores}) over cached pooled features"
 
 
 def _training_facts(trainer: Any, controller: Any, layout: Any, loop: Any, train_seconds: float,

@@ -24,9 +24,11 @@ class StrategyTrainer(Trainer):
         train_lengths: list[int] | None = None,
         class_weights: list[float] | None = None,
         divergence: Any = None,
+        materialize: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.materialize = materialize  # the cached path's: boundary states for this batch's rows
         self.controller = controller
         self.train_lengths = train_lengths
         self.class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
@@ -45,6 +47,14 @@ class StrategyTrainer(Trainer):
             lengths=self.train_lengths,
             generator=generator,
         )
+
+    def _prepare_inputs(self, inputs: Any) -> Any:
+        inputs = super()._prepare_inputs(inputs)
+        return self.materialize(inputs) if self.materialize is not None else inputs
+
+    def batch_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A batch from one of this trainer's data loaders, on the device, as the model needs it now."""
+        return self._prepare_inputs(batch)
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         if self.optimizer is None:

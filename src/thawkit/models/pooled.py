@@ -136,3 +136,34 @@ def fit_logistic_regression(model: PooledHeadClassifier, features: torch.Tensor,
     with torch.no_grad():
         model.linear_layer().weight.copy_(weight)
         model.linear_layer().bias.copy_(bias)
+
+
+def train_mlp_head(model: PooledHeadClassifier, features: torch.Tensor, labels: torch.Tensor, val_features: torch.Tensor,
+                   score: Any, seed: int, epochs: int = 40, patience: int = 5, lr: float = 1e-3) -> None:
+    """Train the MLP head on pooled features held in memory (mini-batches of vectors, no encoder
+    passes); keep the epoch with the best validation ``score(logits)``."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model.head = build_head("mlp", features.shape[1], model.num_labels, model.mlp_hidden, model.dropout)
+    model.head_kind = "mlp"
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=lr, weight_decay=0.01)
+    best, best_state, waited = float("-inf"), None, 0
+    for _ in range(epochs):
+        model.head.train()
+        for batch in torch.randperm(len(features), generator=generator).split(64):
+            loss = nn.functional.cross_entropy(model.head(features[batch]), labels[batch].long())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.head.eval()
+        with torch.no_grad():
+            value = score(model.head(val_features))
+        if value > best + 1e-9:
+            best, best_state, waited = value, {k: v.clone() for k, v in model.head.state_dict().items()}, 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    if best_state is not None:
+        model.head.load_state_dict(best_state)
+    model.head.eval()

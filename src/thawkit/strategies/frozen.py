@@ -2,8 +2,8 @@
 
 Features come the way the checkpoint was trained to make them: a sentence-transformers checkpoint
 (the embedded MiniLM) pools its tokens (its ``1_Pooling`` config: mean, CLS or max), and a
-scikit-learn logistic regression is fitted on those cached features (no epochs; measured best in
-docs/defaults.md). A plain transformers checkpoint keeps the architecture's own head on ``[CLS]``
+scikit-learn logistic regression and a small MLP are fitted on those cached features (no encoder
+epochs) and the better on validation is kept (docs/defaults.md: neither wins everywhere). A plain transformers checkpoint keeps the architecture's own head on ``[CLS]``
 (pooler + classifier), whose pooler the checkpoint trained, and the run is a standard Hugging Face
 model. ``pooling`` and ``head`` choose explicitly.
 """
@@ -33,14 +33,14 @@ class FrozenConfig(StrategyConfig):
 
 
 def resolve_features(pooling: str, head: str, checkpoint_mode: str | None, multi_label: bool) -> tuple[str, str]:
-    """(pooling, head) for ``auto`` settings: pooled features with logistic regression where the
-    checkpoint defines a pooling, the architecture's own [CLS] head otherwise; logistic regression
-    is single-label only, so multi-label takes a linear head."""
+    """(pooling, head) for ``auto`` settings: where the checkpoint defines a pooling, its pooled
+    features with the better of logistic regression and an MLP on validation (``select``); the
+    architecture's own [CLS] head otherwise; multi-label (no logistic regression) takes a linear head."""
     if pooling == "auto":
         pooling = checkpoint_mode or "cls"
     if head == "auto":
         own_head = pooling == "cls" and checkpoint_mode is None
-        head = "linear" if own_head or multi_label else "logreg"
+        head = "linear" if own_head or multi_label else "select"
     return pooling, head
 
 
@@ -56,7 +56,6 @@ class FrozenBackbone(StaticStrategyMixin):
     color = "#1f77b4"
     order = 0
     cached_pass = True  # the frozen bottom runs once, from the cache
-    default_head_lr_mult = 1.0  # the base LR is already the head's
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
@@ -71,7 +70,13 @@ class FrozenBackbone(StaticStrategyMixin):
 
     @property
     def fits_head_in_closed_form(self) -> bool:  # type: ignore[override]
-        return self.resolved["head"] == "logreg"
+        return bool(self.feature_head_candidates)
+
+    @property
+    def feature_head_candidates(self) -> tuple[str, ...]:
+        """Heads fitted on cached pooled features (the best on validation is kept); () when trained."""
+        head = self.resolved["head"]
+        return {"logreg": ("logreg",), "select": ("logreg", "mlp")}.get(head, ())
 
     def resolved_options(self) -> dict[str, Any]:
         return dict(self.resolved)
@@ -89,7 +94,8 @@ class FrozenBackbone(StaticStrategyMixin):
             return None
         from thawkit.models.pooled import load_pooled_classifier
 
-        return load_pooled_classifier(name, num_labels, id2label, problem_type, pooling, head, cfg.mlp_hidden, 0.1)
+        built_head = "linear" if head == "select" else head  # replaced by the head that wins on validation
+        return load_pooled_classifier(name, num_labels, id2label, problem_type, pooling, built_head, cfg.mlp_hidden, 0.1)
 
     def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
         return blocks_plan(layout, [HEAD])

@@ -1,0 +1,106 @@
+"""The mechanisms behind the defaults (docs/defaults.md has the real-data measurements): the
+checkpoint's own pooling, class weights on skewed data, majority-class models reported as failed,
+and `thawkit info` telling what a run really is."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import thawkit
+from thawkit.cli.app import main
+from thawkit.guards.imbalance import check_collapse
+from thawkit.models.backbone import checkpoint_pooling
+from thawkit.strategies.frozen import resolve_features
+from thawkit.testing import make_tiny_model, write_toy_csv
+
+
+@pytest.fixture(scope="module")
+def sentence_transformers_model(tmp_path_factory):
+    """A tiny checkpoint in the sentence-transformers layout, trained (as it says) with max pooling."""
+    path = make_tiny_model(tmp_path_factory.mktemp("st-model"))
+    (path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]))
+    (path / "1_Pooling").mkdir()
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_cls_token": False,
+                                                                 "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": True}))
+    return path
+
+
+def test_pooling_is_read_from_the_checkpoint(sentence_transformers_model, tiny_bert):
+    pooling = checkpoint_pooling(str(sentence_transformers_model))
+    assert pooling is not None and pooling.mode == "max" and not pooling.normalize
+    assert checkpoint_pooling(str(tiny_bert)) is None  # a plain transformers folder
+    embedded = checkpoint_pooling("minilm-l6")
+    assert embedded is not None and embedded.mode == "mean" and embedded.normalize
+    # auto: the checkpoint's pooling with logistic regression; a plain checkpoint keeps its own [CLS] head.
+    assert resolve_features("auto", "auto", "max", multi_label=False) == ("max", "select")
+    assert resolve_features("auto", "auto", None, multi_label=False) == ("cls", "linear")
+    assert resolve_features("auto", "auto", "mean", multi_label=True) == ("mean", "linear")
+
+
+def test_frozen_and_similarity_use_the_checkpoint_pooling(sentence_transformers_model, toy_csv, tmp_path):
+    run = thawkit.train(data=toy_csv, model=str(sentence_transformers_model), strategy="frozen", max_length=32,
+                        out=tmp_path / "frozen", progress="off")
+    assert run.info["strategy_resolved"] == {"pooling": "max", "head": "select", "checkpoint_pooling": "max"}
+    assert run.info["learning_rate"] is None and run.info["global_steps"] == 0  # fitted, not trained
+    assert run.model.pooling == "max"
+    # The better of logistic regression and an MLP on validation is kept, and the saved run is that head.
+    chosen = run.model.head_kind
+    assert chosen in ("logreg", "mlp") and f"{chosen} chosen on validation" in run.info["head_fit"]
+    reloaded = thawkit.load(tmp_path / "frozen")
+    assert reloaded.model.head_kind == chosen
+    assert reloaded.predict(["a great film"]) == run.predict(["a great film"])
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("sentence1,sentence2,score\n" + "a cat sleeps,a cat is sleeping,5\na dog runs,stocks fell,0\n" * 10)
+    similarity = thawkit.train(task="similarity", data=pairs, model=str(sentence_transformers_model), strategy="full",
+                               epochs=1, max_length=32, out=tmp_path / "sim", progress="off")
+    assert similarity.model.pooling == "max"
+    assert json.loads((tmp_path / "sim" / "1_Pooling" / "config.json").read_text())["pooling_mode_max_tokens"] is True
+    assert thawkit.load(tmp_path / "sim").model.pooling == "max"
+
+
+def test_class_weights_follow_the_skew(tiny_bert, tmp_path):
+    skewed = tmp_path / "skewed.csv"
+    rows = [("great film superb", "positive")] * 90 + [("awful film dull", "negative")] * 20
+    skewed.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows))
+    run = thawkit.train(data=skewed, model=str(tiny_bert), strategy="frozen", epochs=1, max_length=16,
+                        out=tmp_path / "a", progress="off", measure_forgetting=False)
+    weights = dict(zip(run.labels, run.info["class_weights"]))
+    assert weights["negative"] > 3 * weights["positive"]  # auto: 4.5:1 is skewed
+    balanced = write_toy_csv(tmp_path / "balanced.csv", n=60)
+    run = thawkit.train(data=balanced, model=str(tiny_bert), strategy="frozen", epochs=1, max_length=16,
+                        out=tmp_path / "b", progress="off", measure_forgetting=False)
+    assert run.info["class_weights"] is None
+    run = thawkit.train(data=skewed, model=str(tiny_bert), strategy="frozen", epochs=1, max_length=16, class_weights="none",
+                        out=tmp_path / "c", progress="off", measure_forgetting=False)
+    assert run.info["class_weights"] is None
+
+
+def test_majority_class_model_is_a_failure():
+    collapsed = {"macro_f1": 0.4, "confusion_matrix": {"format": "rows = gold, columns = predicted", "labels": ["a", "b"],
+                                                       "matrix": [[30, 0], [10, 0]]}}
+    [finding] = check_collapse(collapsed)
+    assert "'a' for every validation example" in finding.message
+    healthy = {"confusion_matrix": {"format": "rows = gold, columns = predicted", "labels": ["a", "b"], "matrix": [[25, 5], [3, 7]]}}
+    assert check_collapse(healthy) == []
+
+
+def test_info_describes_a_pooled_logistic_regression_run(tiny_bert, toy_csv, tmp_path, capsys):
+    thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="frozen", strategy_options={"pooling": "mean", "head": "logreg"},
+                  max_length=32, out=tmp_path / "run", progress="off")
+    capsys.readouterr()
+    main(["info", str(tmp_path / "run")])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "closed-form (scikit-learn logistic regression)" in shown and "n/a (closed-form fit)" in shown
+    assert "pooled-feature classifier" in shown and "66 of" in shown  # 32 x 2 + 2: the head only, no pooler
+
+
+def test_head_multiplier_flag_reaches_the_run(tiny_bert, toy_csv, tmp_path):
+    main(["train", "--data", str(toy_csv), "--model", str(tiny_bert), "--strategy", "full", "--epochs", "1",
+          "--head-lr-mult", "3", "--max-length", "32", "--out", str(tmp_path / "run"), "--progress", "off"])
+    saved = json.loads((tmp_path / "run" / "thawkit.json").read_text())
+    assert saved["config"]["head_lr_mult"] == 3.0
