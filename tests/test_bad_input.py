@@ -116,3 +116,26 @@ def test_console_script_exit_code(tmp_path):
     result = subprocess.run([str(exe), "train", "--data", str(tmp_path / "nope.csv")], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "nope.csv" in result.stderr
+
+
+def test_ctrl_c_exits_130_and_leaves_nothing(tiny_bert, tmp_path):
+    """Ctrl-C during training: one line, exit code 130 (so `train && deploy` stops), no run folder."""
+    import signal
+    import time
+
+    from thawkit.testing import write_toy_csv
+
+    data = write_toy_csv(tmp_path / "toy.csv", n=2000)
+    exe = Path(sys.executable).with_name("thawkit")
+    process = subprocess.Popen([str(exe), "train", "--data", str(data), "--model", str(tiny_bert), "--epochs", "50",
+                                "--max-length", "32", "--out", str(tmp_path / "run"), "--progress", "off"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".run.partial")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)  # training has started once the Trainer's output folder exists
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run*"))

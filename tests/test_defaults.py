@@ -104,3 +104,14 @@ def test_head_multiplier_flag_reaches_the_run(tiny_bert, toy_csv, tmp_path):
           "--head-lr-mult", "3", "--max-length", "32", "--out", str(tmp_path / "run"), "--progress", "off"])
     saved = json.loads((tmp_path / "run" / "thawkit.json").read_text())
     assert saved["config"]["head_lr_mult"] == 3.0
+
+
+def test_default_learning_rate_follows_model_size(tiny_bert, toy_csv, tmp_path):
+    full = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="full", epochs=1, max_length=32,
+                         out=tmp_path / "full", progress="off", measure_forgetting=False)
+    assert full.info["learning_rate"] == 1e-4  # a small encoder: full fine-tuning's measured small-model LR
+    partial = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="partial", epochs=1, max_length=32,
+                            out=tmp_path / "partial", progress="off", measure_forgetting=False)
+    assert partial.info["learning_rate"] == 5e-5
+    strategy = thawkit.registry.get_strategy_class("full")()
+    assert strategy.default_lr_for(110_000_000) == 3e-5  # BERT-base keeps the usual 3e-5

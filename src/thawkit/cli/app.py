@@ -27,12 +27,30 @@ app.command("info")(inspect_cmds.info)
 app.command("strategies")(inspect_cmds.strategies)
 
 
+class Interrupted(BaseException):
+    """Ctrl-C, raised past click (which would turn KeyboardInterrupt into a silent exit 0)."""
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    raise Interrupted()
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
+    import threading
+
     from thawkit.logging_setup import quiet_libraries
 
     quiet_libraries()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_interrupt) if in_main_thread else None
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
+        if isinstance(result, int) and result != 0:
+            sys.exit(result)
+    except Interrupted:
+        typer.secho("interrupted: nothing was written (a run folder appears only when it is complete)", err=True)
+        sys.exit(130)
     except ThawkitError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(exc.exit_code)
@@ -48,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,8 @@ def _prepare(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool) ->
     if not length_given and limit and cfg.max_length > limit:  # the task's default, on a model with fewer positions
         cfg = cfg.model_copy(update={"max_length": int(limit)})
     check_max_length(cfg, model)
+    if cfg.lr is None:  # the strategy's measured default for a model of this size
+        cfg = cfg.model_copy(update={"lr": strategy.default_lr_for(sum(p.numel() for p in model.parameters()))})
     timings["load_model"] = time.perf_counter() - mark
     guards = GuardReport(strict=cfg.strict)
     guards.add(check_learning_rate(cfg.strategy, cfg.resolved_lr(), strategy.sane_max_lr))

@@ -119,6 +119,13 @@ class StaticStrategyMixin:
     # The head's LR multiplier: 10x lost a point on SST-2 (gradual) and 7 F1 on SQuAD (full) against
     # 1x once gradual stopped starving its head-only phase (docs/defaults.md); 1x until measured better.
     default_head_lr_mult: float = 1.0
+    # Small encoders (under 50M parameters, e.g. MiniLM-L6) tolerate and need a higher LR; None: default_lr.
+    small_model_lr: float | None = None
+
+    def default_lr_for(self, num_params: int) -> float:
+        """The measured default LR for a model of this size (docs/defaults.md)."""
+        small = self.small_model_lr is not None and num_params < 50_000_000
+        return self.small_model_lr if small else self.default_lr  # type: ignore[attr-defined, return-value]
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()  # type: ignore[attr-defined]
