@@ -115,3 +115,20 @@ def test_default_learning_rate_follows_model_size(tiny_bert, toy_csv, tmp_path):
     assert partial.info["learning_rate"] == 5e-5
     strategy = thawkit.registry.get_strategy_class("full")()
     assert strategy.default_lr_for(110_000_000) == 3e-5  # BERT-base keeps the usual 3e-5
+
+
+def test_collapsed_model_is_marked_and_strict_stops_it(tiny_bert, toy_csv, tmp_path, capsys):
+    # The tiny random model cannot learn the toy task in one epoch: it predicts one class.
+    run = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="full", epochs=1, max_length=32,
+                        out=tmp_path / "run", progress="off", measure_forgetting=False)
+    matrix = run.metrics["validation"]["confusion_matrix"]["matrix"]
+    single = sum(1 for j in range(len(matrix)) if any(row[j] for row in matrix)) == 1
+    assert bool(run.info["failed"]) == single
+    if not single:
+        pytest.skip("this tiny model happened to predict both classes")
+    assert "majority-class" in [g["guard"] for g in run.info["guards"]]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(toy_csv), "--model", str(tiny_bert), "--epochs", "1", "--max-length", "32",
+              "--strict", "--out", str(tmp_path / "strict"), "--progress", "off", "--no-measure-forgetting"])
+    assert exit_info.value.code == 2 and "majority-class" in capsys.readouterr().err
+    assert not (tmp_path / "strict").exists() and not list(tmp_path.glob(".strict*"))

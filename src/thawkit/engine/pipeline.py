@@ -107,7 +107,12 @@ def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) ->
     metrics = _final_metrics(task, data, trainer, val_ds, tokenizer, cfg)
     timings["evaluate"] = time.perf_counter() - mark
     collapse = check_collapse(metrics["validation"])  # a majority-class model is a failure, not a result
-    prepared.guards.add(collapse)
+    try:
+        prepared.guards.add(collapse)  # an error under --strict: nothing is written
+    except BaseException:
+        if is_main:
+            shutil.rmtree(partial_dir, ignore_errors=True)
+        raise
     if cfg.measure_forgetting and is_main:
         mark = time.perf_counter()
         encoder_trained = any(n not in layout.params[HEAD] for n in ever_trainable)
