@@ -14,31 +14,20 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from thawkit.models.layout import BlockLayout
-
-_STRATEGIES: dict[str, type["Strategy"]] = {}
-_REQUIRED = ("Config", "plan", "default_lr", "sane_max_lr", "epoch_cost", "trainable_share", "color", "order")
+from thawkit.plugins import Registry
 
 S = TypeVar("S")
+
+_STRATEGIES = Registry("strategy", ("Config", "plan", "default_lr", "sane_max_lr", "epoch_cost", "trainable_share", "color", "order"))
 
 
 def register_strategy(name: str) -> Callable[[S], S]:
     """Class decorator: ``@register_strategy("llrd")`` makes the strategy available by name."""
-
-    def decorator(cls: S) -> S:
-        if name in _STRATEGIES and _STRATEGIES[name] is not cls:
-            raise RuntimeError(f"strategy {name!r} is registered twice")
-        missing = [attr for attr in _REQUIRED if not hasattr(cls, attr)]
-        if missing:
-            raise TypeError(f"strategy {name!r} lacks {', '.join(missing)}")
-        cls.name = name  # type: ignore[attr-defined]
-        _STRATEGIES[name] = cls  # type: ignore[assignment]
-        return cls
-
-    return decorator
+    return _STRATEGIES.register(name)
 
 
 def registered_strategies() -> dict[str, type["Strategy"]]:
-    return _STRATEGIES
+    return _STRATEGIES.classes
 
 
 class StrategyConfig(BaseModel):

@@ -18,34 +18,24 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypeVar
 from torch import nn
 
 from thawkit.errors import ConfigError
+from thawkit.plugins import Registry
 from thawkit.rundir import METRICS_FILE, read_history
 
 if TYPE_CHECKING:
     from thawkit.config import TrainConfig
 
-_TASKS: dict[str, type["Task"]] = {}
+_TASKS = Registry("task", ("run_type", "default_metric", "load_data", "build_model", "encode", "load_run"))
 
 T = TypeVar("T")
 
 
 def register_task(name: str) -> Callable[[T], T]:
     """Class decorator: ``@register_task("ner")`` makes the task available as ``--task ner``."""
-
-    def decorator(cls: T) -> T:
-        if name in _TASKS and _TASKS[name] is not cls:
-            raise RuntimeError(f"task {name!r} is registered twice")
-        for attr in ("run_type", "default_metric", "load_data", "build_model", "encode", "load_run"):
-            if not hasattr(cls, attr):
-                raise TypeError(f"task {name!r} lacks {attr!r}")
-        cls.name = name  # type: ignore[attr-defined]
-        _TASKS[name] = cls  # type: ignore[assignment]
-        return cls
-
-    return decorator
+    return _TASKS.register(name)
 
 
 def registered_tasks() -> dict[str, type["Task"]]:
-    return _TASKS
+    return _TASKS.classes
 
 
 @dataclass
