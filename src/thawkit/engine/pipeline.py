@@ -95,51 +95,52 @@ def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) ->
     trainer, history, best = loop.trainer, loop.history, loop.best
     training_loss, train_seconds = run_loop(loop, partial_dir, is_main, runtime, _closed_form_fit(strategy, loop, controller, cfg, ever_trainable))
     timings["train"] = train_seconds
-    prepared.guards.add(check_overfitting(history.records))
-    if cfg.progress != "off":
-        if best.stopped_early:
-            log.info("Early stopping: no %s gain for %d evaluations", cfg.metric, cfg.early_stopping_patience)
-        if best.summary()["restored_best"]:
-            log.info("Restored the best checkpoint (epoch %s, %s %.4f)", best.best_epoch, cfg.metric, best.best_value)
-
-    model = trainer.model.eval()
-    mark = time.perf_counter()
-    metrics = _final_metrics(task, data, trainer, val_ds, tokenizer, cfg)
-    timings["evaluate"] = time.perf_counter() - mark
-    collapse = check_collapse(metrics["validation"])  # a majority-class model is a failure, not a result
+    # Whatever stops the run from here on (a guard under --strict, a failed merge check) leaves nothing.
     try:
-        prepared.guards.add(collapse)  # an error under --strict: nothing is written
+        prepared.guards.add(check_overfitting(history.records))
+        if cfg.progress != "off":
+            if best.stopped_early:
+                log.info("Early stopping: no %s gain for %d evaluations", cfg.metric, cfg.early_stopping_patience)
+            if best.summary()["restored_best"]:
+                log.info("Restored the best checkpoint (epoch %s, %s %.4f)", best.best_epoch, cfg.metric, best.best_value)
+
+        model = trainer.model.eval()
+        mark = time.perf_counter()
+        metrics = _final_metrics(task, data, trainer, val_ds, tokenizer, cfg)
+        timings["evaluate"] = time.perf_counter() - mark
+        collapse = check_collapse(metrics["validation"])  # a majority-class model is a failure, not a result
+        prepared.guards.add(collapse)
+        if cfg.measure_forgetting and is_main:
+            mark = time.perf_counter()
+            encoder_trained = any(n not in layout.params[HEAD] for n in ever_trainable)
+            metrics["forgetting"] = measure_forgetting_of(cfg.model, model, tokenizer, frozen_encoder=not encoder_trained)
+            history.records.append({"type": "forgetting", "step": int(trainer.state.global_step), **metrics["forgetting"]})
+            timings["forgetting"] = time.perf_counter() - mark
+
+        merge = hasattr(model, "merge_and_unload") and (getattr(strategy, "merge_adapters", False) or task.saves_merged_weights)
+        info = {
+            **_run_info(cfg, task, strategy, data, model),
+            **_training_facts(trainer, controller, layout, loop, train_seconds, training_loss, args.world_size, ever_trainable),
+            "merged_lora": merge,
+            "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
+            "guards": prepared.guards.as_list(),
+            "class_weights": prepared.class_weights,
+            "failed": collapse[0].message if collapse else None,
+            **(extra_facts or {}),
+        }
+        if is_main:
+            if merge:
+                model = merge_checked(model, _sample_batch(collator, val_ds, model))
+            labels = {"labels": data.labels, "multi_label": data.multi_label}
+            saved = model
+            # Seconds per phase, up to the write (whose own time is not in the file it writes).
+            info["timings"] = {k: round(v, 3) for k, v in {**timings, "total_before_save": time.perf_counter() - started}.items()}
+            write_run_files(cfg, partial_dir, final_dir, tokenizer, labels, info, metrics, history.records,
+                            lambda folder: task.save_model(saved, folder, cfg))
     except BaseException:
         if is_main:
             shutil.rmtree(partial_dir, ignore_errors=True)
         raise
-    if cfg.measure_forgetting and is_main:
-        mark = time.perf_counter()
-        encoder_trained = any(n not in layout.params[HEAD] for n in ever_trainable)
-        metrics["forgetting"] = measure_forgetting_of(cfg.model, model, tokenizer, frozen_encoder=not encoder_trained)
-        history.records.append({"type": "forgetting", "step": int(trainer.state.global_step), **metrics["forgetting"]})
-        timings["forgetting"] = time.perf_counter() - mark
-
-    merge = hasattr(model, "merge_and_unload") and (getattr(strategy, "merge_adapters", False) or task.saves_merged_weights)
-    info = {
-        **_run_info(cfg, task, strategy, data, model),
-        **_training_facts(trainer, controller, layout, loop, train_seconds, training_loss, args.world_size, ever_trainable),
-        "merged_lora": merge,
-        "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
-        "guards": prepared.guards.as_list(),
-        "class_weights": prepared.class_weights,
-        "failed": collapse[0].message if collapse else None,
-        **(extra_facts or {}),
-    }
-    if is_main:
-        if merge:
-            model = merge_checked(model, _sample_batch(collator, val_ds, model))
-        labels = {"labels": data.labels, "multi_label": data.multi_label}
-        saved = model
-        # Seconds per phase, up to the write (whose own time is not in the file it writes).
-        info["timings"] = {k: round(v, 3) for k, v in {**timings, "total_before_save": time.perf_counter() - started}.items()}
-        write_run_files(cfg, partial_dir, final_dir, tokenizer, labels, info, metrics, history.records,
-                        lambda folder: task.save_model(saved, folder, cfg))
     trainer.accelerator.wait_for_everyone()
     set_requires_grad(model, [])
     return task.make_run(model, tokenizer, data, info, final_dir)
