@@ -174,3 +174,19 @@ def test_compare_cli_takes_train_and_strategy_options(tiny_bert, toy_csv, tmp_pa
     assert all(cell.strip() for line in table[:1] for cell in line.strip("┃").split("┃"))  # every column labelled
     # Peak memory is per job (reset between runs in one process), not the process's running maximum.
     assert all(i["peak_memory_mb"] > 0 for i in infos.values())
+
+
+def test_peak_memory_is_measured_per_run():
+    """Each run of a comparison reports its own peak, not the process's running maximum."""
+    import numpy as np
+
+    from thawkit.engine.arguments import peak_memory_mb, reset_peak_memory
+
+    reset_peak_memory()
+    block = np.ones(400_000_000 // 8)  # 400 MB touched
+    high = peak_memory_mb()
+    del block
+    reset_peak_memory()
+    if peak_memory_mb() >= high:
+        pytest.skip("this kernel cannot reset the peak resident set (no /proc/self/clear_refs)")
+    assert peak_memory_mb() < high - 300
