@@ -41,9 +41,50 @@ def _subset_tsv(source: Path, target: Path, n: int, seed: int = 0) -> Path:
     return target
 
 
+def _subset_conll(source: Path, target: Path, n: int) -> Path:
+    """The first ``n`` sentences of a CoNLL file (document markers dropped)."""
+    sentences, current = [], []
+    for line in source.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            if current:
+                sentences.append(current)
+                current = []
+        elif not line.startswith("-DOCSTART-"):
+            current.append(line)
+    if current:
+        sentences.append(current)
+    target.write_text("\n\n".join("\n".join(s) for s in sentences[:n]) + "\n", encoding="utf-8")
+    return target
+
+
+def _split_squad(source: Path, work: Path, train_questions: int, validation_questions: int) -> tuple[Path, Path]:
+    """Split SQuAD by article: whole articles go to train until ``train_questions``, then to validation."""
+    articles = json.loads(source.read_text(encoding="utf-8"))["data"]
+    random.Random(0).shuffle(articles)
+    parts: dict[str, list] = {"train": [], "validation": []}
+    counts = {"train": 0, "validation": 0}
+    limits = {"train": train_questions, "validation": validation_questions}
+    for article in articles:
+        part = "train" if counts["train"] < limits["train"] else "validation"
+        if counts[part] >= limits[part]:
+            break
+        parts[part].append(article)
+        counts[part] += sum(len(p["qas"]) for p in article["paragraphs"])
+    paths = []
+    for part in ("train", "validation"):
+        path = work / f"squad-{part}.json"
+        path.write_text(json.dumps({"version": "1.1", "data": parts[part]}), encoding="utf-8")
+        paths.append(path)
+    return paths[0], paths[1]
+
+
 def datasets(work: Path) -> dict[str, dict]:
     """name -> train options (task, data, validation, metric)."""
+    squad_train, squad_validation = _split_squad(SHARED / "squad/dev-v1.1.json", work, 1000, 500)
     return {
+        "conll": {"task": "ner", "data": _subset_conll(SHARED / "conll2003/train.txt", work / "conll-1k.txt", 1000),
+                  "validation": SHARED / "conll2003/validation.txt", "report": "f1"},
+        "squad": {"task": "qa", "data": squad_train, "validation": squad_validation, "report": "f1"},
         "sst2": {"task": "classification", "data": _subset_tsv(SHARED / "sst2/train.tsv", work / "sst2-2k.tsv", 2000),
                  "validation": SHARED / "sst2/test.tsv", "report": "accuracy"},
         "chemprot": {"task": "classification", "data": SHARED / "chemprot/train.jsonl", "validation": SHARED / "chemprot/dev.jsonl",

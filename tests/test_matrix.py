@@ -118,6 +118,11 @@ def test_task_with_strategy(task, row, tiny_bert, tmp_path):
     expected, got = run.predict(texts, pairs), reloaded.predict(texts, pairs)
     assert json.dumps(got, sort_keys=True, default=lambda v: round(float(v), 4)) == json.dumps(expected, sort_keys=True, default=lambda v: round(float(v), 4)) or \
         np.allclose(_numbers(got), _numbers(expected), atol=1e-4)
+    # Stock tools see the training length and a model card with the measured metrics.
+    saved = tmp_path / "run"
+    assert json.loads((saved / "tokenizer_config.json").read_text())["model_max_length"] == run.info["config"]["max_length"]
+    card = (saved / "README.md").read_text()
+    assert card.startswith("---\n") and "model-index:" in card and f"strategy-{strategy}" in card
     if options.get("merge"):
         assert run.info["merged_lora"] and not (tmp_path / "run" / "adapter_config.json").exists()
 

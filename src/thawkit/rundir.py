@@ -14,6 +14,7 @@ Layout of a finished run::
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -56,14 +57,26 @@ def publish(partial: Path, final: Path, overwrite: bool) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
+def json_safe(value: Any) -> Any:
+    """NaN/inf are not JSON (a NaN metric from a constant score column would make the file unreadable
+    to strict parsers): they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def write_history(path: Path, records: list[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for record in records:
-            handle.write(json.dumps(record, default=str) + "\n")
+            handle.write(json.dumps(json_safe(record), default=str, allow_nan=False) + "\n")
 
 
 def read_run_files(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:

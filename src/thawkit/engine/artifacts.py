@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -49,6 +51,60 @@ def measure_forgetting_of(model_name: str, model: Any, tokenizer: Any, frozen_en
     return measure_forgetting(model, pretrained, tokenizer, general_sentences(), mlm)
 
 
+_PIPELINE_TAGS = {"sequence-classification": "text-classification", "token-classification": "token-classification",
+                  "question-answering": "question-answering", "sentence-similarity": "sentence-similarity"}
+
+
+def model_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """README.md for the run: Hugging Face model-card front matter (model-index with the measured
+    metrics) and what a reader needs to trust or reuse it."""
+    import yaml
+
+    from thawkit.models.backbone import portable_model_name
+
+    task = info["task"]
+    adapter = bool(info.get("strategy_options", {}).get("r")) and not info.get("merged_lora")
+    library = "peft" if adapter else ("sentence-transformers" if task == "sentence-similarity" else "transformers")
+    results = [
+        {"task": {"type": _PIPELINE_TAGS.get(task, task)},
+         "dataset": {"name": f"{split} split ({info.get('validation_source', split) if split == 'validation' else 'given with --test'})",
+                     "type": "custom"},
+         "metrics": [{"type": name, "value": round(float(value), 4)} for name, value in values.items()
+                     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)]}
+        for split, values in metrics.items() if split in ("validation", "test") and isinstance(values, dict)
+    ]
+    front = {
+        "library_name": library,
+        "base_model": portable_model_name(info["base_model"]),
+        "pipeline_tag": _PIPELINE_TAGS.get(task, task),
+        "tags": ["thawkit", f"strategy-{info['strategy']}"],
+        "model-index": [{"name": info.get("run_name", "thawkit run"), "results": results}],
+    }
+    headline = metrics.get("validation", {}).get(info.get("metric"))
+    lines = [
+        "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
+        f"# {_PIPELINE_TAGS.get(task, task)} fine-tuned with thawkit", "",
+        f"- Base model: `{portable_model_name(info['base_model'])}`",
+        f"- Strategy: `{info['strategy']}` {json.dumps(info.get('strategy_resolved') or {}, sort_keys=True)}; "
+        f"learning rate {info.get('learning_rate')}; {info.get('global_steps', 0)} steps",
+        f"- Trainable parameters: {info.get('trainable_params', 0):,} of {info.get('total_params', 0):,}",
+        f"- Data: {info.get('num_train_examples')} training and {info.get('num_validation_examples')} validation examples "
+        f"(validation: {info.get('validation_source')}); max length {info.get('config', {}).get('max_length')} tokens",
+        f"- Validation {info.get('metric')}: {headline:.4f}" if isinstance(headline, (int, float)) else "- Validation metric: n/a",
+    ]
+    if info.get("failed"):
+        lines.append(f"- **Quality check failed**: {info['failed']}")
+    lines += [
+        "", "## Intended use", "",
+        "Predictions on text like the training data. Measured only on the splits above; check it on your own "
+        "held-out data before relying on it, and expect it to degrade on other domains.", "",
+        "## Load", "", "```bash", "thawkit predict RUN_FOLDER --text 'your text'", "```", "",
+        "The folder is a standard Hugging Face " + ("PEFT adapter (`adapter_config.json`, `config.json` holds the labels)"
+                                                    if adapter else "model folder") + "; `thawkit.json` records every setting.", "",
+    ]
+    return "\n".join(lines)
+
+
 def write_run_files(
     cfg: Any, partial_dir: Path, final_dir: Path, tokenizer: Any, labels: dict[str, Any], info: dict[str, Any],
     metrics: dict[str, Any], history: list[dict[str, Any]], save_model: Callable[[Path], None],
@@ -58,7 +114,11 @@ def write_run_files(
         shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)  # the Trainer's (empty) output_dir
     partial_dir.mkdir(parents=True, exist_ok=True)
     save_model(partial_dir)
+    # Stock pipelines truncate at model_max_length: make it the length the model was trained and
+    # evaluated at, so they predict what thawkit does.
+    tokenizer.model_max_length = int(cfg.max_length)
     tokenizer.save_pretrained(str(partial_dir))
+    (partial_dir / "README.md").write_text(model_card(info, metrics), encoding="utf-8")
     write_json(partial_dir / LABELS_FILE, labels)
     write_json(partial_dir / RUN_FILE, info)
     write_json(partial_dir / METRICS_FILE, metrics)

@@ -39,6 +39,15 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def portable_model_name(name: str) -> str:
+    """What a saved artifact should name as its base: the hub id of a packaged alias (loads anywhere
+    online), otherwise the name exactly as the user gave it."""
+    for alias, (_package, _subdir, hub_id) in _PACKAGED_MODELS.items():
+        if name in (alias, hub_id):
+            return hub_id
+    return name
+
+
 def from_pretrained_checked(auto_cls: Any, name: str, **kwargs: Any) -> Any:
     path = resolve_model_path(name)
     try:

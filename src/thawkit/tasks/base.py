@@ -129,6 +129,8 @@ class Task:
 
     def save_model(self, model: nn.Module, folder: Path, cfg: "TrainConfig") -> None:
         model.save_pretrained(str(folder))
+        if hasattr(model, "peft_config"):
+            make_adapter_portable(model, folder, cfg.model)
 
     def make_run(self, model: nn.Module, tokenizer: Any, data: TaskData, info: dict[str, Any], path: Path | None) -> "RunBase":
         raise NotImplementedError
@@ -144,6 +146,19 @@ class Task:
             raise ConfigError(f"--class-weights is for classification; fix: drop it for --task {self.name}")
         if cfg.metric is not None and cfg.metric not in self.metrics:
             raise ConfigError(f"--metric {cfg.metric} is not a {self.name} metric; fix: use one of {', '.join(self.metrics)}")
+
+
+def make_adapter_portable(model: Any, folder: Path, base_model: str) -> None:
+    """An adapter folder stock tools can load: the base named portably (the hub id of a packaged
+    alias, or the name the user gave, never thawkit's own site-packages path) and the base config
+    with the labels beside it, so ``AutoConfig.from_pretrained(run)`` knows the classes."""
+    from thawkit.models.backbone import portable_model_name
+
+    adapter_file = folder / "adapter_config.json"
+    adapter = json.loads(adapter_file.read_text(encoding="utf-8"))
+    adapter["base_model_name_or_path"] = portable_model_name(base_model)
+    adapter_file.write_text(json.dumps(adapter, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    model.get_base_model().config.save_pretrained(str(folder))
 
 
 def _float_or_none(value: Any) -> float | None:

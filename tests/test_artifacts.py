@@ -1,0 +1,80 @@
+"""Runs load in the stock tools (transformers, peft) with the predictions `thawkit predict` gives."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import thawkit
+from thawkit.testing import write_toy_csv
+
+TEXTS = ["the film was great and the music was wonderful " * 4, "awful and boring", "okay average fine"]
+
+
+@pytest.fixture(scope="module")
+def three_class_csv(tmp_path_factory):
+    return write_toy_csv(tmp_path_factory.mktemp("three") / "train.csv", n=90, classes=3)
+
+
+def _train(tiny_bert, data, out, strategy, **extra):
+    return thawkit.train(model=str(tiny_bert), data=data, strategy=strategy, epochs=1, lr=5e-3, batch_size=16, max_length=16,
+                         out=out, progress="off", measure_forgetting=False, **extra)
+
+
+def _thawkit_probabilities(run_dir) -> np.ndarray:
+    run = thawkit.load(run_dir)
+    predictions = run.predict(TEXTS)
+    return np.array([[p["scores"][label] for label in run.labels] for p in predictions])
+
+
+def _stock_probabilities(model, tokenizer) -> np.ndarray:
+    # Truncation at the tokenizer's own model_max_length, as stock pipelines do.
+    batch = tokenizer(TEXTS, padding=True, truncation=True, return_tensors="pt")
+    with torch.inference_mode():
+        return torch.softmax(model.eval()(**batch).logits, dim=-1).numpy()
+
+
+def test_lora_adapter_loads_in_stock_peft_with_labels(tiny_bert, three_class_csv, tmp_path):
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoConfig, AutoTokenizer
+
+    _train(tiny_bert, three_class_csv, tmp_path / "run", "lora")
+    run_dir = tmp_path / "run"
+    adapter = json.loads((run_dir / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(tiny_bert)  # as given, not thawkit's resolved copy
+    config = AutoConfig.from_pretrained(run_dir)  # the labels travel with the adapter
+    assert config.num_labels == 3 and set(config.id2label.values()) == {"positive", "negative", "neutral"}
+    model = AutoPeftModelForSequenceClassification.from_pretrained(
+        run_dir, num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    assert tokenizer.model_max_length == 16
+    stock = _stock_probabilities(model, tokenizer)
+    order = [config.label2id[label] for label in thawkit.load(run_dir).labels]
+    np.testing.assert_allclose(stock[:, order], _thawkit_probabilities(run_dir), atol=1e-5)
+
+
+def test_full_run_loads_in_stock_transformers(tiny_bert, three_class_csv, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    _train(tiny_bert, three_class_csv, tmp_path / "run", "full")
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run")
+    stock = _stock_probabilities(model, AutoTokenizer.from_pretrained(tmp_path / "run"))
+    order = [model.config.label2id[label] for label in thawkit.load(tmp_path / "run").labels]
+    np.testing.assert_allclose(stock[:, order], _thawkit_probabilities(tmp_path / "run"), atol=1e-5)
+
+
+def test_packaged_alias_is_recorded_as_its_hub_id():
+    from thawkit.models.backbone import portable_model_name
+
+    assert portable_model_name("minilm-l6") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert portable_model_name("./my-model") == "./my-model"
+
+
+def test_nan_metrics_are_written_as_null(tmp_path):
+    from thawkit.rundir import write_json
+
+    write_json(tmp_path / "m.json", {"validation": {"spearman": float("nan"), "loss": 0.5}, "curve": [float("inf")]})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"validation": {"spearman": None, "loss": 0.5}, "curve": [None]}
