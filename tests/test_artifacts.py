@@ -78,3 +78,16 @@ def test_nan_metrics_are_written_as_null(tmp_path):
 
     write_json(tmp_path / "m.json", {"validation": {"spearman": float("nan"), "loss": 0.5}, "curve": [float("inf")]})
     assert json.loads((tmp_path / "m.json").read_text()) == {"validation": {"spearman": None, "loss": 0.5}, "curve": [None]}
+
+
+def test_tensorboard_logs_are_kept_in_the_run(tiny_bert, three_class_csv, tmp_path):
+    _train(tiny_bert, three_class_csv, tmp_path / "run", "full", report_to=["tensorboard"])
+    events = list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_missing_logger_is_one_clear_error(tiny_bert, three_class_csv, tmp_path):
+    with pytest.raises(thawkit.ThawkitError, match="--report-to wandb: the logger is not installed; fix: pip install wandb"):
+        _train(tiny_bert, three_class_csv, tmp_path / "run", "full", report_to=["wandb"])
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run*"))

@@ -22,6 +22,7 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
     from transformers import TrainingArguments
 
     # Accelerate only sets up CPU data parallelism (gloo) when told the run is on the CPU.
+    check_loggers(cfg.report_to)
     cpu_ddp = {"use_cpu": True, "ddp_backend": "gloo"} if distributed_cpu() else {}
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -51,6 +52,22 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
         dataloader_pin_memory=torch.cuda.is_available(),
         **cpu_ddp,
     )
+
+
+_LOGGER_PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb", "comet_ml": "comet-ml",
+                    "clearml": "clearml", "dvclive": "dvclive", "neptune": "neptune", "codecarbon": "codecarbon"}
+
+
+def check_loggers(report_to: list[str]) -> None:
+    """Every --report-to logger installed, else one line with the pip command (not a traceback
+    from inside the Trainer)."""
+    from transformers.integrations.integration_utils import get_available_reporting_integrations
+
+    available = set(get_available_reporting_integrations())
+    for name in report_to:
+        if name not in ("none", "all") and name not in available:
+            raise ConfigError(f"--report-to {name}: the logger is not installed; fix: pip install {_LOGGER_PACKAGES.get(name, name)} "
+                              "or drop the flag")
 
 
 def reachable_stages(strategy: Any, cfg: TrainConfig, num_examples: int, world_size: int) -> int:

@@ -110,6 +110,9 @@ def write_run_files(
     metrics: dict[str, Any], history: list[dict[str, Any]], save_model: Callable[[Path], None],
 ) -> None:
     """Write everything under the partial name, then rename it into place."""
+    logs = partial_dir / "checkpoints" / "runs"  # the Trainer's TensorBoard folder: kept with the run
+    if logs.is_dir():
+        shutil.move(str(logs), str(partial_dir / "logs"))
     if not cfg.save_checkpoints:
         shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)  # the Trainer's (empty) output_dir
     partial_dir.mkdir(parents=True, exist_ok=True)
