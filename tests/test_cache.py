@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import numpy as np
 import pytest
 import torch
@@ -232,3 +233,25 @@ def test_checkpoints_are_full_models_on_the_cached_path(tiny_bert, toy_csv, tmp_
     final = dict(run.model.named_parameters())
     for name, param in last.named_parameters():  # no early stop/restore here: last epoch = final weights
         assert torch.equal(param, final[name]), name
+
+
+def test_temporaries_of_killed_writers_are_removed(tmp_path):
+    """A run killed during the cached pass leaves `.<key>.<pid>.partial`; the next write removes it
+    (the pid is gone) and never touches a live writer's temporary."""
+    import subprocess
+
+    import numpy as np
+
+    from thawkit.engine.cache import FeatureStore, LayerStates
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".abc.{dead.pid}.partial"
+    live = tmp_path / f".def.{os.getpid()}.partial"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "states.npy").write_bytes(b"half")
+    store = FeatureStore(tmp_path)
+    store.save("k1", LayerStates(np.zeros((3, 4), dtype=np.float32), np.array([0, 1, 3]), "float32"), {})
+    assert not stale.exists() and live.exists()
+    assert store.load("abc", "float32") is None  # never loaded as an entry

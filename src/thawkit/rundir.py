@@ -38,6 +38,9 @@ def partial_dir_for(final: Path) -> Path:
 
 
 def check_destination(final: Path, overwrite: bool) -> None:
+    for folder in (final, *final.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder}: is a file, so {final} cannot be a run directory; fix: choose another --out")
     if final.exists() and any(final.iterdir()) and not overwrite:
         raise ConfigError(f"{final}: run directory already exists; fix: choose another --out or pass --overwrite")
 

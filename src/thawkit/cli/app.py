@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -59,13 +60,23 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # Disk full, permission denied, read-only file system: the environment, not a bug.
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.secho(f"error: {where}{exc.strerror or exc}; fix: free disk space or choose a writable --out "
+                    "(earlier runs are untouched)", fg="red", err=True)
+        sys.exit(2)
     except Exception as exc:
         # Usage errors (unknown flag, bad value, missing argument) are click exceptions from the
         # copy of click that typer bundles: recognised by their interface, shown as one message, exit 2.
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
-        raise
+        if os.environ.get("THAWKIT_DEBUG"):
+            raise
+        typer.secho(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} -- this is a bug in "
+                    "thawkit; please report it with the command (THAWKIT_DEBUG=1 shows the traceback)", fg="red", err=True)
+        sys.exit(1)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,15 +82,21 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, str) and value.strip() == ""
 
 
+_MISSING_LABEL_TEXT = {"nan", "null"}  # how pandas/Excel/JSON write a missing value, never a class name
+_INTEGRAL_TEXT = re.compile(r"-?\d+\.0*")
+
+
 def _normalise_label(value: Any) -> str:
-    """Labels are kept as strings; integral floats (1.0, from a column pandas read as float) become '1'."""
+    """Labels are kept as strings; integral floats (1.0, from a column pandas read as float, or the
+    text "1.0" beside "1") become '1', so one class is never two."""
     if isinstance(value, (bool, np.bool_)):
         return str(int(value))
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     if isinstance(value, (int, np.integer)):
         return str(int(value))
-    return str(value).strip()
+    text = str(value).strip()
+    return str(int(float(text))) if _INTEGRAL_TEXT.fullmatch(text) else text
 
 
 def _label_set(value: Any, sep: str) -> list[str]:
@@ -121,6 +128,11 @@ def check_texts(frame: pd.DataFrame, path: Path, column: str) -> None:
 
 def _check_labels_present(frame: pd.DataFrame, path: Path, column: str) -> None:
     _require_values(frame, path, column, "missing (NaN or empty) label", "label those rows or remove them")
+    literal = [i for i, value in enumerate(frame[column].tolist())
+               if isinstance(value, str) and value.strip().lower() in _MISSING_LABEL_TEXT]
+    if literal:
+        raise DataError(f"{path}: missing label (the text {frame[column][literal[0]]!r}) in column {column!r} at "
+                        f"{_rows(path, literal)}; fix: label those rows or remove them")
 
 
 def _prepare_split(
@@ -134,6 +146,9 @@ def _prepare_split(
     frame = read_table(path)
     text_col = pick_column(frame, path, text_col, TEXT_COLUMN_GUESSES, "--text-col")
     label_col = pick_column(frame, path, label_col, LABEL_COLUMN_GUESSES, "--label-col")
+    if label_col in (text_col, text_pair_col):
+        raise DataError(f"{path}: column {label_col!r} is both the text and the label; fix: pass --text-col and --label-col "
+                        f"naming different columns (columns are: {', '.join(frame.columns)})")
     if text_pair_col is not None:
         pick_column(frame, path, text_pair_col, (), "--text-pair-col")
     check_texts(frame, path, text_col)

@@ -67,6 +67,7 @@ def read_table(path: str | Path, split: str | None = None, tsv_quoting: bool = F
                     frame = _read_json_lines(path, text)
                 else:
                     sep = "," if suffix == ".csv" else "\t"
+                    _check_header(path, text, sep)
                     # TSV is read without quote handling, as GLUE-style TSVs are; empty cells stay "".
                     frame = pd.read_csv(
                         io.StringIO(text),
@@ -84,6 +85,16 @@ def read_table(path: str | Path, split: str | None = None, tsv_quoting: bool = F
         raise DataError(f"{path}: has no data rows; fix: add labeled examples below the header")
     frame.columns = [str(c) for c in frame.columns]
     return frame.reset_index(drop=True)
+
+
+def _check_header(path: Path, text: str, sep: str) -> None:
+    """pandas renames a repeated column to 'name.1' silently; which one the user meant is unknowable."""
+    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0]), delimiter=sep), [])
+    seen: set[str] = set()
+    for name in (h.strip() for h in header):
+        if name in seen:
+            raise DataError(f"{path}: column {name!r} appears twice in the header; fix: give every column a distinct name")
+        seen.add(name)
 
 
 def _read_json_lines(path: Path, text: str) -> pd.DataFrame:

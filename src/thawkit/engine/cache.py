@@ -224,6 +224,18 @@ def compute_states(
     return {b: LayerStates(outputs[b], offsets, storage) for b in boundaries}
 
 
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 class FeatureStore:
     """One boundary's states per entry, on disk (atomic writes) and in a small in-process table.
 
@@ -255,6 +267,7 @@ class FeatureStore:
         folder = self.root / key
         if not (folder / "complete").exists():
             self.root.mkdir(parents=True, exist_ok=True)
+            self.remove_stale_partials()
             partial = self.root / f".{key}.{os.getpid()}.partial"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
@@ -271,6 +284,20 @@ class FeatureStore:
             states = LayerStates(np.load(folder / "states.npy", mmap_mode="r"), states.offsets, states.dtype)
         self._remember(key, states)
         return states
+
+    def remove_stale_partials(self) -> list[Path]:
+        """Temporaries of writers that died (killed during the cached pass): never loaded, removed
+        here. A live writer's temporary (its pid still running) is left alone."""
+        removed = []
+        for partial in self.root.glob(".*.partial"):
+            try:
+                pid = int(partial.name.rsplit(".", 2)[-2])
+            except ValueError:
+                continue
+            if not _process_alive(pid):
+                shutil.rmtree(partial, ignore_errors=True)
+                removed.append(partial)
+        return removed
 
     def _remember(self, key: str, states: LayerStates) -> None:
         # A few dozen boundaries: enough for the strategies of one comparison to share their pass.

@@ -52,7 +52,9 @@ def from_pretrained_checked(auto_cls: Any, name: str, **kwargs: Any) -> Any:
     path = resolve_model_path(name)
     try:
         return auto_cls.from_pretrained(path, **kwargs)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - a user-named model folder: missing, truncated or corrupt weights
+        if not isinstance(exc, (OSError, ValueError, RuntimeError)) and type(exc).__name__ != "SafetensorError":
+            raise
         where = "local folder" if os.path.exists(path) else "hub id or local path"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(

@@ -67,12 +67,18 @@ def load_pair_data(cfg: "TrainConfig") -> PairData:
         kind, max_score = "positive", 1.0
     else:
         values = set(train["score"].unique().tolist())
+        if len(values) == 1:
+            raise DataError(f"{cfg.data}: every score is {values.pop():g}, so there is nothing to learn or rank; "
+                            "fix: include pairs of different similarity (e.g. 0 for unrelated, 5 for paraphrases)")
         kind = "binary" if values <= {0.0, 1.0} else "scored"
         max_score = float(train["score"].max()) if kind == "scored" else 1.0
         if max_score <= 0:
             raise DataError(f"{cfg.data}: every score is 0 or below; fix: scores from 0 (unrelated) up")
     if cfg.validation is not None:
         validation, _ = _pairs(Path(cfg.validation), cfg.text_col, cfg.text_pair_col, cfg.label_col)
+        if "score" in validation and validation["score"].nunique() == 1:
+            raise DataError(f"{cfg.validation}: every score is {validation['score'].iloc[0]:g}, so Spearman/Pearson are undefined; "
+                            "fix: a validation set with pairs of different similarity")
         source = str(cfg.validation)
     else:
         shuffled = train.sample(frac=1.0, random_state=cfg.split_seed if cfg.split_seed is not None else cfg.seed)
