@@ -78,3 +78,26 @@ def test_multi_label_from_lists_and_separators(tmp_path):
     csv.write_text("text,label\n" + "".join(f"t{i},\"a|{'b' if i % 2 else 'c'}\"\n" for i in range(20)))
     data = load_classification_data(csv, multi_label=True, label_sep="|")
     assert data.labels == ["a", "b", "c"]
+
+
+def test_tsv_written_by_python_csv_reads_without_quote_artifacts(tmp_path):
+    """A TSV written by the csv module quotes cells that hold quotes; the texts come back as written."""
+    import csv
+
+    from thawkit.data.tables import read_table
+
+    texts = ['he said "great film"', "plain text", '"fully quoted"', "it's fine"]
+    path = tmp_path / "news.tsv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["text", "label"])
+        writer.writerows([(t, "a") for t in texts])
+    assert read_table(path)["text"].tolist() == texts
+
+
+def test_glue_style_tsv_keeps_literal_quotes(tmp_path):
+    from thawkit.data.tables import read_table
+
+    path = tmp_path / "glue.tsv"
+    path.write_text('sentence\tlabel\n"the film" was ok\t1\nit is " odd\t0\n', encoding="utf-8")
+    assert read_table(path)["sentence"].tolist() == ['"the film" was ok', 'it is " odd']

@@ -154,7 +154,9 @@ def make_config(values: dict[str, Any], source: str = "arguments", model: type[B
         raise ConfigError(f"invalid {source}: {describe(exc)}") from None
 
 
-def load_yaml_config(path: str | Path) -> dict[str, Any]:
+def load_yaml_config(path: str | Path, schema: type[BaseModel] | None = None) -> dict[str, Any]:
+    """The YAML file's options; with ``schema``, an unknown key is an error naming the file and the
+    closest option."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found; fix: check the --config path")
@@ -165,7 +167,16 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML ({first_line}); fix: repair the file") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: the config must be a mapping of option: value; fix: see docs/config.md")
-    return {key.replace("-", "_"): value for key, value in values.items()}
+    values = {str(key).replace("-", "_"): value for key, value in values.items()}
+    if schema is not None:
+        import difflib
+
+        for key in values:
+            if key not in schema.model_fields:
+                close = difflib.get_close_matches(key, list(schema.model_fields), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else "see docs/config.md for the options"
+                raise ConfigError(f"{path}: unknown option {key!r}; fix: {hint}")
+    return values
 
 
 class CompareConfig(TrainConfig):

@@ -69,8 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         # Usage errors (unknown flag, bad value, missing argument) are click exceptions from the
         # copy of click that typer bundles: recognised by their interface, shown as one message, exit 2.
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
+        if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            ctx = getattr(exc, "ctx", None)
+            command = f"thawkit {ctx.info_name}" if ctx is not None and ctx.parent is not None else "thawkit"
+            typer.secho(f"error: {exc.format_message()}; fix: see '{command} --help'", fg="red", err=True)
             sys.exit(exc.exit_code)
         if os.environ.get("THAWKIT_DEBUG"):
             raise

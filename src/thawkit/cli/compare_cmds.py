@@ -52,7 +52,7 @@ def _compare(config: Optional[Path] = None, **given: Any) -> None:
     from thawkit.config import CompareConfig, load_yaml_config
     from thawkit.strategies import available_strategies
 
-    values: dict[str, Any] = load_yaml_config(config) if config is not None else {}
+    values: dict[str, Any] = load_yaml_config(config, CompareConfig) if config is not None else {}
     values.update(config_values(CompareConfig, given))
     if values.get("data") is None:
         raise ConfigError("no training data; fix: pass --data FILE or set data: in the --config file")

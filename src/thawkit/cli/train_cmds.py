@@ -16,7 +16,7 @@ def _train(config: Optional[Path] = None, **given: Any) -> None:
     from thawkit.api import train as train_run
     from thawkit.config import TrainConfig, load_yaml_config
 
-    values: dict[str, Any] = load_yaml_config(config) if config is not None else {}
+    values: dict[str, Any] = load_yaml_config(config, TrainConfig) if config is not None else {}
     values.update(config_values(TrainConfig, given))
     if values.get("data") is None:
         raise ConfigError("no training data; fix: pass --data FILE or set data: in the --config file")

@@ -122,8 +122,17 @@ def _require_values(frame: pd.DataFrame, path: Path, column: str, what: str, fix
         raise DataError(f"{path}: {what} in column {column!r} at {_rows(path, missing)}; fix: {fix}")
 
 
+MAX_TEXT_CHARS = 1_000_000  # ~200x what a 512-token model reads: a cell this long is a broken file
+
+
 def check_texts(frame: pd.DataFrame, path: Path, column: str) -> None:
     _require_values(frame, path, column, "empty text", "remove those rows or fill in their text")
+    lengths = frame[column].astype(str).str.len()
+    if len(lengths) and lengths.max() > MAX_TEXT_CHARS:
+        index = int(lengths.idxmax())
+        raise DataError(f"{path}: the text at {_where(path, index)} has {int(lengths.max()):,} characters (an unclosed quote "
+                        f"swallowing the rest of the file looks like this); fix: check the quoting, or split texts longer "
+                        f"than {MAX_TEXT_CHARS:,} characters (the model reads only the first max-length tokens)")
 
 
 def _check_labels_present(frame: pd.DataFrame, path: Path, column: str) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from thawkit.errors import DataError
+
+log = logging.getLogger("thawkit")
 
 SUPPORTED = ".csv, .tsv, .jsonl, .json (lines), .parquet, or a folder saved with datasets' save_to_disk"
 
@@ -72,7 +75,7 @@ def read_table(path: str | Path, split: str | None = None, tsv_quoting: bool = F
                     frame = pd.read_csv(
                         io.StringIO(text),
                         sep=sep,
-                        quoting=csv.QUOTE_MINIMAL if sep == "," or tsv_quoting else csv.QUOTE_NONE,
+                        quoting=csv.QUOTE_MINIMAL if sep == "," or tsv_quoting or _tsv_is_quoted(path, text) else csv.QUOTE_NONE,
                         keep_default_na=False,
                         dtype=str,
                     )
@@ -85,6 +88,26 @@ def read_table(path: str | Path, split: str | None = None, tsv_quoting: bool = F
         raise DataError(f"{path}: has no data rows; fix: add labeled examples below the header")
     frame.columns = [str(c) for c in frame.columns]
     return frame.reset_index(drop=True)
+
+
+def _tsv_is_quoted(path: Path, text: str) -> bool:
+    """GLUE-style TSVs are unquoted (a '"' is a literal character); TSVs written by Python's csv
+    module or pandas wrap cells holding quotes in '"..."' with inner quotes doubled. Read the second
+    kind with quoting, or its texts keep the outer quotes and doubled '""' silently."""
+    quoted = literal = 0
+    for line in text.splitlines()[1:5000]:
+        for cell in line.split("\t"):
+            if not cell.startswith('"'):
+                continue
+            inner = cell[1:-1] if len(cell) >= 2 and cell.endswith('"') else None
+            if inner is None or '"' in inner.replace('""', ""):
+                literal += 1
+            else:
+                quoted += 1
+    if quoted and literal:
+        log.warning("%s: %d cells look CSV-quoted ('\"...\"') and %d do not; read without quoting, so quotes stay in the "
+                    "texts; fix: re-save the file consistently (or as .csv)", path, quoted, literal)
+    return quoted > 0 and literal == 0
 
 
 def _check_header(path: Path, text: str, sep: str) -> None:
