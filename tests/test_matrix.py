@@ -53,7 +53,9 @@ def _qa(folder: Path) -> dict:
 def _similarity(folder: Path) -> dict:
     path = folder / "pairs.tsv"
     path.write_text("sentence1\tsentence2\tscore\n" + "".join(f"{a}\t{b}\t{s}\n" for a, b, s in PAIRS * 6))
-    return {"data": path}
+    # A validation file with every score level: a random 10% of 24 pairs can hold one score only,
+    # where Spearman is undefined (written as null).
+    return {"data": path, "validation": path}
 
 
 # task -> (toy data writer, prediction input (texts, pairs))

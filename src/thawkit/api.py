@@ -24,11 +24,32 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
 
     values = config.model_dump(exclude_unset=True) if isinstance(config, TrainConfig) else dict(config or {})
     values.update({k: v for k, v in options.items() if v is not None})
+    if values.get("resume") is not None:
+        values = _resumed_values(values)
     cfg = make_config(values)
     advice = None
     if cfg.strategy == "auto":
         cfg, advice = _resolve_auto(cfg)
     return run_training(cfg, {"advice": advice.as_dict() if advice is not None else None})
+
+
+# What may differ when a run is resumed: how it is shown, not what it computes.
+_RESUME_MAY_CHANGE = {"resume", "progress", "overwrite"}
+
+
+def _resumed_values(values: dict[str, Any]) -> dict[str, Any]:
+    """--resume continues the run with the config it started with."""
+    import json
+
+    from thawkit.engine.resume import find_resume_point, saved_config
+
+    _final, partial, _checkpoint = find_resume_point(Path(values["resume"]))
+    saved = saved_config(partial)
+    for key, value in values.items():
+        if key not in _RESUME_MAY_CHANGE and json.dumps(value, default=str) != json.dumps(saved.get(key), default=str):
+            raise ConfigError(f"--resume continues the run as it was started ({key} = {saved.get(key)!r}); "
+                              f"fix: drop --{key.replace('_', '-')}, or train a new run")
+    return {**saved, **{k: v for k, v in values.items() if k in _RESUME_MAY_CHANGE}}
 
 
 def load(path: str | Path) -> RunBase:

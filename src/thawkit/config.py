@@ -8,6 +8,7 @@ other flags, e.g. ``strategy_options`` through each strategy's own flags).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,6 +74,10 @@ class TrainConfig(BaseModel):
     measure_forgetting: bool = Field(default=True, description="measure representation drift after training",
                                      json_schema_extra={"aliases": ["--forgetting"]})
     save_checkpoints: bool = Field(default=False, description="keep a Trainer checkpoint per epoch in checkpoints/")
+    checkpoint_every: str = Field(default="10m", description="resumable checkpoints: 'epoch', a step count (500) or a time (10m, 1h)")
+    keep_checkpoints: int = Field(default=1, ge=1, le=100, description="resumable checkpoints kept (the newest)")
+    resume: Path | None = Field(default=None, description="continue an interrupted run from its last checkpoint: its --out folder "
+                                "(or a checkpoint folder); the rest of its config is the one it started with")
     progress: Literal["bar", "lines", "off"] = Field(default="bar", description="progress display: bar, lines (one per evaluation) or off")
     select_best: bool = Field(default=True, description="restore the best validation checkpoint at the end")
     seed: int = Field(default=42, ge=0, description="random seed (init, shuffling, split)")
@@ -95,6 +100,26 @@ class TrainConfig(BaseModel):
     @classmethod
     def _progress_from_bool(cls, value: Any) -> Any:
         return {True: "bar", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _checkpoint_interval(cls, value: str) -> str:
+        value = str(value).strip().lower()
+        if value != "epoch" and not value.isdigit() and not re.fullmatch(r"(\d+(\.\d+)?[hms])+", value):
+            raise ValueError(f"{value!r} is not 'epoch', a step count (500) or a time (10m, 1h)")
+        if value.isdigit() and int(value) == 0:
+            raise ValueError("a step count must be at least 1")
+        return value
+
+    def checkpoint_plan(self) -> tuple[str, int | None, float | None]:
+        """(Trainer save strategy, save steps, seconds between timed checkpoints)."""
+        every = self.checkpoint_every
+        if every == "epoch" or self.save_checkpoints:
+            return "epoch", None, None
+        if every.isdigit():
+            return "steps", int(every), None
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([hms])", every))
+        return "no", None, seconds
 
     @model_validator(mode="after")
     def _check_strategy(self) -> "TrainConfig":

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(result, int) and result != 0:
             sys.exit(result)
     except Interrupted:
-        typer.secho("interrupted: nothing was written (a run folder appears only when it is complete)", err=True)
+        typer.secho("interrupted: no run folder was published (a run appears only when complete); "
+                    "a checkpoint, if one was reached, is kept for 'thawkit train --resume OUT'", err=True)
         sys.exit(130)
     except ThawkitError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)

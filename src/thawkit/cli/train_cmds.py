@@ -18,7 +18,7 @@ def _train(config: Optional[Path] = None, **given: Any) -> None:
 
     values: dict[str, Any] = load_yaml_config(config, TrainConfig) if config is not None else {}
     values.update(config_values(TrainConfig, given))
-    if values.get("data") is None:
+    if values.get("data") is None and values.get("resume") is None:
         raise ConfigError("no training data; fix: pass --data FILE or set data: in the --config file")
     strategy = values.get("strategy", TrainConfig.model_fields["strategy"].default)
     options = dict(values.get("strategy_options") or {})

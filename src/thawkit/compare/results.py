@@ -72,6 +72,8 @@ def name_winner(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     candidates = [r for r in rows if r[key] is not None and r.get("eliminated_at_rung") is None]
     # A strategy whose every run collapsed to the majority class cannot win.
     candidates = [r for r in candidates if r.get("failed_runs", 0) < r["seeds"]] or candidates
+    if not candidates:  # e.g. a validation set on which the metric is undefined
+        return {"strategy": None, "reason": f"no strategy has a defined validation {metric}"}
     top = max(candidates, key=lambda r: r[key])
     close = [r for r in candidates if r[key] >= top[key] - max(top[f"validation_{metric}_std"] or 0.0, 1e-9)]
     winner = min(close, key=lambda r: r["train_seconds_mean"]) if len(close) > 1 else top

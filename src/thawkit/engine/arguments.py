@@ -35,9 +35,11 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         lr_scheduler_type="linear",
         eval_strategy="epoch",
-        # The best weights are kept in memory by BestStateCallback; checkpoint files only on request.
-        save_strategy="epoch" if cfg.save_checkpoints else "no",
-        save_total_limit=2 if cfg.save_checkpoints else None,
+        # Resumable checkpoints (thawkit rotates them: engine/resume.py); the best weights are kept in
+        # memory by BestStateCallback and saved with each checkpoint.
+        save_strategy=cfg.checkpoint_plan()[0],
+        save_steps=cfg.checkpoint_plan()[1] or 500,
+        save_total_limit=None,
         logging_strategy="epoch",
         seed=cfg.seed,
         data_seed=cfg.seed,

@@ -110,11 +110,6 @@ def write_run_files(
     metrics: dict[str, Any], history: list[dict[str, Any]], save_model: Callable[[Path], None],
 ) -> None:
     """Write everything under the partial name, then rename it into place."""
-    logs = partial_dir / "checkpoints" / "runs"  # the Trainer's TensorBoard folder: kept with the run
-    if logs.is_dir():
-        shutil.move(str(logs), str(partial_dir / "logs"))
-    if not cfg.save_checkpoints:
-        shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)  # the Trainer's (empty) output_dir
     partial_dir.mkdir(parents=True, exist_ok=True)
     save_model(partial_dir)
     # Stock pipelines truncate at model_max_length: make it the length the model was trained and
@@ -126,4 +121,13 @@ def write_run_files(
     write_json(partial_dir / RUN_FILE, info)
     write_json(partial_dir / METRICS_FILE, metrics)
     write_history(partial_dir / HISTORY_FILE, history)
+    # Only now, with everything written, are the resumable checkpoints no longer needed (a kill
+    # before this point resumes from them).
+    logs = partial_dir / "checkpoints" / "runs"  # the Trainer's TensorBoard folder: kept with the run
+    if logs.is_dir():
+        shutil.rmtree(partial_dir / "logs", ignore_errors=True)
+        shutil.move(str(logs), str(partial_dir / "logs"))
+    if not cfg.save_checkpoints:
+        shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)
+    (partial_dir / "train_config.json").unlink(missing_ok=True)  # for --resume only; thawkit.json has the config
     publish(partial_dir, final_dir, cfg.overwrite)

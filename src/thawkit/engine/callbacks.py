@@ -131,3 +131,39 @@ class TimeLimitCallback(TrainerCallback):
             control.should_training_stop = True
             control.should_evaluate = True
             control.should_log = True
+
+
+class TimedCheckpointCallback(TrainerCallback):
+    """A resumable checkpoint every ``seconds`` of training (short runs write none)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[override]
+        self._last = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[override]
+        if time.perf_counter() - self._last >= self.seconds:
+            control.should_save = True
+            self._last = time.perf_counter()
+
+
+class CheckpointAfterEvaluation(TrainerCallback):
+    """A step or timed checkpoint that falls on the last step of an epoch is taken after that
+    epoch's evaluation, so it holds the evaluation's history and best weights (else a run resumed
+    from it would skip the final evaluation)."""
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[override]
+        epoch = float(state.epoch or 0.0)
+        if control.should_save and abs(epoch - round(epoch)) < 1e-6 and args.eval_strategy == "epoch":
+            control.should_save = False
+            self.pending = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):  # type: ignore[override]
+        if self.pending:
+            control.should_save = True
+            self.pending = False

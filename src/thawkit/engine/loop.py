@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from thawkit.engine.best import BestStateCallback
-from thawkit.engine.callbacks import HistoryCallback, LineProgressCallback, RichProgressCallback, TimeLimitCallback
+from thawkit.engine.callbacks import (
+    CheckpointAfterEvaluation,
+    HistoryCallback,
+    LineProgressCallback,
+    RichProgressCallback,
+    TimedCheckpointCallback,
+    TimeLimitCallback,
+)
 from thawkit.engine.stages import SkipEmptyStages, StageCallback, StageController
 from thawkit.engine.trainability import set_requires_grad
 
@@ -30,12 +37,30 @@ def prepare_controller(strategy: Any, model: Any, cfg: Any) -> tuple[Any, StageC
     return layout, controller, ever_trainable
 
 
+def discard_or_keep(partial_dir: Path, exc: BaseException) -> None:
+    """A failure of the input (bad data, a guard, a diverged LR) discards the partial run; an
+    interruption or crash keeps its complete checkpoints for --resume."""
+    import logging
+
+    from thawkit.engine.resume import complete_checkpoints
+    from thawkit.errors import ThawkitError
+
+    kept = complete_checkpoints(partial_dir / "checkpoints")
+    if isinstance(exc, ThawkitError) or not kept:
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        return
+    final = partial_dir.parent / partial_dir.name[1 : -len(".partial")]
+    logging.getLogger("thawkit").warning("Checkpoint at step %s kept in %s; continue with: thawkit train --resume %s",
+                                         kept[-1].name.split("-")[-1], kept[-1], final)
+
+
 @dataclass
 class Loop:
     trainer: Any
     history: HistoryCallback
     best: BestStateCallback
     time_limit: TimeLimitCallback | None
+    checkpoint_state: Any = None
 
 
 def build_loop(
@@ -45,6 +70,7 @@ def build_loop(
 ) -> Loop:
     from transformers import PrinterCallback
 
+    from thawkit.engine.resume import CheckpointState
     from thawkit.engine.trainer import StrategyTrainer
     from thawkit.guards.learning_rate import DivergenceMonitor
 
@@ -64,6 +90,11 @@ def build_loop(
     elif cfg.progress == "lines":
         callbacks.append(LineProgressCallback(metric, Path(cfg.out).name if cfg.out else "run"))
     callbacks += [time_limit] if time_limit is not None else []
+    checkpoint_seconds = cfg.checkpoint_plan()[2]
+    callbacks += [TimedCheckpointCallback(checkpoint_seconds)] if checkpoint_seconds else []
+    callbacks.append(CheckpointAfterEvaluation())  # after the timed one, which may ask for a save
+    divergence = DivergenceMonitor(cfg.resolved_lr())
+    checkpoint_state = CheckpointState(controller, history, best, divergence)
     trainer = StrategyTrainer(
         model=model,
         args=args,
@@ -76,22 +107,30 @@ def build_loop(
         controller=controller,
         train_lengths=train_ds.lengths() if cfg.group_by_length and group_by_length else None,
         class_weights=class_weights,
-        divergence=DivergenceMonitor(cfg.resolved_lr()),
+        divergence=divergence,
         materialize=materialize,
+        checkpoint_state=checkpoint_state,
+        keep_checkpoints=10**6 if cfg.save_checkpoints else cfg.keep_checkpoints,  # --save-checkpoints keeps every epoch
     )
     trainer.remove_callback(PrinterCallback)  # the rich progress bar replaces the raw log dicts
     controller.decay_names = set(trainer.get_decay_parameter_names(model))
-    return Loop(trainer, history, best, time_limit)
+    return Loop(trainer, history, best, time_limit, checkpoint_state)
 
 
-def run_loop(loop: Loop, partial_dir: Path, is_main: bool, runtime: Any, fit: Callable[[], float | None] | None = None) -> tuple[float | None, float]:
-    """Train (or ``fit`` in closed form); on failure leave no half-written run. Returns (loss, seconds)."""
+def run_loop(loop: Loop, partial_dir: Path, is_main: bool, runtime: Any, fit: Callable[[], float | None] | None = None,
+             resume_from: Path | None = None) -> tuple[float | None, float]:
+    """Train (or ``fit`` in closed form), from ``resume_from`` when given. On failure nothing is
+    published; complete checkpoints stay for ``--resume`` unless the input itself was at fault.
+    Returns (loss, seconds)."""
     started = time.perf_counter()
     try:
-        training_loss = fit() if fit is not None else float(loop.trainer.train().training_loss)
-    except BaseException:
+        if fit is not None:
+            training_loss = fit()
+        else:
+            training_loss = float(loop.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss)
+    except BaseException as exc:
         if is_main:
-            shutil.rmtree(partial_dir, ignore_errors=True)
+            discard_or_keep(partial_dir, exc)
         raise
     finally:
         if runtime is not None:

@@ -22,7 +22,8 @@ from thawkit.config import TrainConfig
 from thawkit.engine.arguments import check_max_length, peak_memory_mb, reachable_stages, reset_peak_memory, training_arguments
 from thawkit.engine.artifacts import measure_forgetting_of, merge_checked, write_run_files
 from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset, sorted_order
-from thawkit.engine.loop import build_loop, prepare_controller, run_loop
+from thawkit.engine.loop import build_loop, discard_or_keep, prepare_controller, run_loop
+from thawkit.engine.resume import write_config
 from thawkit.engine.trainability import set_requires_grad
 from thawkit.errors import ConfigError
 from thawkit.guards import GuardReport
@@ -68,6 +69,7 @@ def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) ->
     final_dir = Path(cfg.out) if cfg.out is not None else default_run_dir(f"{task.name}-{cfg.strategy}")
     check_destination(final_dir, cfg.overwrite)
     partial_dir = partial_dir_for(final_dir)
+    resume_from = _resume_point(cfg, final_dir, partial_dir)
     set_seed(cfg.seed)
     prepared = _prepare(cfg, task, strategy, length_given)
     cfg, data, tokenizer = prepared.cfg, prepared.data, prepared.tokenizer
@@ -85,15 +87,20 @@ def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) ->
     controller.strategy.plan_schedule(math.ceil(steps_per_epoch * cfg.epochs), layout)  # gradual: stages spread over the run
     runtime, cache_reason = _attach_cache(cfg, task, controller, tokenizer, train_ds, val_ds, args.world_size)
     with args.main_process_first(desc="prepare run directory"):
-        if is_main and partial_dir.exists():
-            shutil.rmtree(partial_dir)  # left over from an interrupted run
+        if is_main and partial_dir.exists() and resume_from is None:
+            shutil.rmtree(partial_dir)  # left over from a run that reached no checkpoint, or --overwrite
+        if is_main:
+            write_config(partial_dir, cfg.model_copy(update={"resume": None, "out": final_dir}).model_dump(mode="json"))
 
     collator = SwitchableCollator(tokenizer, task.collator(tokenizer)) if task.cacheable else task.collator(tokenizer)
     loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
                       cfg.metric, ever_trainable, class_weights=prepared.class_weights, group_by_length=task.cacheable,
                       materialize=runtime.materialize if runtime is not None else None)
     trainer, history, best = loop.trainer, loop.history, loop.best
-    training_loss, train_seconds = run_loop(loop, partial_dir, is_main, runtime, _closed_form_fit(strategy, loop, controller, cfg, ever_trainable))
+    if resume_from is not None:
+        _prepare_resume(loop, resume_from)
+    training_loss, train_seconds = run_loop(loop, partial_dir, is_main, runtime, _closed_form_fit(strategy, loop, controller, cfg, ever_trainable),
+                                            resume_from=resume_from)
     timings["train"] = train_seconds
     # Whatever stops the run from here on (a guard under --strict, a failed merge check) leaves nothing.
     try:
@@ -137,13 +144,39 @@ def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) ->
             info["timings"] = {k: round(v, 3) for k, v in {**timings, "total_before_save": time.perf_counter() - started}.items()}
             write_run_files(cfg, partial_dir, final_dir, tokenizer, labels, info, metrics, history.records,
                             lambda folder: task.save_model(saved, folder, cfg))
-    except BaseException:
+    except BaseException as exc:
         if is_main:
-            shutil.rmtree(partial_dir, ignore_errors=True)
+            discard_or_keep(partial_dir, exc)  # a kill while writing: the checkpoints are still there
         raise
     trainer.accelerator.wait_for_everyone()
     set_requires_grad(model, [])
     return task.make_run(model, tokenizer, data, info, final_dir)
+
+
+def _resume_point(cfg: TrainConfig, final_dir: Path, partial_dir: Path) -> Path | None:
+    """The checkpoint to continue from (--resume), or None; a fresh start never deletes an
+    interrupted run's checkpoints unless --overwrite says so."""
+    from thawkit.engine.resume import complete_checkpoints, find_resume_point
+
+    if cfg.resume is not None:
+        return find_resume_point(Path(cfg.resume))[2]
+    kept = complete_checkpoints(partial_dir / "checkpoints")
+    if kept and not cfg.overwrite:
+        raise ConfigError(f"{final_dir}: an interrupted run of it has a checkpoint at step {kept[-1].name.split('-')[-1]}; "
+                          f"fix: continue it with 'thawkit train --resume {final_dir}', or start over with --overwrite")
+    return None
+
+
+def _prepare_resume(loop: Any, checkpoint: Path) -> None:
+    """thawkit's state from the checkpoint; the optimizer groups of its stage are rebuilt when the
+    Trainer creates the optimizer, before it loads the optimizer state."""
+    from thawkit.engine.resume import CheckpointState
+
+    state = CheckpointState.read(checkpoint)
+    loop.checkpoint_state.restore(checkpoint)
+    loop.trainer.resume_stage = int(state["stage"])
+    loop.trainer.resume_step = int(checkpoint.name.split("-")[-1])
+    log.info("Resuming from %s (stage %s)", checkpoint, state["stage"])
 
 
 def _prepare(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool) -> Prepared:

@@ -108,9 +108,10 @@ class StageController:
                 add_groups_to_optimizer(optimizer, scheduler, new_groups)
         for listener in self.listeners:
             listener(self.plan)
-        self.stage_log.append(
-            {"stage": stage, "step": global_step, "trainable_blocks": self.plan.trainable_blocks(self.layout)}
-        )
+        if not self.stage_log or self.stage_log[-1]["stage"] != stage:  # a resumed run re-enters its stage
+            self.stage_log.append(
+                {"stage": stage, "step": global_step, "trainable_blocks": self.plan.trainable_blocks(self.layout)}
+            )
 
     def enforce_eval_modes(self) -> None:
         set_frozen_blocks_eval(self.layout, self.plan)

@@ -10,6 +10,27 @@ from transformers import Trainer
 from thawkit.engine.stages import StageController
 
 
+class EpochSeededLengthGroupedSampler:
+    """Length-grouped order drawn from ``seed + epoch``: the same in a resumed run as in an
+    uninterrupted one (a generator carried across epochs would restart at epoch 0's order)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        self.batch_size, self.lengths, self.seed, self.epoch = batch_size, lengths, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Any:
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
 class StrategyTrainer(Trainer):
     """A plain Trainer, except that:
 
@@ -25,9 +46,15 @@ class StrategyTrainer(Trainer):
         class_weights: list[float] | None = None,
         divergence: Any = None,
         materialize: Any = None,
+        checkpoint_state: Any = None,
+        keep_checkpoints: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.checkpoint_state = checkpoint_state  # thawkit.engine.resume.CheckpointState
+        self.keep_checkpoints = keep_checkpoints
+        self.resume_stage = 0  # set when resuming: the stage whose optimizer groups the checkpoint holds
+        self.resume_step = 0
         self.materialize = materialize  # the cached path's: boundary states for this batch's rows
         self.controller = controller
         self.train_lengths = train_lengths
@@ -40,12 +67,10 @@ class StrategyTrainer(Trainer):
             return super()._get_train_sampler(train_dataset)
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
-        generator = torch.Generator()
-        generator.manual_seed(self.args.data_seed if self.args.data_seed is not None else self.args.seed)
-        return LengthGroupedSampler(
+        return EpochSeededLengthGroupedSampler(
             self.args.train_batch_size * self.args.gradient_accumulation_steps,
             lengths=self.train_lengths,
-            generator=generator,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
         )
 
     def _prepare_inputs(self, inputs: Any) -> Any:
@@ -61,7 +86,36 @@ class StrategyTrainer(Trainer):
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
             optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k != "lr"}
             self.optimizer = optimizer_cls(self.controller.initial_param_groups(), **optimizer_kwargs)
+            if self.resume_stage:
+                from thawkit.engine.resume import rebuild_stages
+
+                rebuild_stages(self.controller, self.optimizer, self.resume_stage, self.resume_step)
+            if self.resume_step:  # the stage history as the interrupted run logged it
+                self.controller.stage_log = list(self.checkpoint_state.restored_stage_log)
         return self.optimizer
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """The Trainer's checkpoint, then thawkit's state (marking it complete), then rotation, so a
+        kill at any point leaves at least one complete checkpoint."""
+        from pathlib import Path
+
+        from thawkit.engine.resume import rotate
+
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if not self.args.should_save:
+            return
+        root = Path(self._get_output_dir(trial=trial))
+        if self.checkpoint_state is not None:
+            self.checkpoint_state.save(root / f"checkpoint-{self.state.global_step}")
+        rotate(root, self.keep_checkpoints)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        with self.controller.full_structure():
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         # A checkpoint is the full model, also while the cached path has modules swapped out.

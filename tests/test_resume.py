@@ -1,0 +1,208 @@
+"""Resume after a kill: the resumed run ends with the same weights and metrics as an uninterrupted
+one (CPU, same seed), for full fine-tuning, gradual unfreezing mid-schedule and LoRA."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import thawkit
+from thawkit.engine.resume import STATE_FILE, complete_checkpoints
+from thawkit.engine.trainer import StrategyTrainer
+from thawkit.errors import ThawkitError
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL in-process: nothing after it runs (the subprocess test sends the real signal)."""
+
+
+STRATEGIES = {"full": {}, "gradual": {}, "lora": {}}
+
+
+def _train(tiny_bert, data, out, strategy, **extra):
+    return thawkit.train(model=str(tiny_bert), data=data, strategy=strategy, epochs=3, lr=1e-3, batch_size=16, max_length=16,
+                         out=out, progress="off", measure_forgetting=False, checkpoint_every="3", keep_checkpoints=2,
+                         early_stopping_patience=0, seed=7, **extra)
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    name = "adapter_model.safetensors" if (run_dir / "adapter_model.safetensors").exists() else "model.safetensors"
+    return load_file(str(run_dir / name))
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], atol=1e-6, rtol=1e-5, msg=name)
+    ma, mb = (json.loads((p / "metrics.json").read_text())["validation"] for p in (a, b))
+    for key in ("accuracy", "macro_f1", "loss"):
+        assert ma[key] == pytest.approx(mb[key], abs=1e-6), key
+    ha, hb = ([json.loads(line) for line in (p / "history.jsonl").read_text().splitlines()] for p in (a, b))
+    assert [(h.get("step"), h.get("stage")) for h in ha] == [(h.get("step"), h.get("stage")) for h in hb]
+    sa, sb = (json.loads((p / "thawkit.json").read_text())["stages"] for p in (a, b))
+    assert sa == sb
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_bert, toy_csv, tmp_path_factory):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    return {s: (_train(tiny_bert, toy_csv, root / s, s) and root / s) for s in STRATEGIES}
+
+
+def _kill_after_checkpoint(monkeypatch, at_step: int) -> None:
+    original = StrategyTrainer._save_checkpoint
+
+    def save_then_die(self, model, trial):
+        original(self, model, trial)
+        if self.state.global_step >= at_step:
+            raise Killed()
+
+    monkeypatch.setattr(StrategyTrainer, "_save_checkpoint", save_then_die)
+
+
+def _kill_during_step(monkeypatch, at_step: int) -> None:
+    original = StrategyTrainer.training_step
+
+    def step_then_die(self, *args, **kwargs):
+        if self.state.global_step == at_step:
+            raise Killed()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StrategyTrainer, "training_step", step_then_die)
+
+
+def _kill_during_evaluation(monkeypatch, at_call: int) -> None:
+    original = StrategyTrainer.evaluate
+    calls = {"n": 0}
+
+    def evaluate_then_die(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise Killed()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StrategyTrainer, "evaluate", evaluate_then_die)
+
+
+def _kill_during_write(monkeypatch) -> None:
+    import thawkit.engine.artifacts as artifacts
+
+    original = artifacts.write_json
+
+    def write_then_die(path, payload):
+        original(path, payload)
+        if path.name == "thawkit.json":
+            raise Killed()
+
+    monkeypatch.setattr(artifacts, "write_json", write_then_die)
+
+
+KILLS = {
+    "right after a checkpoint": lambda mp: _kill_after_checkpoint(mp, 9),
+    "mid-epoch in the first epoch": lambda mp: _kill_during_step(mp, 5),
+    "during evaluation": lambda mp: _kill_during_evaluation(mp, 2),
+    "during the final write": _kill_during_write,
+}
+
+
+@pytest.mark.parametrize("kill", list(KILLS))
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_resume_equals_uninterrupted(strategy, kill, reference, tiny_bert, toy_csv, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        KILLS[kill](patch)
+        with pytest.raises(Killed):
+            _train(tiny_bert, toy_csv, out, strategy)
+    partial = tmp_path / ".run.partial"
+    assert not out.exists() and complete_checkpoints(partial / "checkpoints")
+    # Re-running without --resume must not throw the checkpoints away.
+    with pytest.raises(ThawkitError, match="--resume"):
+        _train(tiny_bert, toy_csv, out, strategy)
+    run = thawkit.train(resume=out, progress="off")
+    assert run.info["strategy"] == strategy and not partial.exists()
+    assert not (out / "checkpoints").exists() and not (out / "train_config.json").exists()
+    _assert_same_run(reference[strategy], out)
+
+
+def test_gradual_resumes_mid_schedule(reference, tiny_bert, toy_csv, tmp_path, monkeypatch):
+    """Killed after the encoder began to thaw: the checkpoint records the stage, and the resumed
+    optimizer has the groups of that stage (else loading its state would fail)."""
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _kill_after_checkpoint(patch, 15)
+        with pytest.raises(Killed):
+            _train(tiny_bert, toy_csv, out, "gradual")
+    checkpoint = complete_checkpoints(tmp_path / ".run.partial" / "checkpoints")[-1]
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    assert state["stage"] >= 1
+    thawkit.train(resume=out, progress="off")
+    _assert_same_run(reference["gradual"], out)
+
+
+def test_resume_refuses_other_settings_and_finished_runs(reference, tiny_bert, toy_csv, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _kill_after_checkpoint(patch, 3)
+        with pytest.raises(Killed):
+            _train(tiny_bert, toy_csv, out, "full")
+    with pytest.raises(ThawkitError, match="--resume continues the run as it was started"):
+        thawkit.train(resume=out, lr=1e-4)
+    with pytest.raises(ThawkitError, match="nothing to resume"):
+        thawkit.train(resume=reference["full"])
+    with pytest.raises(ThawkitError, match="no checkpoint to resume from"):
+        thawkit.train(resume=tmp_path / "never-ran")
+
+
+def test_incomplete_checkpoint_is_never_resumed_from(reference, tiny_bert, toy_csv, tmp_path, monkeypatch):
+    """A kill while the Trainer writes a checkpoint leaves it without thawkit_state.json: the
+    previous complete one is used, and rotation never deleted it first."""
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _kill_after_checkpoint(patch, 6)
+        with pytest.raises(Killed):
+            _train(tiny_bert, toy_csv, out, "full")
+    checkpoints = tmp_path / ".run.partial" / "checkpoints"
+    newest = complete_checkpoints(checkpoints)[-1]
+    (newest / STATE_FILE).unlink()  # as if killed before the state was written
+    assert complete_checkpoints(checkpoints)[-1].name == "checkpoint-3"
+    run = thawkit.train(resume=out, progress="off")
+    assert run.info["global_steps"] == json.loads((reference["full"] / "thawkit.json").read_text())["global_steps"]
+    _assert_same_run(reference["full"], out)
+
+
+def test_sigkill_then_resume_from_the_command_line(reference, tiny_bert, toy_csv, tmp_path):
+    """The real signal: SIGKILL the CLI process right after its second checkpoint, resume with
+    `thawkit train --resume OUT` only."""
+    out = tmp_path / "run"
+    script = (
+        "import os, signal, sys\n"
+        "from thawkit.engine.trainer import StrategyTrainer\n"
+        "original = StrategyTrainer._save_checkpoint\n"
+        "def save(self, model, trial):\n"
+        "    original(self, model, trial)\n"
+        "    if self.state.global_step >= 6:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "StrategyTrainer._save_checkpoint = save\n"
+        "from thawkit.cli.app import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    args = ["train", "--model", str(tiny_bert), "--data", str(toy_csv), "--strategy", "full", "--epochs", "3", "--lr", "1e-3",
+            "--batch-size", "16", "--max-length", "16", "--out", str(out), "--progress", "off", "--no-measure-forgetting",
+            "--checkpoint-every", "3", "--keep-checkpoints", "2", "--early-stopping-patience", "0", "--seed", "7"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    killed = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = subprocess.run([str(Path(sys.executable).with_name("thawkit")), "train", "--resume", str(out), "--progress", "off"],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _assert_same_run(reference["full"], out)
