@@ -206,3 +206,39 @@ def test_sigkill_then_resume_from_the_command_line(reference, tiny_bert, toy_csv
                              env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _assert_same_run(reference["full"], out)
+
+
+def test_compare_resumes_finished_and_interrupted_runs(tiny_bert, toy_csv, tmp_path, monkeypatch):
+    """A comparison killed in its second job: --resume reuses the finished run (not retrained) and
+    continues the interrupted one from its checkpoint."""
+    from thawkit.compare import compare
+    from thawkit.strategies import get_strategy_class
+
+    options = dict(model=str(tiny_bert), data=toy_csv, strategies=["full", "lora"], epochs=2, lr=1e-3, batch_size=16, max_length=16,
+                   progress="off", measure_forgetting=False, checkpoint_every="3", early_stopping_patience=0, advise=False)
+    reference = compare(**options, out=tmp_path / "reference")
+    first, second = sorted(["full", "lora"], key=lambda n: get_strategy_class(n).order)  # the order jobs run in
+    out = tmp_path / "cmp"
+    with monkeypatch.context() as patch:
+        original = StrategyTrainer._save_checkpoint
+
+        def save_then_die(self, model, trial):
+            original(self, model, trial)
+            if f"{second}-seed" in str(self.args.output_dir) and self.state.global_step >= 6:
+                raise Killed()
+
+        patch.setattr(StrategyTrainer, "_save_checkpoint", save_then_die)
+        with pytest.raises(Killed):
+            compare(**options, out=out)
+    partial = tmp_path / ".cmp.partial"
+    finished = partial / "runs" / f"{first}-seed42"
+    assert (finished / "thawkit.json").exists() and not out.exists()
+    stamp = (finished / "thawkit.json").stat().st_mtime_ns
+    with pytest.raises(ThawkitError, match="--resume"):
+        compare(**options, out=out)
+    resumed = compare(resume=out, progress="off")
+    assert (out / "runs" / f"{first}-seed42" / "thawkit.json").stat().st_mtime_ns == stamp  # reused, not retrained
+    for ref_row, row in zip(reference.rows, resumed.rows):
+        assert row["strategy"] == ref_row["strategy"]
+        assert row["validation_macro_f1_mean"] == pytest.approx(ref_row["validation_macro_f1_mean"], abs=1e-6)
+    _assert_same_run(tmp_path / "reference" / "runs" / f"{second}-seed42", out / "runs" / f"{second}-seed42")

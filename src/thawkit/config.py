@@ -229,4 +229,4 @@ class CompareConfig(TrainConfig):
     def train_values(self) -> dict[str, Any]:
         """The ``TrainConfig`` part, for one job."""
         own = set(CompareConfig.model_fields) - set(TrainConfig.model_fields)
-        return {k: v for k, v in self.model_dump().items() if k not in own and k != "strategy_options"}
+        return {k: v for k, v in self.model_dump().items() if k not in own and k not in ("strategy_options", "resume")}

@@ -54,7 +54,7 @@ def _compare(config: Optional[Path] = None, **given: Any) -> None:
 
     values: dict[str, Any] = load_yaml_config(config, CompareConfig) if config is not None else {}
     values.update(config_values(CompareConfig, given))
-    if values.get("data") is None:
+    if values.get("data") is None and values.get("resume") is None:
         raise ConfigError("no training data; fix: pass --data FILE or set data: in the --config file")
     names = values.get("strategies") or ["all"]
     names = available_strategies() if names == ["all"] else names

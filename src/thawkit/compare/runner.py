@@ -50,7 +50,39 @@ def _train_job(values: dict[str, Any], threads: int | None = None) -> str:
     return str(run.path)
 
 
+COMPARE_CONFIG = "compare_config.json"  # the comparison's config, kept until it is published (for --resume)
+
+
+def _has_checkpoint(run_out: Path) -> bool:
+    from thawkit.engine.resume import complete_checkpoints
+    from thawkit.rundir import partial_dir_for
+
+    return bool(complete_checkpoints(partial_dir_for(run_out) / "checkpoints"))
+
+
+def _resumed_comparison(path: Path, values: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    from thawkit.rundir import partial_dir_for
+
+    saved_file = partial_dir_for(path) / COMPARE_CONFIG
+    if not saved_file.exists():
+        raise ConfigError(f"{path}: no interrupted comparison to resume (no {saved_file}); fix: pass the --out folder of an "
+                          "interrupted 'thawkit compare'")
+    saved = json.loads(saved_file.read_text(encoding="utf-8"))
+    return {**saved, **{k: v for k, v in values.items() if k in ("resume", "progress")}}
+
+
 def _run_jobs(jobs: list[dict[str, Any]], cfg: CompareConfig) -> list[str]:
+    finished = {i: job["finished"] for i, job in enumerate(jobs) if "finished" in job}
+    todo = [job for job in jobs if "finished" not in job]
+    done = iter(_run_pending(todo, cfg))
+    return [finished[i] if i in finished else next(done) for i in range(len(jobs))]
+
+
+def _run_pending(jobs: list[dict[str, Any]], cfg: CompareConfig) -> list[str]:
+    if not jobs:
+        return []
     if cfg.ray:
         try:
             import ray
@@ -86,6 +118,9 @@ def compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any
 
     values = config.model_dump(exclude_unset=True) if isinstance(config, CompareConfig) else dict(config or {})
     values.update({k: v for k, v in options.items() if v is not None})
+    resuming = values.get("resume") is not None
+    if resuming:
+        values = _resumed_comparison(Path(values["resume"]), values)
     cfg: CompareConfig = make_config(values, "comparison", CompareConfig)
     strategies = _strategies(cfg)
     if cfg.ray and (cfg.workers > 1):
@@ -96,12 +131,24 @@ def compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any
     final = Path(cfg.out) if cfg.out is not None else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     check_destination(final, cfg.overwrite)
     partial = partial_dir_for(final)
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    if not resuming:
+        if (partial / COMPARE_CONFIG).exists() and not cfg.overwrite:
+            raise ConfigError(f"{final}: an interrupted comparison of it exists; fix: continue it with "
+                              f"'thawkit compare --resume {final}', or start over with --overwrite")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        from thawkit.engine.resume import write_config
+
+        write_config(partial, cfg.model_copy(update={"resume": None, "out": final}).model_dump(mode="json"))
+        os.replace(partial / "train_config.json", partial / COMPARE_CONFIG)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
 
     def job(strategy: str, seed: int, epochs: float, folder: str, time_limit: float | None) -> dict[str, Any]:
+        out = partial / folder / f"{strategy}-seed{seed}"
         return {
+            # Resuming: finished runs are reused, interrupted ones continue from their checkpoint.
+            **({"finished": str(out)} if resuming and (out / "thawkit.json").exists() else {}),
+            **({"resume": str(out)} if resuming and _has_checkpoint(out) else {}),
             **base, "strategy": strategy, "strategy_options": cfg.strategy_options.get(strategy, {}), "seed": seed,
             "split_seed": cfg.split_seed if cfg.split_seed is not None else cfg.seed,  # identical splits for every run
             "epochs": epochs, "time_limit_seconds": time_limit or cfg.time_limit_seconds,
@@ -164,8 +211,14 @@ def compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any
         for summary in summaries:
             summary["path"] = str(final / Path(summary["path"]).relative_to(partial))
         write_report(partial, summaries, rows, winner, metric, advice)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+    except BaseException as exc:
+        # Bad input discards the comparison; an interruption keeps finished runs and checkpoints
+        # for 'thawkit compare --resume'.
+        if isinstance(exc, ConfigError) or not any(partial.glob("*/*/thawkit.json")) and not any(partial.glob("*/.*.partial")):
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            log.warning("Interrupted comparison kept in %s; continue with: thawkit compare --resume %s", partial, final)
         raise
+    (partial / COMPARE_CONFIG).unlink(missing_ok=True)
     publish(partial, final, cfg.overwrite)
     return Comparison(final, rows, winner, advice, metric)
