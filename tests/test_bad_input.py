@@ -124,3 +124,27 @@ def run_cli_ok(args: list[str]) -> bool:
     except SystemExit as exc:
         return exc.code in (0, None)
     return True
+
+
+def test_two_writers_of_one_run_folder(tiny_bert, tmp_path):
+    """While one process holds a run folder, a second one with the same --out stops with one line."""
+    import fcntl
+
+    from thawkit.errors import ConfigError
+    from thawkit.rundir import exclusive
+
+    out = tmp_path / "run"
+    with exclusive(out):
+        holder = (tmp_path / ".run.lock").open("a")
+        with pytest.raises(BlockingIOError):  # the lock is really held (flock is per open file description)
+            fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        good = write(tmp_path / "good.csv", GOOD)
+        exe = Path(sys.executable).with_name("thawkit")
+        second = subprocess.run([str(exe), "train", "--data", str(good), "--model", str(tiny_bert), "--out", str(out)],
+                                capture_output=True, text=True)
+        assert second.returncode == 2 and "another thawkit process is writing it" in second.stderr
+        assert second.stderr.strip().count("\n") == 0
+    with pytest.raises(ConfigError):
+        with exclusive(out):
+            with exclusive(out):  # the same process, a second open: refused too
+                pass

@@ -149,12 +149,17 @@ def test_gradual_resumes_mid_schedule(reference, tiny_bert, toy_csv, tmp_path, m
     _assert_same_run(reference["gradual"], out)
 
 
-def test_resume_refuses_other_settings_and_finished_runs(reference, tiny_bert, toy_csv, tmp_path, monkeypatch):
+def test_resume_refuses_other_settings_and_finished_runs(reference, tiny_bert, toy_csv, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         _kill_after_checkpoint(patch, 3)
         with pytest.raises(Killed):
             _train(tiny_bert, toy_csv, out, "full")
+    from thawkit.cli.app import main
+
+    main(["info", str(out)])  # info tells an interrupted run from a complete one
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "interrupted, not complete" in shown and "step 3" in shown and "--resume" in shown
     with pytest.raises(ThawkitError, match="--resume continues the run as it was started"):
         thawkit.train(resume=out, lr=1e-4)
     with pytest.raises(ThawkitError, match="nothing to resume"):

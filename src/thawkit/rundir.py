@@ -13,12 +13,14 @@ Layout of a finished run::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from thawkit.errors import ConfigError, RunDirError
 
@@ -35,6 +37,31 @@ def default_run_dir(strategy: str) -> Path:
 def partial_dir_for(final: Path) -> Path:
     """Deterministic, so every process of a distributed run agrees on it."""
     return final.parent / f".{final.name}.partial"
+
+
+@contextlib.contextmanager
+def exclusive(final: Path) -> Iterator[None]:
+    """One writer per run or comparison folder: a second process given the same --out stops with a
+    clear error instead of both writing (and deleting) the same temporary folder. Ranks other than
+    0 of a distributed run share rank 0's folder and take no lock."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    import fcntl
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = final.parent / f".{final.name}.lock"
+    with lock_path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{final}: another thawkit process is writing it right now; fix: wait for it to finish or "
+                              "choose another --out") from None
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_destination(final: Path, overwrite: bool) -> None:

@@ -76,10 +76,32 @@ def run_format(path: Path, facts: dict) -> str:
     return f"Hugging Face model ({facts.get('task')}; transformers Auto classes / thawkit.load)"
 
 
+def _interrupted(run: Path) -> None:
+    """An interrupted run: what it reached and how to continue it."""
+    from thawkit.engine.resume import complete_checkpoints
+    from thawkit.rundir import partial_dir_for
+
+    partial = partial_dir_for(run)
+    kept = complete_checkpoints(partial / "checkpoints")
+    if kept:
+        import json
+
+        state = json.loads((kept[-1] / "trainer_state.json").read_text(encoding="utf-8"))
+        console.print(f"{run}: interrupted, not complete. Last checkpoint: step {state.get('global_step')} of "
+                      f"{state.get('max_steps')} (epoch {float(state.get('epoch') or 0):.2f}) in {kept[-1]}; "
+                      f"continue with: thawkit train --resume {run}")
+    else:
+        console.print(f"{run}: interrupted before its first checkpoint (nothing to resume: {partial} holds no complete "
+                      "checkpoint); train it again with --overwrite")
+
+
 def info(run: Path = typer.Argument(..., help="run directory")) -> None:
     """Show what a run is: task, strategy, head, data, metrics, trainable parameters and time per phase."""
-    from thawkit.rundir import read_run_files
+    from thawkit.rundir import partial_dir_for, read_run_files
 
+    if not (Path(run) / "thawkit.json").exists() and partial_dir_for(Path(run)).is_dir():
+        _interrupted(Path(run))
+        return
     path, facts, labels = read_run_files(run)
     table = Table(title=f"run {path}", show_header=False)
     table.add_column("key")

@@ -111,6 +111,17 @@ def _strategies(cfg: CompareConfig) -> list[str]:
 
 def compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any) -> Comparison:
     """Train every strategy × seed on identical splits; write results.csv/json and the report."""
+    from thawkit.rundir import exclusive
+
+    given = {**(config.model_dump(exclude_unset=True) if isinstance(config, CompareConfig) else dict(config or {})), **options}
+    target = given.get("out") or given.get("resume")
+    if target is None:
+        return _compare(config, **options)
+    with exclusive(Path(target)):
+        return _compare(config, **options)
+
+
+def _compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any) -> Comparison:
     from thawkit.advisor import parse_budget
     from thawkit.compare.report import write_report
     from thawkit.compare.results import aggregate, load_run_summary, name_winner, write_results

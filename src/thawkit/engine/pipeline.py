@@ -33,7 +33,7 @@ from thawkit.guards.overfitting import check_overfitting
 from thawkit.guards.tokenizer import check_tokenizer
 from thawkit.models.backbone import load_tokenizer, resolve_model_path
 from thawkit.models.layout import HEAD
-from thawkit.rundir import check_destination, default_run_dir, partial_dir_for
+from thawkit.rundir import check_destination, default_run_dir, exclusive, partial_dir_for
 from thawkit.strategies import get_strategy_class
 from thawkit.tasks import RunBase, Task, TaskData, get_task
 
@@ -57,6 +57,13 @@ class Prepared:
 
 def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) -> RunBase:
     """Train ``cfg`` (a named strategy, not ``auto``) and write its run directory."""
+    if cfg.out is None:
+        return _run_training(cfg, extra_facts)
+    with exclusive(Path(cfg.out)):
+        return _run_training(cfg, extra_facts)
+
+
+def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None) -> RunBase:
     from transformers import set_seed
 
     reset_peak_memory()
