@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=5)
     parser.add_argument("--lrs", default=None, help="comma-separated learning rates instead of --points")
     parser.add_argument("--mults", default="1,10", help="head LR multipliers to sweep")
+    parser.add_argument("--epochs", type=float, default=None, help="sweep at this many epochs (default: the defaults')")
     parser.add_argument("--skip-sweep", action="store_true", help="only the defaults")
     parser.add_argument("--skip-defaults", action="store_true", help="only the sweep")
     args = parser.parse_args()
@@ -140,6 +141,8 @@ def main() -> None:
                 if not args.skip_sweep:
                     lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else None
                     for setting in grid(strategy, args.points, lrs, tuple(float(m) for m in args.mults.split(","))):
+                        if args.epochs:
+                            setting = {**setting, "epochs": args.epochs}
                         outcome = run_one({**base, "strategy": strategy, **setting}, work / "run")
                         entry["sweep"].append({**setting, **outcome})
                         print(name, strategy, setting, outcome, flush=True)

@@ -61,3 +61,4 @@ def test_installed_wheel_runs_advise_and_train(wheel, tmp_path, tiny_bert):
                               "--max-length", "32", "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert (tmp_path / "run" / "thawkit.json").exists()
+

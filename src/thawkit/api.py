@@ -54,8 +54,12 @@ def _resumed_values(values: dict[str, Any]) -> dict[str, Any]:
 
 def load(path: str | Path) -> RunBase:
     """Load a finished run directory of any task for prediction or evaluation."""
+    from thawkit.logging_setup import quiet_libraries
+
     run, info, labels = read_run_files(path)
-    return task_for_run(info.get("task", "sequence-classification")).load_run(run, info, labels)
+    task = task_for_run(info.get("task", "sequence-classification"))
+    quiet_libraries()
+    return task.load_run(run, info, labels)
 
 
 def _resolve_auto(cfg: TrainConfig) -> tuple[TrainConfig, Any]:

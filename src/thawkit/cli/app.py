@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from thawkit.cli import advise_cmd, compare_cmds, demo_cmd, inspect_cmds, train_cmds
+from thawkit.cli import advise_cmd, compare_cmds, demo_cmd, inspect_cmds, serve_cmd, train_cmds
 from thawkit.errors import ThawkitError
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command("evaluate")(inspect_cmds.evaluate)
 app.command("predict")(inspect_cmds.predict)
 app.command("info")(inspect_cmds.info)
 app.command("strategies")(inspect_cmds.strategies)
+app.command("serve")(serve_cmd.serve)
 
 
 class Interrupted(BaseException):

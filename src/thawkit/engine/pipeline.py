@@ -66,6 +66,10 @@ def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) ->
 def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None) -> RunBase:
     from transformers import set_seed
 
+    from thawkit.logging_setup import quiet_libraries
+
+    quiet_libraries()  # now that transformers is imported
+
     reset_peak_memory()
     started = time.perf_counter()
     task = get_task(cfg.task)

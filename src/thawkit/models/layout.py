@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from thawkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 EMBEDDINGS = "embeddings"
 HEAD = "head"
@@ -58,10 +60,12 @@ class BlockLayout:
 
 
 def find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    from torch.nn import ModuleList
+
     candidates = [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, nn.ModuleList) and re.search(r"(^|\.)(layer|layers|block|blocks)$", name)
+        if isinstance(module, ModuleList) and re.search(r"(^|\.)(layer|layers|block|blocks)$", name)
     ]
     if not candidates:
         raise ConfigError(

@@ -8,13 +8,15 @@ advance per epoch, or every ``stage_every_steps`` optimizer steps when a strateg
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Mapping, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Callable, ClassVar, Mapping, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
-from torch import nn
 
 from thawkit.models.layout import BlockLayout
 from thawkit.plugins import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 S = TypeVar("S")
 

@@ -10,13 +10,15 @@ model. ``pooling`` and ``head`` choose explicitly.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
-from torch import nn
 
 from thawkit.models.layout import HEAD, BlockLayout
 from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class FrozenConfig(StrategyConfig):

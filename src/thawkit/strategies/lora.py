@@ -6,12 +6,16 @@ adapter: a reloaded run predicts exactly what the trained one did.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field
-from torch import nn
 
 from thawkit.errors import ConfigError
 from thawkit.models.layout import BlockLayout, head_module_names
 from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, register_strategy
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # Attention projections by architecture; peft's own table is the fallback.
 _TARGETS = {

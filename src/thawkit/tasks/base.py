@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypeVar
 
-from torch import nn
 
 from thawkit.errors import ConfigError
 from thawkit.plugins import Registry
 from thawkit.rundir import METRICS_FILE, read_history
 
 if TYPE_CHECKING:
+    from torch import nn
     from thawkit.config import TrainConfig
 
 _TASKS = Registry("task", ("run_type", "default_metric", "load_data", "build_model", "encode", "load_run"))

@@ -1,0 +1,35 @@
+"""`thawkit serve RUN [RUN…]`: the HTTP server (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+from typing import List
+
+import typer
+
+from thawkit.errors import ConfigError
+
+
+def serve(
+    runs: List[str] = typer.Argument(..., help="run folders to serve; NAME=RUN names one (default name: the folder's)"),
+    host: str = typer.Option("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network"),
+    port: int = typer.Option(8000, min=1, max=65535, help="port"),
+    max_batch_tokens: int = typer.Option(16384, min=1, help="padded tokens per forward pass (dynamic batching)"),
+    max_wait_ms: float = typer.Option(5.0, min=0, help="how long a batch waits for more requests"),
+    max_inputs: int = typer.Option(64, min=1, help="inputs per request"),
+    max_chars: int = typer.Option(20000, min=1, help="characters per input"),
+    max_body_bytes: int = typer.Option(1_000_000, min=1, help="request body size"),
+    max_queue: int = typer.Option(1024, min=1, help="inputs waiting per model; beyond, 503"),
+) -> None:
+    """Serve finished runs over HTTP: /predict, /ner, /qa, /embed, /v1/embeddings, /similarity, /v1/models, /metrics."""
+    try:
+        import uvicorn
+
+        from thawkit.serve import ServeLimits, create_app, load_served
+        from thawkit.serve.models import parse_run_arguments
+    except ImportError as exc:
+        raise ConfigError(f"serving needs the [serve] extra ({exc.name} is missing); fix: pip install 'thawkit[serve]'") from None
+    served = load_served(parse_run_arguments(runs))
+    limits = ServeLimits(max_inputs=max_inputs, max_chars=max_chars, max_body_bytes=max_body_bytes, max_queue=max_queue,
+                         max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms)
+    typer.secho(f"serving {', '.join(f'{n} ({m.task})' for n, m in served.items())} on http://{host}:{port}", err=True)
+    uvicorn.run(create_app(served, limits), host=host, port=port, log_level="warning")

@@ -1,0 +1,275 @@
+"""The FastAPI application: endpoints per task, limits, Prometheus metrics, dynamic batching."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from thawkit.serve.batching import Batcher, Item, QueueFull
+from thawkit.serve.models import ServedModel
+
+# thawkit.json's task -> what the endpoints call it
+CLASSIFICATION, NER, QA, SIMILARITY = "sequence-classification", "token-classification", "question-answering", "sentence-similarity"
+
+
+@dataclass
+class ServeLimits:
+    max_inputs: int = 64  # per request
+    max_chars: int = 20_000  # per input
+    max_body_bytes: int = 1_000_000
+    max_queue: int = 1024  # inputs waiting per model; beyond: 503
+    max_batch_tokens: int = 16_384  # padded tokens per forward pass
+    max_wait_ms: float = 5.0  # how long a batch waits for company
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(default=None, description="the served run to use (GET /v1/models); optional with one run of the task")
+
+
+class PredictRequest(_Request):
+    inputs: Union[str, list[str], list[list[str]]]
+    raw_scores: bool = False
+
+
+class EmbedRequest(_Request):
+    inputs: Union[str, list[str]]
+    normalize: bool = True
+
+
+class OpenAIEmbeddingRequest(_Request):
+    input: Union[str, list[str]]
+    encoding_format: Literal["float"] = "float"
+    user: str | None = None
+
+
+class SimilarityInputs(BaseModel):
+    source_sentence: str
+    sentences: list[str]
+
+
+class SimilarityRequest(_Request):
+    inputs: SimilarityInputs
+
+
+class NerRequest(_Request):
+    inputs: Union[str, list[str]]
+
+
+class QAPair(BaseModel):
+    question: str
+    context: str
+
+
+class QARequest(_Request):
+    question: str | None = None
+    context: str | None = None
+    inputs: list[QAPair] | None = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None) -> FastAPI:
+    """The app for ``served`` (from ``load_served``); run it with uvicorn."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+    limits = limits or ServeLimits()
+    registry = CollectorRegistry()
+    requests = Counter("thawkit_requests", "requests", ["endpoint", "status"], registry=registry)
+    latency = Histogram("thawkit_request_seconds", "request latency", ["endpoint"], registry=registry,
+                        buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10))
+    batch_sizes = Histogram("thawkit_batch_size", "inputs per forward pass", registry=registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+    batch_tokens = Histogram("thawkit_batch_padded_tokens", "padded tokens per forward pass", registry=registry,
+                             buckets=(64, 256, 1024, 4096, 16384, 65536))
+    queue_depth = Gauge("thawkit_queue_depth", "inputs waiting", ["model"], registry=registry)
+
+    def observe(size: int, tokens: int) -> None:
+        batch_sizes.observe(size)
+        batch_tokens.observe(tokens)
+
+    batchers: dict[int, Batcher] = {}
+
+    def batcher_for(model: ServedModel) -> Batcher:
+        key = id(model.lock)  # runs sharing a base share a lock, hence a batcher
+        if key not in batchers:
+            batchers[key] = Batcher(limits.max_batch_tokens, limits.max_wait_ms, limits.max_queue, observe)
+        return batchers[key]
+
+    app = FastAPI(title="thawkit serve", version="1", description="Fine-tuned thawkit runs over HTTP")
+
+    @app.on_event("shutdown")
+    async def _stop() -> None:
+        for batcher in batchers.values():
+            await batcher.stop()
+
+    @app.middleware("http")
+    async def _limits_and_metrics(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
+            response = _error(413, f"request body of {int(length):,} bytes exceeds the limit of {limits.max_body_bytes:,} bytes "
+                                   "(--max-body-bytes)")
+        else:
+            response = await call_next(request)
+        if request.url.path not in ("/metrics", "/health"):
+            latency.labels(request.url.path).observe(time.perf_counter() - started)
+            requests.labels(request.url.path, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.kind)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        return _error(422, f"{where or 'body'}: {first.get('msg')}")
+
+    def pick(name: str | None, task: str) -> ServedModel:
+        candidates = [m for m in served.values() if m.task == task]
+        if name is not None:
+            if name not in served:
+                raise ApiError(404, f"model {name!r} is not served; served: {', '.join(served)}", "model_not_found")
+            if served[name].task != task:
+                raise ApiError(422, f"model {name!r} is a {served[name].task} run; this endpoint needs a {task} run")
+            return served[name]
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise ApiError(404, f"no {task} run is served", "model_not_found")
+        raise ApiError(422, f"several {task} runs are served; pass \"model\": one of {', '.join(m.name for m in candidates)}")
+
+    def check_inputs(texts: list[str]) -> None:
+        if not texts:
+            raise ApiError(422, "inputs is empty; pass at least one text")
+        if len(texts) > limits.max_inputs:
+            raise ApiError(413, f"{len(texts)} inputs exceed the limit of {limits.max_inputs} per request (--max-inputs)")
+        for index, text in enumerate(texts):
+            if len(text) > limits.max_chars:
+                raise ApiError(413, f"input {index} has {len(text):,} characters, over the limit of {limits.max_chars:,} (--max-chars)")
+
+    async def run_batch(model: ServedModel, kind: str, texts: list[str], pairs: list[str] | None = None) -> tuple[list[Any], int]:
+        import asyncio
+
+        check_inputs(texts + (pairs or []))
+        tokenizer, max_length = model.run.tokenizer, model.run.max_length
+        counts = [min(len(tokenizer(t, p)["input_ids"]) if p is not None else len(tokenizer(t)["input_ids"]), max_length)
+                  for t, p in zip(texts, pairs or [None] * len(texts))]
+        loop = asyncio.get_running_loop()
+        items = [Item(model, kind, t, p, n, loop.create_future()) for t, p, n in zip(texts, pairs or [None] * len(texts), counts)]
+        batcher = batcher_for(model)
+        try:
+            results = await batcher.submit(items)
+        except QueueFull:
+            raise ApiError(503, f"the queue for {model.name} is full ({limits.max_queue} inputs, --max-queue); retry later",
+                           "overloaded") from None
+        finally:
+            queue_depth.labels(model.name).set(batcher.depth())
+        return results, sum(counts)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": list(served)}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [m.describe() for m in served.values()]}
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        for name, model in served.items():
+            queue_depth.labels(name).set(batcher_for(model).depth())
+        return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/predict")
+    async def predict(body: PredictRequest) -> Any:
+        model = pick(body.model, CLASSIFICATION)
+        single = isinstance(body.inputs, str)
+        rows = [body.inputs] if single else list(body.inputs)
+        if all(isinstance(r, list) for r in rows):
+            if any(len(r) != 2 for r in rows):
+                raise ApiError(422, "a pair input must be [text, text_pair]")
+            texts, pairs = [r[0] for r in rows], [r[1] for r in rows]
+        elif all(isinstance(r, str) for r in rows):
+            texts, pairs = rows, None
+        else:
+            raise ApiError(422, "inputs: all strings or all [text, pair] lists")
+        labels = list(model.run.labels)
+        if body.raw_scores:
+            logits, _ = await run_batch(model, "logits", texts, pairs)
+            answers = [sorted(({"label": l, "score": float(s)} for l, s in zip(labels, row)), key=lambda d: -d["score"]) for row in logits]
+        else:
+            predictions, _ = await run_batch(model, "predict", texts, pairs)
+            answers = [sorted(({"label": l, "score": float(s)} for l, s in p["scores"].items()), key=lambda d: -d["score"])
+                       for p in predictions]
+        return answers[0] if single else answers
+
+    @app.post("/embed")
+    async def embed(body: EmbedRequest) -> list[list[float]]:
+        model = pick(body.model, SIMILARITY)
+        if not body.normalize:
+            raise ApiError(422, "normalize: false is not offered; similarity runs embed normalised vectors (what they were trained to compare)")
+        texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
+        vectors, _ = await run_batch(model, "embed", texts)
+        return vectors
+
+    @app.post("/v1/embeddings")
+    async def openai_embeddings(body: OpenAIEmbeddingRequest) -> dict[str, Any]:
+        model = pick(body.model, SIMILARITY)
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        vectors, tokens = await run_batch(model, "embed", texts)
+        return {"object": "list", "model": model.name,
+                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    @app.post("/similarity")
+    async def similarity(body: SimilarityRequest) -> list[float]:
+        model = pick(body.model, SIMILARITY)
+        vectors, _ = await run_batch(model, "embed", [body.inputs.source_sentence, *body.inputs.sentences])
+        source = vectors[0]
+        return [float(sum(a * b for a, b in zip(source, v))) for v in vectors[1:]]
+
+    @app.post("/ner")
+    async def ner(body: NerRequest) -> Any:
+        model = pick(body.model, NER)
+        single = isinstance(body.inputs, str)
+        texts = [body.inputs] if single else list(body.inputs)
+        results, _ = await run_batch(model, "predict", texts)
+        entities = [r["entities"] for r in results]
+        return entities[0] if single else entities
+
+    @app.post("/qa")
+    async def qa(body: QARequest) -> Any:
+        model = pick(body.model, QA)
+        single = body.inputs is None
+        if single:
+            if body.question is None or body.context is None:
+                raise ApiError(422, "pass question and context, or inputs: [{question, context}, ...]")
+            pairs = [QAPair(question=body.question, context=body.context)]
+        else:
+            pairs = list(body.inputs or [])
+        results, _ = await run_batch(model, "predict", [p.question for p in pairs], [p.context for p in pairs])
+        answers = [{"answer": r["answer"], "start": r["start"], "end": r["end"], "score": _finite(r["score"])} for r in results]
+        return answers[0] if single else answers
+
+    return app
+
+
+def _finite(value: Any) -> Any:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": status}})

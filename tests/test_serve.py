@@ -1,0 +1,172 @@
+"""`thawkit serve`: every endpoint answers what `thawkit predict` gives on the same run; LoRA runs on
+one base share it; limits answer with clear JSON errors; the CLI really starts uvicorn."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+import thawkit
+from thawkit.serve import ServeLimits, create_app, load_served
+from thawkit.testing import toy_sentiment_rows
+
+from test_matrix import CONLL, PAIRS, QA_EDGE_CASES
+
+TEXTS = ["the film was great", "awful and boring plot", "okay average fine"]
+
+
+def _train(tiny_bert, out, **options):
+    options = {"max_length": 32, **options}
+    return thawkit.train(model=str(tiny_bert), epochs=1, lr=5e-3, batch_size=16, out=out, progress="off",
+                         measure_forgetting=False, **options)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_bert, tmp_path_factory):
+    root = tmp_path_factory.mktemp("served")
+    data = {}
+    for name, classes, seed in (("three", 3, 0), ("two_a", 2, 1), ("two_b", 2, 2)):
+        path = root / f"{name}.csv"
+        with path.open("w", newline="") as handle:
+            csv.writer(handle).writerows([("text", "label"), *toy_sentiment_rows(60, seed=seed, classes=classes)])
+        data[name] = path
+    (root / "ner.txt").write_text(CONLL)
+    (root / "pairs.tsv").write_text("sentence1\tsentence2\tscore\n" + "".join(f"{a}\t{b}\t{s}\n" for a, b, s in PAIRS * 6))
+    return {
+        "full3": _train(tiny_bert, root / "full3", data=data["three"], strategy="full").path,
+        "lora_a": _train(tiny_bert, root / "lora_a", data=data["two_a"], strategy="lora", seed=1).path,
+        "lora_b": _train(tiny_bert, root / "lora_b", data=data["two_b"], strategy="lora", seed=2).path,
+        "ner": _train(tiny_bert, root / "ner", task="ner", data=root / "ner.txt", strategy="full").path,
+        "qa": _train(tiny_bert, root / "qa", task="qa", data=QA_EDGE_CASES, validation=QA_EDGE_CASES, strategy="full", max_length=48).path,
+        "sim": _train(tiny_bert, root / "sim", task="similarity", data=root / "pairs.tsv", validation=root / "pairs.tsv",
+                      strategy="full").path,
+    }
+
+
+@pytest.fixture(scope="module")
+def client(runs):
+    served = load_served(runs)
+    with TestClient(create_app(served, ServeLimits(max_inputs=8, max_chars=500, max_body_bytes=20_000, max_wait_ms=20))) as c:
+        c.served = served
+        yield c
+
+
+def _scores(answer):
+    return {d["label"]: d["score"] for d in answer}
+
+
+def test_predict_equals_thawkit_predict(client, runs):
+    for name in ("full3", "lora_a", "lora_b"):
+        expected = thawkit.load(runs[name]).predict(TEXTS)
+        got = client.post("/predict", json={"inputs": TEXTS, "model": name}).json()
+        for e, g in zip(expected, got):
+            assert _scores(g) == pytest.approx(e["scores"], abs=1e-5)
+            assert g[0]["label"] == e["label"]  # sorted, best first
+        single = client.post("/predict", json={"inputs": TEXTS[0], "model": name}).json()
+        assert _scores(single) == pytest.approx(expected[0]["scores"], abs=1e-5)
+    raw = client.post("/predict", json={"inputs": TEXTS, "model": "full3", "raw_scores": True}).json()
+    logits = thawkit.load(runs["full3"]).logits(TEXTS)
+    assert np.allclose(sorted(d["score"] for d in raw[0]), sorted(logits[0]), atol=1e-5)
+
+
+def test_lora_runs_share_one_base_and_mixed_batches_route_per_adapter(client, runs):
+    served = client.served
+    assert served["lora_a"].run.model is served["lora_b"].run.model  # the base is loaded once
+    assert served["lora_a"].run.labels == thawkit.load(runs["lora_a"]).labels
+    expected = {n: thawkit.load(runs[n]).predict(TEXTS) for n in ("lora_a", "lora_b")}
+    assert expected["lora_a"] != expected["lora_b"]  # two different adapters (and heads), or the test proves nothing
+    # Concurrent requests for both adapters land in the same batches; each answers with its own adapter and head.
+    with ThreadPoolExecutor(8) as pool:
+        futures = [(n, pool.submit(client.post, "/predict", json={"inputs": TEXTS, "model": n})) for n in ["lora_a", "lora_b"] * 6]
+        for name, future in futures:
+            for e, g in zip(expected[name], future.result().json()):
+                assert _scores(g) == pytest.approx(e["scores"], abs=1e-5)
+
+
+def test_ner_qa_and_similarity_equal_predict(client, runs):
+    text = "Peter Blackburn visited Brussels"
+    assert client.post("/ner", json={"inputs": text}).json() == thawkit.load(runs["ner"]).predict([text])[0]["entities"]
+    context = json.loads(QA_EDGE_CASES.read_text())["data"][0]["paragraphs"][0]["context"]
+    expected = thawkit.load(runs["qa"]).predict(["When was the lighthouse built?"], [context])[0]
+    got = client.post("/qa", json={"question": "When was the lighthouse built?", "context": context}).json()
+    assert (got["answer"], got["start"], got["end"]) == (expected["answer"], expected["start"], expected["end"])
+    sim = thawkit.load(runs["sim"])
+    vectors = client.post("/embed", json={"inputs": ["a plane is taking off", "a cat sleeps"]}).json()
+    assert np.allclose(vectors, sim.embed(["a plane is taking off", "a cat sleeps"]), atol=1e-5)
+    openai = client.post("/v1/embeddings", json={"input": "a plane is taking off", "model": "sim"}).json()
+    assert openai["object"] == "list" and openai["usage"]["prompt_tokens"] > 0
+    assert np.allclose(openai["data"][0]["embedding"], vectors[0], atol=1e-5)
+    scores = client.post("/similarity", json={"inputs": {"source_sentence": "a plane is taking off",
+                                                         "sentences": ["an air plane is taking off", "a cat sleeps"]}}).json()
+    assert scores == pytest.approx(sim.similarity(["a plane is taking off"] * 2, ["an air plane is taking off", "a cat sleeps"]), abs=1e-5)
+
+
+def test_limits_and_errors_are_clear_json(client):
+    too_many = client.post("/predict", json={"inputs": ["x"] * 9, "model": "full3"})
+    assert too_many.status_code == 413 and "--max-inputs" in too_many.json()["error"]["message"]
+    too_long = client.post("/predict", json={"inputs": ["x" * 501], "model": "full3"})
+    assert too_long.status_code == 413 and "--max-chars" in too_long.json()["error"]["message"]
+    big = client.post("/predict", content=b"{" + b" " * 30_000 + b"}", headers={"content-type": "application/json"})
+    assert big.status_code == 413 and "--max-body-bytes" in big.json()["error"]["message"]
+    assert client.post("/predict", json={"inputs": TEXTS}).status_code == 422  # three classification runs: name one
+    assert client.post("/predict", json={"inputs": TEXTS, "model": "nope"}).status_code == 404
+    wrong = client.post("/ner", json={"inputs": "x", "model": "full3"})
+    assert wrong.status_code == 422 and "sequence-classification" in wrong.json()["error"]["message"]
+    bad = client.post("/predict", json={"inputs": 3, "model": "full3"})
+    assert bad.status_code == 422 and "inputs" in bad.json()["error"]["message"]
+
+
+def test_bounded_queue_answers_503(runs):
+    served = load_served({"full3": runs["full3"]})
+    with TestClient(create_app(served, ServeLimits(max_queue=2))) as client:
+        response = client.post("/predict", json={"inputs": TEXTS})
+        assert response.status_code == 503 and "--max-queue" in response.json()["error"]["message"]
+
+
+def test_models_health_metrics_and_openapi(client):
+    models = client.get("/v1/models").json()
+    assert {m["id"] for m in models["data"]} == {"full3", "lora_a", "lora_b", "ner", "qa", "sim"}
+    assert client.get("/health").json()["status"] == "ok"
+    client.post("/predict", json={"inputs": TEXTS, "model": "full3"})
+    text = client.get("/metrics").text
+    assert "thawkit_batch_size_count" in text and "thawkit_request_seconds_bucket" in text and "thawkit_queue_depth" in text
+    assert "/v1/embeddings" in client.get("/openapi.json").json()["paths"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_starts_uvicorn_on_loopback(runs):
+    import httpx
+
+    port = _free_port()
+    exe = Path(sys.executable).with_name("thawkit")
+    process = subprocess.Popen([str(exe), "serve", f"demo={runs['full3']}", "--port", str(port)],
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"inputs": TEXTS[0]}, timeout=30).json()
+        assert _scores(answer) == pytest.approx(thawkit.load(runs["full3"]).predict(TEXTS[:1])[0]["scores"], abs=1e-5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
