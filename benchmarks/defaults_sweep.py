@@ -94,8 +94,9 @@ def datasets(work: Path) -> dict[str, dict]:
     }
 
 
-def grid(strategy: str, points: int, lrs: list[float] | None = None, mults: tuple[float, ...] = (1.0, 10.0)) -> list[dict]:
-    if strategy == "frozen":
+def grid(strategy: str, points: int, lrs: list[float] | None = None, mults: tuple[float, ...] = (1.0, 10.0),
+         task: str = "classification") -> list[dict]:
+    if strategy == "frozen" and task == "classification":  # pooled heads; other tasks train a token/span head
         return [{"strategy_options": {"pooling": p, "head": h}} for p in ("auto", "cls") for h in ("linear", "logreg", "mlp")]
     lrs = lrs or [10 ** (-5 + 2 * i / (points - 1)) for i in range(points)]
     return [{"lr": round(lr, 7), "head_lr_mult": mult} for lr in lrs for mult in mults]
@@ -140,7 +141,7 @@ def main() -> None:
                 entry = results.setdefault(strategy, {"sweep": [], "defaults": {}})
                 if not args.skip_sweep:
                     lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else None
-                    for setting in grid(strategy, args.points, lrs, tuple(float(m) for m in args.mults.split(","))):
+                    for setting in grid(strategy, args.points, lrs, tuple(float(m) for m in args.mults.split(",")), base["task"]):
                         if args.epochs:
                             setting = {**setting, "epochs": args.epochs}
                         outcome = run_one({**base, "strategy": strategy, **setting}, work / "run")

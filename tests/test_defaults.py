@@ -132,3 +132,24 @@ def test_collapsed_model_is_marked_and_strict_stops_it(tiny_bert, toy_csv, tmp_p
               "--strict", "--out", str(tmp_path / "strict"), "--progress", "off", "--no-measure-forgetting"])
     assert exit_info.value.code == 2 and "majority-class" in capsys.readouterr().err
     assert not (tmp_path / "strict").exists() and not list(tmp_path.glob(".strict*"))
+
+
+def test_measured_defaults_table_applies_per_task_and_model_size(tiny_bert, tmp_path):
+    """The LR comes from strategies/measured_defaults.json for (task, strategy, size) when it has
+    an entry (NER on a small model), else from the strategy (classification); a given --lr wins."""
+    from thawkit.strategies import get_strategy_class
+    from thawkit.strategies.base import measured_defaults
+    from test_matrix import CONLL
+
+    table = measured_defaults()
+    assert table["ner"]["full"]["small"]["lr"] != get_strategy_class("full")().default_lr_for(1_000_000)
+    (tmp_path / "train.txt").write_text(CONLL)
+    run = thawkit.train(task="ner", data=tmp_path / "train.txt", model=str(tiny_bert), strategy="full", epochs=1, max_length=32,
+                        out=tmp_path / "ner", progress="off", measure_forgetting=False)
+    assert run.info["learning_rate"] == table["ner"]["full"]["small"]["lr"]
+    assert "measured for ner/full/small" in run.info["defaults_source"]
+    big = get_strategy_class("full")().defaults_for("ner", 110_000_000)
+    assert big["lr"] == get_strategy_class("full").default_lr and "default" in big["source"]
+    given = thawkit.train(task="ner", data=tmp_path / "train.txt", model=str(tiny_bert), strategy="full", epochs=1, max_length=32,
+                          lr=2e-5, out=tmp_path / "given", progress="off", measure_forgetting=False)
+    assert given.info["learning_rate"] == 2e-5

@@ -53,6 +53,7 @@ class Prepared:
     guards: GuardReport
     class_weights: list[float] | None
     timings: dict[str, float] = field(default_factory=dict)
+    defaults_source: str = ""
 
 
 def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) -> RunBase:
@@ -143,6 +144,7 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None) -> RunBa
             "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
             "guards": prepared.guards.as_list(),
             "class_weights": prepared.class_weights,
+            "defaults_source": prepared.defaults_source,  # where the LR and head multiplier came from
             "failed": collapse[0].message if collapse else None,
             **(extra_facts or {}),
         }
@@ -208,8 +210,11 @@ def _prepare(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool) ->
     if not length_given and limit and cfg.max_length > limit:  # the task's default, on a model with fewer positions
         cfg = cfg.model_copy(update={"max_length": int(limit)})
     check_max_length(cfg, model)
-    if cfg.lr is None:  # the strategy's measured default for a model of this size
-        cfg = cfg.model_copy(update={"lr": strategy.default_lr_for(sum(p.numel() for p in model.parameters()))})
+    measured = strategy.defaults_for(task.name, sum(p.numel() for p in model.parameters()))
+    if cfg.lr is None or cfg.head_lr_mult is None:  # measured per task, strategy and model size
+        given = {k: v for k, v in (("lr", cfg.lr), ("head_lr_mult", cfg.head_lr_mult)) if v is not None}
+        cfg = cfg.model_copy(update={"lr": measured["lr"], "head_lr_mult": measured["head_lr_mult"], **given})
+        log.debug("Defaults: lr %g, head LR x%g (%s)", cfg.lr, cfg.head_lr_mult, measured["source"])
     timings["load_model"] = time.perf_counter() - mark
     guards = GuardReport(strict=cfg.strict)
     guards.add(check_learning_rate(cfg.strategy, cfg.resolved_lr(), strategy.sane_max_lr))
@@ -223,7 +228,7 @@ def _prepare(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool) ->
             # multi-label: positives of label c are up-weighted by negatives / positives
             class_weights = ([(len(data.train) - c) / max(c, 1) for c in ordered] if data.multi_label
                              else balanced_class_weights(ordered))
-    return Prepared(cfg, task, strategy, data, tokenizer, model, guards, class_weights, timings)
+    return Prepared(cfg, task, strategy, data, tokenizer, model, guards, class_weights, timings, measured["source"])
 
 
 def _dataset(task: Task, data: TaskData, split: str, tokenizer: Any, cfg: TrainConfig) -> Any:

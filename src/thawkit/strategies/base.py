@@ -7,8 +7,11 @@ advance per epoch, or every ``stage_every_steps`` optimizer steps when a strateg
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, ClassVar, Mapping, Protocol, TypeVar, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,6 +24,14 @@ if TYPE_CHECKING:
 S = TypeVar("S")
 
 _STRATEGIES = Registry("strategy", ("Config", "plan", "default_lr", "sane_max_lr", "epoch_cost", "trainable_share", "color", "order"))
+
+
+@functools.lru_cache(maxsize=1)
+def measured_defaults() -> dict[str, Any]:
+    """task -> strategy -> model size ("small" under 50M parameters, "base") -> {lr, head_lr_mult}."""
+    path = Path(__file__).with_name("measured_defaults.json")
+    table = json.loads(path.read_text(encoding="utf-8"))
+    return {task: entries for task, entries in table.items() if not task.startswith("_")}
 
 
 def register_strategy(name: str) -> Callable[[S], S]:
@@ -117,6 +128,19 @@ class StaticStrategyMixin:
         """The measured default LR for a model of this size (docs/defaults.md)."""
         small = self.small_model_lr is not None and num_params < 50_000_000
         return self.small_model_lr if small else self.default_lr  # type: ignore[attr-defined, return-value]
+
+    def defaults_for(self, task: str, num_params: int) -> dict[str, Any]:
+        """LR and head multiplier for this task and model size: the measured table
+        (measured_defaults.json, written from benchmarks/defaults_sweep.py) where it has an entry,
+        else the strategy's own defaults. ``source`` says which."""
+        size = "small" if num_params < 50_000_000 else "base"
+        entry = measured_defaults().get(task, {}).get(self.name, {}).get(size, {})
+        return {
+            "lr": float(entry.get("lr", self.default_lr_for(num_params))),
+            "head_lr_mult": float(entry.get("head_lr_mult", self.default_head_lr_mult)),
+            "source": f"measured for {task}/{self.name}/{size} model (strategies/measured_defaults.json)" if entry
+            else f"{self.name}'s default",
+        }
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()  # type: ignore[attr-defined]
