@@ -148,3 +148,19 @@ def test_two_writers_of_one_run_folder(tiny_bert, tmp_path):
         with exclusive(out):
             with exclusive(out):  # the same process, a second open: refused too
                 pass
+
+
+def test_pickle_only_model_is_refused(tiny_bert, tmp_path, capsys):
+    """A model folder with only pytorch_model.bin is never unpickled: one line with the fix."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_bert, folder)
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    good = write(tmp_path / "good.csv", GOOD)
+    code, err = run_cli(["train", "--data", str(good), "--model", str(folder), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "pytorch_model.bin" in err and "safetensors" in err and len(err.strip().splitlines()) == 1

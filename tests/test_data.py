@@ -101,3 +101,16 @@ def test_glue_style_tsv_keeps_literal_quotes(tmp_path):
     path = tmp_path / "glue.tsv"
     path.write_text('sentence\tlabel\n"the film" was ok\t1\nit is " odd\t0\n', encoding="utf-8")
     assert read_table(path)["sentence"].tolist() == ['"the film" was ok', 'it is " odd']
+
+
+def test_delimiter_and_quotechar_flags(tmp_path):
+    from thawkit.config import make_config
+    from thawkit.data.classification import load_classification_data
+
+    rows = "".join(f"'good; {i}';pos\n'bad {i}';neg\n" for i in range(6))
+    path = tmp_path / "semi.csv"
+    path.write_text("text;label\n" + rows)
+    fmt = make_config({"data": str(path), "delimiter": ";", "quotechar": "'"}).table_format()
+    data = load_classification_data(path, fmt=fmt)
+    assert sorted(data.labels) == ["neg", "pos"] and "good; 0" in set(data.train["text"]) | set(data.validation["text"])
+    assert make_config({"data": "x", "delimiter": "tab"}).delimiter == "\t"

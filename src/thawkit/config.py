@@ -34,6 +34,8 @@ class TrainConfig(BaseModel):
     label_col: str | None = Field(default=None, description="label (or score) column (default: label, labels, ...)")
     multi_label: bool | None = Field(default=None, description="multi-label classification (default: detected from list cells)")
     label_sep: str = Field(default=",", min_length=1, description="separator of labels in a multi-label cell")
+    delimiter: str | None = Field(default=None, description="column separator when the extension's is wrong: ';', '|', 'tab'")
+    quotechar: str | None = Field(default=None, description="quote character of CSV/TSV cells (TSVs are read unquoted unless given)")
     val_fraction: float = Field(default=0.1, gt=0, lt=1, description="validation share when splitting --data")
 
     # Model and strategy
@@ -100,6 +102,21 @@ class TrainConfig(BaseModel):
     @classmethod
     def _progress_from_bool(cls, value: Any) -> Any:
         return {True: "bar", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("delimiter", "quotechar", mode="before")
+    @classmethod
+    def _one_character(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        value = {"tab": "\t", "\\t": "\t"}.get(str(value), str(value))
+        if len(value) != 1:
+            raise ValueError(f"{value!r} must be one character (or 'tab')")
+        return value
+
+    def table_format(self) -> Any:
+        from thawkit.data.tables import TableFormat
+
+        return TableFormat(self.delimiter, self.quotechar)
 
     @field_validator("checkpoint_every")
     @classmethod

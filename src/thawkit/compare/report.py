@@ -218,9 +218,21 @@ def report_from_runs(runs: list[Path], out: Path, metric: str | None = None) -> 
         metric = info.get("metric") or info.get("config", {}).get("metric") or "macro_f1"
     rows = aggregate(summaries, metric)
     winner = name_winner(rows, metric)
+    import os
+    import shutil
+    import tempfile
+
     out.mkdir(parents=True, exist_ok=True)
-    write_results(rows, winner, metric, out, {"runs": [str(p) for p in runs]})
-    write_report(out, summaries, rows, winner, metric, None)
+    # Written beside the destination, then each file renamed into place: a crash leaves the old
+    # report or the new one, never half a file.
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        write_results(rows, winner, metric, staging, {"runs": [str(p) for p in runs]})
+        write_report(staging, summaries, rows, winner, metric, None)
+        for item in staging.iterdir():
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out / "report.html"
 
 

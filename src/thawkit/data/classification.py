@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thawkit.data.tables import read_table
+from thawkit.data.tables import TableFormat, read_table
 from thawkit.errors import DataError
 
 log = logging.getLogger("thawkit")
@@ -68,6 +68,12 @@ def pick_column(frame: pd.DataFrame, path: Path, wanted: str | None, guesses: tu
     for guess in guesses:
         if guess in frame.columns:
             return guess
+    if len(frame.columns) == 1:
+        other = next((sep for sep in (";", "|", "\t", ",") if sep in frame.columns[0]), None)
+        if other is not None:
+            shown = "tab" if other == "\t" else other
+            raise DataError(f"{path}: one column {frame.columns[0]!r}: the file is separated by {shown!r}, not what its "
+                            f"extension says; fix: pass --delimiter '{shown}'")
     raise DataError(
         f"{path}: cannot tell which column to use for {flag}; columns are: {', '.join(frame.columns)}; "
         f"fix: pass {flag} NAME"
@@ -151,8 +157,9 @@ def _prepare_split(
     label_col: str | None,
     multi_label: bool | None,
     label_sep: str,
+    fmt: TableFormat | None = None,
 ) -> tuple[pd.DataFrame, str, str | None, str, bool]:
-    frame = read_table(path)
+    frame = read_table(path, fmt=fmt)
     text_col = pick_column(frame, path, text_col, TEXT_COLUMN_GUESSES, "--text-col")
     label_col = pick_column(frame, path, label_col, LABEL_COLUMN_GUESSES, "--label-col")
     if label_col in (text_col, text_pair_col):
@@ -240,11 +247,12 @@ def load_classification_data(
     label_sep: str = ",",
     val_fraction: float = 0.1,
     seed: int = 42,
+    fmt: TableFormat | None = None,
 ) -> ClassificationData:
     """Load and check the training file, plus a validation file or a seeded stratified split."""
     train_path = Path(data)
     train, text_col, text_pair_col, label_col, multi_label = _prepare_split(
-        train_path, text_col, text_pair_col, label_col, multi_label, label_sep
+        train_path, text_col, text_pair_col, label_col, multi_label, label_sep, fmt
     )
     labels = _sort_labels({name for names in train["label_names"] for name in names})
     if len(labels) < 2:
@@ -257,7 +265,7 @@ def load_classification_data(
 
     def other_split(path: str | Path) -> pd.DataFrame:
         split_path = Path(path)
-        frame, *_ = _prepare_split(split_path, text_col, text_pair_col, label_col, multi_label, label_sep)
+        frame, *_ = _prepare_split(split_path, text_col, text_pair_col, label_col, multi_label, label_sep, fmt)
         _check_known_labels(frame, split_path, set(labels), train_path)
         return _encode(frame, label_to_id, multi_label)
 

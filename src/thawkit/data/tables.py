@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -47,8 +48,17 @@ def _read_disk_dataset(path: Path, split: str | None) -> pd.DataFrame:
     return loaded.to_pandas()
 
 
-def read_table(path: str | Path, split: str | None = None, tsv_quoting: bool = False) -> pd.DataFrame:
+@dataclass(frozen=True)
+class TableFormat:
+    """What the file's extension cannot tell: --delimiter and --quotechar."""
+
+    delimiter: str | None = None
+    quotechar: str | None = None
+
+
+def read_table(path: str | Path, split: str | None = None, tsv_quoting: bool = False, fmt: TableFormat | None = None) -> pd.DataFrame:
     """Read a data file; every failure is a ``DataError`` naming the file and the fix."""
+    fmt = fmt or TableFormat()
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found; fix: check the path")
@@ -69,13 +79,15 @@ def read_table(path: str | Path, split: str | None = None, tsv_quoting: bool = F
                 if suffix in {".jsonl", ".json"}:
                     frame = _read_json_lines(path, text)
                 else:
-                    sep = "," if suffix == ".csv" else "\t"
+                    sep = fmt.delimiter or ("," if suffix == ".csv" else "\t")
                     _check_header(path, text, sep)
                     # TSV is read without quote handling, as GLUE-style TSVs are; empty cells stay "".
+                    quoted = sep != "\t" or tsv_quoting or fmt.quotechar is not None or _tsv_is_quoted(path, text)
                     frame = pd.read_csv(
                         io.StringIO(text),
                         sep=sep,
-                        quoting=csv.QUOTE_MINIMAL if sep == "," or tsv_quoting or _tsv_is_quoted(path, text) else csv.QUOTE_NONE,
+                        quotechar=fmt.quotechar or '"',
+                        quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,
                         keep_default_na=False,
                         dtype=str,
                     )

@@ -50,6 +50,13 @@ def portable_model_name(name: str) -> str:
 
 def from_pretrained_checked(auto_cls: Any, name: str, **kwargs: Any) -> Any:
     path = resolve_model_path(name)
+    if not getattr(auto_cls, "__name__", "").endswith(("Tokenizer", "Config")):
+        kwargs.setdefault("use_safetensors", True)  # never unpickle a user's weights file
+    if os.path.isdir(path) and not any(Path(path).glob("*.safetensors")) and any(Path(path).glob("pytorch_model*.bin")) \
+            and kwargs.get("use_safetensors"):
+        raise ConfigError(f"{name}: holds only pytorch_model.bin, a pickle thawkit does not load (it can run code); fix: "
+                          "convert it once where you trust it (AutoModel.from_pretrained(p).save_pretrained(p, "
+                          "safe_serialization=True)) or use a safetensors checkpoint")
     try:
         return auto_cls.from_pretrained(path, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a user-named model folder: missing, truncated or corrupt weights

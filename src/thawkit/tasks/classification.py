@@ -51,7 +51,7 @@ class ClassificationTask(Task):
         loaded = load_classification_data(
             cfg.data, validation=cfg.validation, test=cfg.test, text_col=cfg.text_col, text_pair_col=cfg.text_pair_col,
             label_col=cfg.label_col, multi_label=cfg.multi_label, label_sep=cfg.label_sep, val_fraction=cfg.val_fraction,
-            seed=cfg.split_seed if cfg.split_seed is not None else cfg.seed,
+            seed=cfg.split_seed if cfg.split_seed is not None else cfg.seed, fmt=cfg.table_format(),
         )
         facts = {"problem_type": _problem_type(loaded.multi_label), "text_col": loaded.text_col,
                  "text_pair_col": loaded.text_pair_col, "label_col": loaded.label_col}

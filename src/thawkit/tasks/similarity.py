@@ -37,11 +37,11 @@ class PairData:
     validation_source: str
 
 
-def _pairs(path: Path, text_col: str | None, pair_col: str | None, score_col: str | None) -> tuple[Any, str | None]:
+def _pairs(path: Path, text_col: str | None, pair_col: str | None, score_col: str | None, fmt: Any = None) -> tuple[Any, str | None]:
     from thawkit.data.classification import check_texts, pick_column
     from thawkit.data.tables import read_table
 
-    frame = read_table(path, tsv_quoting=True)
+    frame = read_table(path, tsv_quoting=True, fmt=fmt)
     first = pick_column(frame, path, text_col, ("sentence1", "text", "anchor", "query"), "--text-col")
     second = pick_column(frame, path, pair_col, ("sentence2", "text_pair", "positive", "document"), "--text-pair-col")
     check_texts(frame, path, first)
@@ -62,7 +62,7 @@ def _pairs(path: Path, text_col: str | None, pair_col: str | None, score_col: st
 
 
 def load_pair_data(cfg: "TrainConfig") -> PairData:
-    train, score = _pairs(Path(cfg.data), cfg.text_col, cfg.text_pair_col, cfg.label_col)
+    train, score = _pairs(Path(cfg.data), cfg.text_col, cfg.text_pair_col, cfg.label_col, cfg.table_format())
     if score is None:
         kind, max_score = "positive", 1.0
     else:
@@ -75,7 +75,7 @@ def load_pair_data(cfg: "TrainConfig") -> PairData:
         if max_score <= 0:
             raise DataError(f"{cfg.data}: every score is 0 or below; fix: scores from 0 (unrelated) up")
     if cfg.validation is not None:
-        validation, _ = _pairs(Path(cfg.validation), cfg.text_col, cfg.text_pair_col, cfg.label_col)
+        validation, _ = _pairs(Path(cfg.validation), cfg.text_col, cfg.text_pair_col, cfg.label_col, cfg.table_format())
         if "score" in validation and validation["score"].nunique() == 1:
             raise DataError(f"{cfg.validation}: every score is {validation['score'].iloc[0]:g}, so Spearman/Pearson are undefined; "
                             "fix: a validation set with pairs of different similarity")
@@ -85,7 +85,7 @@ def load_pair_data(cfg: "TrainConfig") -> PairData:
         cut = max(2, int(round(len(shuffled) * cfg.val_fraction)))
         validation, train = shuffled.iloc[:cut].reset_index(drop=True), shuffled.iloc[cut:].reset_index(drop=True)
         source = f"random {cfg.val_fraction:.0%} split of {cfg.data}"
-    test = _pairs(Path(cfg.test), cfg.text_col, cfg.text_pair_col, cfg.label_col)[0] if cfg.test is not None else None
+    test = _pairs(Path(cfg.test), cfg.text_col, cfg.text_pair_col, cfg.label_col, cfg.table_format())[0] if cfg.test is not None else None
     return PairData(train, validation, test, kind, max_score, source)
 
 
