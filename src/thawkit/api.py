@@ -52,6 +52,21 @@ def _resumed_values(values: dict[str, Any]) -> dict[str, Any]:
     return {**saved, **{k: v for k, v in values.items() if k in _RESUME_MAY_CHANGE}}
 
 
+def lr_find(config: TrainConfig | dict[str, Any] | None = None, steps: int = 100, start_lr: float = 1e-7,
+            end_lr: float | None = None, **options: Any) -> Any:
+    """LR range test for a strategy on your data (a diagnostic; see thawkit.engine.lr_find)."""
+    from thawkit.engine.lr_find import lr_find as run_range_test
+    from thawkit.logging_setup import quiet_libraries
+
+    values = config.model_dump(exclude_unset=True) if isinstance(config, TrainConfig) else dict(config or {})
+    values.update({k: v for k, v in options.items() if v is not None})
+    cfg = make_config(values)
+    if cfg.strategy == "auto":
+        raise ConfigError("lr-find needs a named strategy; fix: pass --strategy")
+    quiet_libraries()
+    return run_range_test(cfg, steps=steps, start_lr=start_lr, end_lr=end_lr)
+
+
 def load(path: str | Path) -> RunBase:
     """Load a finished run directory of any task for prediction or evaluation."""
     from thawkit.logging_setup import quiet_libraries
@@ -81,4 +96,4 @@ def _resolve_auto(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     return make_config({**cfg.model_dump(exclude_unset=True), **update}), advice
 
 
-__all__ = ["train", "load"]
+__all__ = ["train", "load", "lr_find"]

@@ -27,6 +27,7 @@ app.command("predict")(inspect_cmds.predict)
 app.command("info")(inspect_cmds.info)
 app.command("strategies")(inspect_cmds.strategies)
 app.command("serve")(serve_cmd.serve)
+app.command("lr-find")(train_cmds.lr_find_command)
 
 
 class Interrupted(BaseException):

@@ -64,3 +64,53 @@ def _summary(run: Any) -> None:
     console.print(f"run saved to [bold]{run.path}[/bold]")
     if info.get("failed"):  # saved, but marked: under --strict the run stops with exit code 2 instead
         console.print(f"[red]failed quality check[/red]: {info['failed']} (thawkit.json → failed; --strict makes this an error)")
+
+
+def _lr_find(config: Optional[Path] = None, steps: int = 100, start_lr: float = 1e-7, end_lr: Optional[float] = None,
+             report: Optional[Path] = None, **given: Any) -> None:
+    """LR range test: raise the LR exponentially for a few steps and show where the loss falls fastest and where it diverges."""
+    import json
+
+    from thawkit.api import lr_find
+    from thawkit.config import TrainConfig, load_yaml_config
+
+    values: dict[str, Any] = load_yaml_config(config, TrainConfig) if config is not None else {}
+    values.update(config_values(TrainConfig, given))
+    if values.get("data") is None:
+        raise ConfigError("no training data; fix: pass --data FILE or set data: in the --config file")
+    strategy = values.get("strategy", TrainConfig.model_fields["strategy"].default)
+    values["strategy_options"] = {**(values.get("strategy_options") or {}), **strategy_values(given, [strategy]).get(strategy, {})}
+    finding = lr_find(values, steps=steps, start_lr=start_lr, end_lr=end_lr)
+    shown = finding.lrs[:: max(1, len(finding.lrs) // 12)]
+    for lr in shown:
+        console.print(f"  lr {lr:9.2e}  loss {finding.losses[finding.lrs.index(lr)]:.4f}")
+    console.print(f"steepest fall at {finding.suggested_lr:.2e}" if finding.suggested_lr else "no clear fall of the loss")
+    console.print(f"diverged at {finding.diverged_at:.2e}" if finding.diverged_at else "did not diverge within the range")
+    console.print(finding.verdict())
+    console.print("[dim]The range test is known to be unreliable for fine-tuning pretrained transformers (its pick is often "
+                  "too high); thawkit's defaults come from measurement, see docs/defaults.md.[/dim]")
+    if report is not None:
+        report.write_text(json.dumps(finding.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _build_lr_find() -> Any:
+    import inspect
+
+    import typer
+
+    from thawkit.config import TrainConfig
+
+    extra = [
+        inspect.Parameter("steps", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                          default=typer.Option(100, "--steps", min=10, help="steps of the range test")),
+        inspect.Parameter("start_lr", inspect.Parameter.KEYWORD_ONLY, annotation=float,
+                          default=typer.Option(1e-7, "--start-lr", help="first learning rate")),
+        inspect.Parameter("end_lr", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[float],
+                          default=typer.Option(None, "--end-lr", help="last learning rate (default: 10x the strategy's sane maximum)")),
+        inspect.Parameter("report", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                          default=typer.Option(None, "--report", help="write the curve and the findings as JSON")),
+    ]
+    return command(_lr_find, [CONFIG_FILE, *extra], config_parameters(TrainConfig), strategy_parameters())
+
+
+lr_find_command = _build_lr_find()
