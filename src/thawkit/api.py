@@ -28,9 +28,12 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         values = _resumed_values(values)
     cfg = make_config(values)
     advice = None
+    dapt_facts = None
+    if cfg.dapt_text is not None:  # domain-adaptive pretraining first, then fine-tune the adapted encoder
+        cfg, dapt_facts = _adapt_first(cfg)
     if cfg.strategy == "auto":
         cfg, advice = _resolve_auto(cfg)
-    return run_training(cfg, {"advice": advice.as_dict() if advice is not None else None})
+    return run_training(cfg, {"advice": advice.as_dict() if advice is not None else None, "dapt": dapt_facts})
 
 
 # What may differ when a run is resumed: how it is shown, not what it computes.
@@ -50,6 +53,31 @@ def _resumed_values(values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"--resume continues the run as it was started ({key} = {saved.get(key)!r}); "
                               f"fix: drop --{key.replace('_', '-')}, or train a new run")
     return {**saved, **{k: v for k, v in values.items() if k in _RESUME_MAY_CHANGE}}
+
+
+def dapt(text: str | Path, model: str | None = None, out: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """Continued masked-LM pretraining on unlabeled text; returns its facts and metrics (before/after)."""
+    import time
+
+    from thawkit.engine.dapt import DaptSettings, run_dapt
+    from thawkit.logging_setup import quiet_libraries
+    from thawkit.models.backbone import DEFAULT_MODEL
+
+    quiet_libraries()
+    destination = Path(out) if out is not None else Path("runs") / f"dapt-{time.strftime('%Y%m%d-%H%M%S')}"
+    return run_dapt(DaptSettings(text=Path(text), model=model or DEFAULT_MODEL, out=destination, **options))
+
+
+def _adapt_first(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
+    from thawkit.rundir import default_run_dir
+
+    target = Path(cfg.out) if cfg.out is not None else default_run_dir(f"{cfg.task}-{cfg.strategy}")
+    adapted = target.parent / f"{target.name}-dapt"
+    facts = dapt(cfg.dapt_text, model=cfg.model, out=adapted, max_length=cfg.max_length or 128, seed=cfg.seed,
+                 text_col=cfg.text_col, overwrite=cfg.overwrite)
+    log.info("DAPT: %s -> %s (held-out MLM loss %.3f -> %.3f)", cfg.model, adapted,
+             facts["metrics"]["before"]["domain_held_out"]["mlm_loss"], facts["metrics"]["after"]["domain_held_out"]["mlm_loss"])
+    return cfg.model_copy(update={"model": str(adapted), "out": target, "dapt_text": None}), facts
 
 
 def lr_find(config: TrainConfig | dict[str, Any] | None = None, steps: int = 100, start_lr: float = 1e-7,
@@ -96,4 +124,4 @@ def _resolve_auto(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     return make_config({**cfg.model_dump(exclude_unset=True), **update}), advice
 
 
-__all__ = ["train", "load", "lr_find"]
+__all__ = ["train", "load", "lr_find", "dapt"]

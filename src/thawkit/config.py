@@ -78,6 +78,8 @@ class TrainConfig(BaseModel):
     save_checkpoints: bool = Field(default=False, description="keep a Trainer checkpoint per epoch in checkpoints/")
     checkpoint_every: str = Field(default="10m", description="resumable checkpoints: 'epoch', a step count (500) or a time (10m, 1h)")
     keep_checkpoints: int = Field(default=1, ge=1, le=100, description="resumable checkpoints kept (the newest)")
+    dapt_text: Path | None = Field(default=None, description="unlabeled domain text: continued masked-LM pretraining first "
+                                   "(thawkit dapt), then fine-tuning of the adapted encoder (written to OUT-dapt)")
     resume: Path | None = Field(default=None, description="continue an interrupted run from its last checkpoint: its --out folder "
                                 "(or a checkpoint folder); the rest of its config is the one it started with")
     progress: Literal["bar", "lines", "off"] = Field(default="bar", description="progress display: bar, lines (one per evaluation) or off")

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from thawkit.cli import advise_cmd, compare_cmds, demo_cmd, inspect_cmds, serve_cmd, train_cmds
+from thawkit.cli import advise_cmd, compare_cmds, dapt_cmd, demo_cmd, inspect_cmds, serve_cmd, train_cmds
 from thawkit.errors import ThawkitError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command("info")(inspect_cmds.info)
 app.command("strategies")(inspect_cmds.strategies)
 app.command("serve")(serve_cmd.serve)
 app.command("lr-find")(train_cmds.lr_find_command)
+app.command("dapt")(dapt_cmd.dapt)
 
 
 class Interrupted(BaseException):
