@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from thawkit.version import __version__  # noqa: E402
 
-from thawkit.api import dapt, load, lr_find, train
+from thawkit.api import dapt, distill, load, lr_find, train
 from thawkit.config import TrainConfig
 from thawkit.errors import ConfigError, DataError, RunDirError, ThawkitError
 from thawkit.registry import available_strategies, available_tasks, register_strategy, register_task
@@ -18,6 +18,7 @@ __all__ = [
     "load",
     "lr_find",
     "dapt",
+    "distill",
     "Run",
     "RunBase",
     "TrainConfig",

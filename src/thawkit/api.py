@@ -80,6 +80,24 @@ def _adapt_first(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
     return cfg.model_copy(update={"model": str(adapted), "out": target, "dapt_text": None}), facts
 
 
+def distill(teacher: str | Path, student: str = "layers:3", config: TrainConfig | dict[str, Any] | None = None,
+            **options: Any) -> tuple[RunBase, dict[str, Any]]:
+    """Train a smaller student on the teacher's soft targets; returns the student run and the
+    distillation facts (size, measured speed-up, share of the teacher's metric kept)."""
+    from thawkit.engine.distill import run_distill
+    from thawkit.logging_setup import quiet_libraries
+
+    values = config.model_dump(exclude_unset=True) if isinstance(config, TrainConfig) else dict(config or {})
+    values.update({k: v for k, v in options.items() if v is not None})
+    values.setdefault("strategy", "full")
+    cfg = make_config(values)
+    if cfg.task != "classification" or cfg.strategy == "auto":
+        raise ConfigError("distill trains classification students with a named strategy so far; fix: --task classification, "
+                          "--strategy full (the default)")
+    quiet_libraries()
+    return run_distill(cfg, Path(teacher), student)
+
+
 def lr_find(config: TrainConfig | dict[str, Any] | None = None, steps: int = 100, start_lr: float = 1e-7,
             end_lr: float | None = None, **options: Any) -> Any:
     """LR range test for a strategy on your data (a diagnostic; see thawkit.engine.lr_find)."""
@@ -124,4 +142,4 @@ def _resolve_auto(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     return make_config({**cfg.model_dump(exclude_unset=True), **update}), advice
 
 
-__all__ = ["train", "load", "lr_find", "dapt"]
+__all__ = ["train", "load", "lr_find", "dapt", "distill"]

@@ -80,6 +80,8 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(default=1, ge=1, le=100, description="resumable checkpoints kept (the newest)")
     dapt_text: Path | None = Field(default=None, description="unlabeled domain text: continued masked-LM pretraining first "
                                    "(thawkit dapt), then fine-tuning of the adapted encoder (written to OUT-dapt)")
+    distill_alpha: float = Field(default=0.5, ge=0, le=1, description="distill: weight of the teacher's soft targets (1 - alpha: the labels)")
+    distill_temperature: float = Field(default=2.0, gt=0, le=20, description="distill: softmax temperature of the soft targets")
     resume: Path | None = Field(default=None, description="continue an interrupted run from its last checkpoint: its --out folder "
                                 "(or a checkpoint folder); the rest of its config is the one it started with")
     progress: Literal["bar", "lines", "off"] = Field(default="bar", description="progress display: bar, lines (one per evaluation) or off")

@@ -29,6 +29,7 @@ app.command("strategies")(inspect_cmds.strategies)
 app.command("serve")(serve_cmd.serve)
 app.command("lr-find")(train_cmds.lr_find_command)
 app.command("dapt")(dapt_cmd.dapt)
+app.command("distill")(train_cmds.distill_command)
 
 
 class Interrupted(BaseException):

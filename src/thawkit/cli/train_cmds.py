@@ -114,3 +114,42 @@ def _build_lr_find() -> Any:
 
 
 lr_find_command = _build_lr_find()
+
+
+def _distill(config: Optional[Path] = None, teacher: Optional[Path] = None, student: str = "layers:3", **given: Any) -> None:
+    """Distill a fine-tuned classification run (the teacher) into a smaller student; the student is a normal run."""
+    from thawkit.api import distill
+    from thawkit.config import TrainConfig, load_yaml_config
+
+    values: dict[str, Any] = load_yaml_config(config, TrainConfig) if config is not None else {}
+    values.update(config_values(TrainConfig, given))
+    if values.get("data") is None:
+        raise ConfigError("no training data; fix: pass --data FILE (texts labelled like the teacher's)")
+    if teacher is None:
+        raise ConfigError("no teacher; fix: pass --teacher RUN (a finished classification run)")
+    strategy = values.get("strategy", "full")
+    values["strategy_options"] = {**(values.get("strategy_options") or {}), **strategy_values(given, [strategy]).get(strategy, {})}
+    run, facts = distill(teacher, student, values)
+    _summary(run)
+    share = f"{100 * facts['retained_share']:.1f}%" if facts["retained_share"] is not None else "n/a"
+    console.print(f"student {facts['student_params']:,} params vs teacher {facts['teacher_params']:,}; keeps {share} of the "
+                  f"teacher's validation {facts['metric']}; {facts['speedup']:.2f}x faster ({facts['speed_measured_on']})")
+
+
+def _build_distill() -> Any:
+    import inspect
+
+    import typer
+
+    from thawkit.config import TrainConfig
+
+    extra = [
+        inspect.Parameter("teacher", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                          default=typer.Option(None, "--teacher", help="the fine-tuned classification run to distill")),
+        inspect.Parameter("student", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                          default=typer.Option("layers:3", "--student", help="layers:N (the teacher with N evenly spaced layers) or a model")),
+    ]
+    return command(_distill, [CONFIG_FILE, *extra], config_parameters(TrainConfig), strategy_parameters())
+
+
+distill_command = _build_distill()

@@ -67,6 +67,7 @@ def build_loop(
     cfg: Any, controller: StageController, args: Any, train_ds: Any, val_ds: Any, collator: Any, tokenizer: Any,
     compute_metrics: Callable[[Any], dict[str, float]], metric: str, ever_trainable: set[str],
     class_weights: list[float] | None = None, group_by_length: bool = True, materialize: Any = None,
+    teacher: Any = None,
 ) -> Loop:
     from transformers import PrinterCallback
 
@@ -110,6 +111,8 @@ def build_loop(
         divergence=divergence,
         materialize=materialize,
         checkpoint_state=checkpoint_state,
+        teacher=teacher,
+        distillation=(cfg.distill_alpha, cfg.distill_temperature),
         keep_checkpoints=10**6 if cfg.save_checkpoints else cfg.keep_checkpoints,  # --save-checkpoints keeps every epoch
     )
     trainer.remove_callback(PrinterCallback)  # the rich progress bar replaces the raw log dicts

@@ -56,15 +56,16 @@ class Prepared:
     defaults_source: str = ""
 
 
-def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) -> RunBase:
-    """Train ``cfg`` (a named strategy, not ``auto``) and write its run directory."""
+def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None, teacher: Any = None) -> RunBase:
+    """Train ``cfg`` (a named strategy, not ``auto``) and write its run directory; with ``teacher``
+    (a model of the same task and labels), its logits are soft targets (distillation)."""
     if cfg.out is None:
-        return _run_training(cfg, extra_facts)
+        return _run_training(cfg, extra_facts, teacher)
     with exclusive(Path(cfg.out)):
-        return _run_training(cfg, extra_facts)
+        return _run_training(cfg, extra_facts, teacher)
 
 
-def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None) -> RunBase:
+def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher: Any = None) -> RunBase:
     from transformers import set_seed
 
     from thawkit.logging_setup import quiet_libraries
@@ -97,7 +98,8 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None) -> RunBa
     timings["tokenize"] = time.perf_counter() - mark
     steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * cfg.gradient_accumulation_steps * args.world_size))
     controller.strategy.plan_schedule(math.ceil(steps_per_epoch * cfg.epochs), layout)  # gradual: stages spread over the run
-    runtime, cache_reason = _attach_cache(cfg, task, controller, tokenizer, train_ds, val_ds, args.world_size)
+    runtime, cache_reason = (None, "off: distillation feeds the teacher the raw inputs") if teacher is not None else \
+        _attach_cache(cfg, task, controller, tokenizer, train_ds, val_ds, args.world_size)
     with args.main_process_first(desc="prepare run directory"):
         if is_main and partial_dir.exists() and resume_from is None:
             shutil.rmtree(partial_dir)  # left over from a run that reached no checkpoint, or --overwrite
@@ -107,7 +109,7 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None) -> RunBa
     collator = SwitchableCollator(tokenizer, task.collator(tokenizer)) if task.cacheable else task.collator(tokenizer)
     loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
                       cfg.metric, ever_trainable, class_weights=prepared.class_weights, group_by_length=task.cacheable,
-                      materialize=runtime.materialize if runtime is not None else None)
+                      materialize=runtime.materialize if runtime is not None else None, teacher=teacher)
     trainer, history, best = loop.trainer, loop.history, loop.best
     if resume_from is not None:
         _prepare_resume(loop, resume_from)
