@@ -101,6 +101,8 @@ class ClassificationTask(Task):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         names = labels["labels"]
+        if (path / "model.onnx").exists():  # an exported folder: onnxruntime, no torch model
+            return OnnxClassificationRun(path, info, names, labels["multi_label"])
         if (path / HEAD_CONFIG).exists():
             model = PooledHeadClassifier.from_pretrained(path)
         elif (path / "adapter_config.json").exists():
@@ -171,3 +173,22 @@ class ClassificationRun(RunBase):
 
 # The name users and older code know.
 Run = ClassificationRun
+
+
+class OnnxClassificationRun(ClassificationRun):
+    """An exported run (thawkit export --onnx): the same predict/evaluate, through onnxruntime."""
+
+    def __init__(self, path: Path, info: dict[str, Any], labels: list[str], multi_label: bool) -> None:
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        session = ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
+        super().__init__(session, AutoTokenizer.from_pretrained(str(path)), info, path, labels, multi_label)
+        self.input_names = [i.name for i in session.get_inputs()]
+
+    def logits(self, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+        from thawkit.models.onnx import onnx_logits
+
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return onnx_logits(self.model, self.tokenizer, self.input_names, list(texts), text_pairs, self.max_length, batch_size)
