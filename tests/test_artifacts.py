@@ -91,3 +91,32 @@ def test_missing_logger_is_one_clear_error(tiny_bert, three_class_csv, tmp_path)
     with pytest.raises(thawkit.ThawkitError, match="--report-to wandb: the logger is not installed; fix: pip install wandb"):
         _train(tiny_bert, three_class_csv, tmp_path / "run", "full", report_to=["wandb"])
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run*"))
+
+
+def test_ner_and_qa_runs_load_in_stock_transformers(tiny_bert, tmp_path):
+    """NER and QA runs are plain Hugging Face folders: the Auto classes load them with their labels
+    and compute the logits thawkit's own model does."""
+    from transformers import AutoModelForQuestionAnswering, AutoModelForTokenClassification, AutoTokenizer
+
+    from test_matrix import CONLL, QA_EDGE_CASES
+
+    (tmp_path / "ner.txt").write_text(CONLL)
+    ner = _train(tiny_bert, tmp_path / "ner.txt", tmp_path / "ner", "lora", task="ner")  # an unmerged adapter
+    qa = thawkit.train(task="qa", model=str(tiny_bert), data=QA_EDGE_CASES, validation=QA_EDGE_CASES, strategy="full", epochs=1,
+                       max_length=48, out=tmp_path / "qa", progress="off", measure_forgetting=False)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "qa")
+    batch = tokenizer(["When was it built?"], ["The lighthouse was built in 1850."], return_tensors="pt")
+    stock = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "qa").eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(stock(**batch).start_logits, qa.model.eval()(**batch).start_logits)
+    from peft import PeftModel
+    from transformers import AutoConfig
+
+    assert (tmp_path / "ner" / "adapter_config.json").exists()
+    config = AutoConfig.from_pretrained(tmp_path / "ner")  # the labels travel with the adapter
+    assert set(config.id2label.values()) == set(ner.labels)
+    base = AutoModelForTokenClassification.from_pretrained(str(tiny_bert), config=config)
+    stock_ner = PeftModel.from_pretrained(base, str(tmp_path / "ner")).eval()
+    words = tokenizer(["Peter Blackburn visited Brussels"], return_tensors="pt")
+    with torch.inference_mode():
+        torch.testing.assert_close(stock_ner(**words).logits, ner.model.eval()(**words).logits)
