@@ -53,6 +53,18 @@ class BestStateCallback(TrainerCallback):
                     param.copy_(saved)
             self._snapshot = None
 
+    def checkpoint_state(self) -> tuple[dict[str, Any], list[torch.Tensor] | None]:
+        """What a resumable checkpoint keeps: the counters and the best weights so far."""
+        state = {"value": self.best_value, "step": self.best_step, "epoch": self.best_epoch,
+                 "bad_evaluations": self._bad_evaluations, "stopped_early": self.stopped_early,
+                 "snapshot": self._snapshot is not None}
+        return state, self._snapshot
+
+    def restore_checkpoint_state(self, state: dict[str, Any], snapshot: list[torch.Tensor] | None) -> None:
+        self.best_value, self.best_step, self.best_epoch = state["value"], state["step"], state["epoch"]
+        self._bad_evaluations, self.stopped_early = state["bad_evaluations"], state["stopped_early"]
+        self._snapshot = [t.to(p.device) for t, p in zip(snapshot, self.params)] if snapshot is not None else None
+
     def summary(self) -> dict[str, Any]:
         return {
             "metric": self.metric,

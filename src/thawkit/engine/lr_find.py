@@ -51,7 +51,7 @@ def lr_find(cfg: TrainConfig, steps: int = 100, start_lr: float = 1e-7, end_lr: 
     """Run the range test for ``cfg``'s strategy on its data (nothing is saved)."""
     from transformers import set_seed
 
-    from thawkit.engine.pipeline import _dataset, _prepare
+    from thawkit.engine.pipeline import encoded_split, prepare_run
 
     started = time.perf_counter()
     task = get_task(cfg.task)
@@ -61,7 +61,7 @@ def lr_find(cfg: TrainConfig, steps: int = 100, start_lr: float = 1e-7, end_lr: 
     length_given = cfg.max_length is not None
     cfg = cfg.resolved().model_copy(update={"cache": False, "progress": "off", "out": None})
     set_seed(cfg.seed)
-    prepared = _prepare(cfg, task, strategy, length_given)
+    prepared = prepare_run(cfg, task, strategy, length_given)
     cfg, data, tokenizer = prepared.cfg, prepared.data, prepared.tokenizer
     end_lr = end_lr or 10 * strategy_cls.sane_max_lr
     model = strategy.prepare(prepared.model, task.peft_task_type)
@@ -74,8 +74,8 @@ def lr_find(cfg: TrainConfig, steps: int = 100, start_lr: float = 1e-7, end_lr: 
     # The range test trains what the last stage trains (gradual: the whole encoder).
     with tempfile.TemporaryDirectory() as scratch:
         args = training_arguments(cfg, scratch, controller.num_stages > 1)
-        train_ds = _dataset(task, data, "train", tokenizer, cfg)
-        val_ds = _dataset(task, data, "validation", tokenizer, cfg)
+        train_ds = encoded_split(task, data, "train", tokenizer, cfg)
+        val_ds = encoded_split(task, data, "validation", tokenizer, cfg)
         collator = SwitchableCollator(tokenizer, task.collator(tokenizer)) if task.cacheable else task.collator(tokenizer)
         loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
                           cfg.metric, ever_trainable, class_weights=prepared.class_weights, group_by_length=task.cacheable)

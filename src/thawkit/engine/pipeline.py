@@ -84,7 +84,7 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher:
     partial_dir = partial_dir_for(final_dir)
     resume_from = _resume_point(cfg, final_dir, partial_dir)
     set_seed(cfg.seed)
-    prepared = _prepare(cfg, task, strategy, length_given)
+    prepared = prepare_run(cfg, task, strategy, length_given)
     cfg, data, tokenizer = prepared.cfg, prepared.data, prepared.tokenizer
     timings = prepared.timings
 
@@ -93,8 +93,8 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher:
     args = training_arguments(cfg, partial_dir / "checkpoints", controller.num_stages > 1)
     is_main = args.process_index == 0
     mark = time.perf_counter()
-    train_ds = _dataset(task, data, "train", tokenizer, cfg)
-    val_ds = _dataset(task, data, "validation", tokenizer, cfg)
+    train_ds = encoded_split(task, data, "train", tokenizer, cfg)
+    val_ds = encoded_split(task, data, "validation", tokenizer, cfg)
     timings["tokenize"] = time.perf_counter() - mark
     steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * cfg.gradient_accumulation_steps * args.world_size))
     controller.strategy.plan_schedule(math.ceil(steps_per_epoch * cfg.epochs), layout)  # gradual: stages spread over the run
@@ -194,7 +194,7 @@ def _prepare_resume(loop: Any, checkpoint: Path) -> None:
     log.info("Resuming from %s (stage %s)", checkpoint, state["stage"])
 
 
-def _prepare(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool) -> Prepared:
+def prepare_run(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool) -> Prepared:
     """Data, tokenizer, model and the guards that run before training."""
     timings: dict[str, float] = {}
     mark = time.perf_counter()
@@ -233,7 +233,7 @@ def _prepare(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool) ->
     return Prepared(cfg, task, strategy, data, tokenizer, model, guards, class_weights, timings, measured["source"])
 
 
-def _dataset(task: Task, data: TaskData, split: str, tokenizer: Any, cfg: TrainConfig) -> Any:
+def encoded_split(task: Task, data: TaskData, split: str, tokenizer: Any, cfg: TrainConfig) -> Any:
     """The encoded split; for cacheable tasks wrapped so the cached path can swap in stored states,
     evaluation splits sorted by length (less padding)."""
     encoded = task.encode(data, split, tokenizer, cfg)
@@ -295,7 +295,7 @@ def _final_metrics(task: Task, data: TaskData, trainer: Any, val_ds: Any, tokeni
     """metrics.json on the plain (uncached) model: validation, and test when given."""
     splits = {"validation": val_ds}
     if data.test is not None:
-        splits["test"] = _dataset(task, data, "test", tokenizer, cfg)
+        splits["test"] = encoded_split(task, data, "test", tokenizer, cfg)
     return {split: task.final_metrics(data, split, trainer.predict(dataset, metric_key_prefix=split))
             for split, dataset in splits.items()}
 

@@ -97,15 +97,14 @@ class CheckpointState:
     def save(self, folder: Path) -> None:
         from safetensors.torch import save_file
 
-        if self.best._snapshot is not None:
-            save_file({str(i): t.detach().contiguous().cpu() for i, t in enumerate(self.best._snapshot)}, str(folder / BEST_FILE))
+        best, snapshot = self.best.checkpoint_state()
+        if snapshot is not None:
+            save_file({str(i): t.detach().contiguous().cpu() for i, t in enumerate(snapshot)}, str(folder / BEST_FILE))
         state = {
             "stage": self.controller.stage,
             "stage_log": self.controller.stage_log,
             "history": self.history.records,
-            "best": {"value": self.best.best_value, "step": self.best.best_step, "epoch": self.best.best_epoch,
-                     "bad_evaluations": self.best._bad_evaluations, "stopped_early": self.best.stopped_early,
-                     "snapshot": self.best._snapshot is not None},
+            "best": best,
             "divergence_losses": list(self.divergence.losses) if self.divergence is not None else [],
             "saved_at": time.time(),
         }
@@ -124,11 +123,8 @@ class CheckpointState:
         state = self.read(folder)
         self.history.records = list(state["history"])
         best = state["best"]
-        self.best.best_value, self.best.best_step, self.best.best_epoch = best["value"], best["step"], best["epoch"]
-        self.best._bad_evaluations, self.best.stopped_early = best["bad_evaluations"], best["stopped_early"]
-        if best["snapshot"]:
-            tensors = load_file(str(folder / BEST_FILE))
-            self.best._snapshot = [tensors[str(i)].to(p.device) for i, p in enumerate(self.best.params)]
+        tensors = load_file(str(folder / BEST_FILE)) if best["snapshot"] else None
+        self.best.restore_checkpoint_state(best, [tensors[str(i)] for i in range(len(tensors))] if tensors is not None else None)
         if self.divergence is not None:
             self.divergence.losses = list(state["divergence_losses"])
         self.restored_stage_log = list(state["stage_log"])
