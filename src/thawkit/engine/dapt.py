@@ -147,7 +147,7 @@ def run_dapt(settings: DaptSettings, progress: bool = False) -> dict[str, Any]:
     """Continued MLM pretraining; writes a backbone folder ``thawkit train --model`` accepts."""
     import random
 
-    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
+    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, PrinterCallback, Trainer, TrainingArguments, set_seed
     from transformers.utils import logging as hf_logging
 
     from thawkit.data.probe import general_sentences
@@ -211,6 +211,7 @@ def run_dapt(settings: DaptSettings, progress: bool = False) -> dict[str, Any]:
             disable_tqdm=not progress, remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not _has_gpu(),
         )
         trainer = Trainer(model=model, args=args, train_dataset=train_blocks, data_collator=collator)
+        trainer.remove_callback(PrinterCallback)  # thawkit prints its own summary
         train_started = time.perf_counter()
         trainer.train()
         train_seconds = time.perf_counter() - train_started
