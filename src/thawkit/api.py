@@ -14,6 +14,13 @@ from thawkit.tasks import RunBase, task_for_run
 log = logging.getLogger("thawkit")
 
 
+def _merged(config: TrainConfig | dict[str, Any] | None, options: dict[str, Any]) -> dict[str, Any]:
+    """A config (object or dict) with keyword options on top; None options mean "not given"."""
+    values = config.model_dump(exclude_unset=True) if isinstance(config, TrainConfig) else dict(config or {})
+    values.update({k: v for k, v in options.items() if v is not None})
+    return values
+
+
 def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) -> RunBase:
     """Train with a strategy on any task and write a run directory.
 
@@ -22,8 +29,7 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
     """
     from thawkit.engine.pipeline import run_training
 
-    values = config.model_dump(exclude_unset=True) if isinstance(config, TrainConfig) else dict(config or {})
-    values.update({k: v for k, v in options.items() if v is not None})
+    values = _merged(config, options)
     if values.get("resume") is not None:
         values = _resumed_values(values)
     cfg = make_config(values)
@@ -87,8 +93,7 @@ def distill(teacher: str | Path, student: str = "layers:3", config: TrainConfig 
     from thawkit.engine.distill import run_distill
     from thawkit.logging_setup import quiet_libraries
 
-    values = config.model_dump(exclude_unset=True) if isinstance(config, TrainConfig) else dict(config or {})
-    values.update({k: v for k, v in options.items() if v is not None})
+    values = _merged(config, options)
     values.setdefault("strategy", "full")
     cfg = make_config(values)
     if cfg.task != "classification" or cfg.strategy == "auto":
@@ -104,8 +109,7 @@ def lr_find(config: TrainConfig | dict[str, Any] | None = None, steps: int = 100
     from thawkit.engine.lr_find import lr_find as run_range_test
     from thawkit.logging_setup import quiet_libraries
 
-    values = config.model_dump(exclude_unset=True) if isinstance(config, TrainConfig) else dict(config or {})
-    values.update({k: v for k, v in options.items() if v is not None})
+    values = _merged(config, options)
     cfg = make_config(values)
     if cfg.strategy == "auto":
         raise ConfigError("lr-find needs a named strategy; fix: pass --strategy")

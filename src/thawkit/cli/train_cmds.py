@@ -11,20 +11,25 @@ from thawkit.cli.display import console, metrics_table, per_class_table
 from thawkit.cli.options import CONFIG_FILE, command, config_parameters, config_values, strategy_parameters, strategy_values
 from thawkit.errors import ConfigError
 
-def _train(config: Optional[Path] = None, **given: Any) -> None:
-    """Train a model on your data with one strategy (any task) and write a run directory."""
-    from thawkit.api import train as train_run
+def _train_values(config: Optional[Path], given: dict[str, Any], resumable: bool = False,
+                 data_fix: str = "pass --data FILE or set data: in the --config file") -> dict[str, Any]:
+    """YAML, then flags, then the named strategy's own flags: the values train, lr-find and distill share."""
     from thawkit.config import TrainConfig, load_yaml_config
 
     values: dict[str, Any] = load_yaml_config(config, TrainConfig) if config is not None else {}
     values.update(config_values(TrainConfig, given))
-    if values.get("data") is None and values.get("resume") is None:
-        raise ConfigError("no training data; fix: pass --data FILE or set data: in the --config file")
+    if values.get("data") is None and not (resumable and values.get("resume") is not None):
+        raise ConfigError(f"no training data; fix: {data_fix}")
     strategy = values.get("strategy", TrainConfig.model_fields["strategy"].default)
-    options = dict(values.get("strategy_options") or {})
-    options.update(strategy_values(given, [strategy]).get(strategy, {}))
-    values["strategy_options"] = options
-    _summary(train_run(values))
+    values["strategy_options"] = {**(values.get("strategy_options") or {}), **strategy_values(given, [strategy]).get(strategy, {})}
+    return values
+
+
+def _train(config: Optional[Path] = None, **given: Any) -> None:
+    """Train a model on your data with one strategy (any task) and write a run directory."""
+    from thawkit.api import train as train_run
+
+    _summary(train_run(_train_values(config, given, resumable=True)))
 
 
 def _build_train() -> Any:
@@ -72,15 +77,8 @@ def _lr_find(config: Optional[Path] = None, steps: int = 100, start_lr: float = 
     import json
 
     from thawkit.api import lr_find
-    from thawkit.config import TrainConfig, load_yaml_config
 
-    values: dict[str, Any] = load_yaml_config(config, TrainConfig) if config is not None else {}
-    values.update(config_values(TrainConfig, given))
-    if values.get("data") is None:
-        raise ConfigError("no training data; fix: pass --data FILE or set data: in the --config file")
-    strategy = values.get("strategy", TrainConfig.model_fields["strategy"].default)
-    values["strategy_options"] = {**(values.get("strategy_options") or {}), **strategy_values(given, [strategy]).get(strategy, {})}
-    finding = lr_find(values, steps=steps, start_lr=start_lr, end_lr=end_lr)
+    finding = lr_find(_train_values(config, given), steps=steps, start_lr=start_lr, end_lr=end_lr)
     shown = finding.lrs[:: max(1, len(finding.lrs) // 12)]
     for lr in shown:
         console.print(f"  lr {lr:9.2e}  loss {finding.losses[finding.lrs.index(lr)]:.4f}")
@@ -119,16 +117,10 @@ lr_find_command = _build_lr_find()
 def _distill(config: Optional[Path] = None, teacher: Optional[Path] = None, student: str = "layers:3", **given: Any) -> None:
     """Distill a fine-tuned classification run (the teacher) into a smaller student; the student is a normal run."""
     from thawkit.api import distill
-    from thawkit.config import TrainConfig, load_yaml_config
 
-    values: dict[str, Any] = load_yaml_config(config, TrainConfig) if config is not None else {}
-    values.update(config_values(TrainConfig, given))
-    if values.get("data") is None:
-        raise ConfigError("no training data; fix: pass --data FILE (texts labelled like the teacher's)")
+    values = _train_values(config, given, data_fix="pass --data FILE (texts labelled like the teacher's)")
     if teacher is None:
         raise ConfigError("no teacher; fix: pass --teacher RUN (a finished classification run)")
-    strategy = values.get("strategy", "full")
-    values["strategy_options"] = {**(values.get("strategy_options") or {}), **strategy_values(given, [strategy]).get(strategy, {})}
     run, facts = distill(teacher, student, values)
     _summary(run)
     share = f"{100 * facts['retained_share']:.1f}%" if facts["retained_share"] is not None else "n/a"

@@ -23,6 +23,7 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
 
     # Accelerate only sets up CPU data parallelism (gloo) when told the run is on the CPU.
     check_loggers(cfg.report_to)
+    save_strategy, save_steps, _ = cfg.checkpoint_plan()
     cpu_ddp = {"use_cpu": True, "ddp_backend": "gloo"} if distributed_cpu() else {}
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -37,8 +38,8 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
         eval_strategy="epoch",
         # Resumable checkpoints (thawkit rotates them: engine/resume.py); the best weights are kept in
         # memory by BestStateCallback and saved with each checkpoint.
-        save_strategy=cfg.checkpoint_plan()[0],
-        save_steps=cfg.checkpoint_plan()[1] or 500,
+        save_strategy=save_strategy,
+        save_steps=save_steps or 500,
         save_total_limit=None,
         logging_strategy="epoch",
         seed=cfg.seed,
