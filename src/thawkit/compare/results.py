@@ -62,8 +62,14 @@ def aggregate(summaries: list[dict[str, Any]], metric: str, extra: dict[str, dic
         row.update((extra or {}).get(strategy, {}))
         rows.append(row)
     key = f"validation_{metric}_mean"
-    rows.sort(key=lambda r: (r.get("eliminated_at_rung") is None, r[key] if r[key] is not None else -1e9), reverse=True)
+    sign = _sign(metric)
+    rows.sort(key=lambda r: (r.get("eliminated_at_rung") is None, sign * r[key] if r[key] is not None else -1e9), reverse=True)
     return rows
+
+
+def _sign(metric: str) -> float:
+    """+1 where higher is better; the loss (the one lower-is-better metric a run selects by) -1."""
+    return -1.0 if metric == "loss" else 1.0
 
 
 def name_winner(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
@@ -74,8 +80,9 @@ def name_winner(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     candidates = [r for r in candidates if r.get("failed_runs", 0) < r["seeds"]] or candidates
     if not candidates:  # e.g. a validation set on which the metric is undefined
         return {"strategy": None, "reason": f"no strategy has a defined validation {metric}"}
-    top = max(candidates, key=lambda r: r[key])
-    close = [r for r in candidates if r[key] >= top[key] - max(top[f"validation_{metric}_std"] or 0.0, 1e-9)]
+    sign = _sign(metric)
+    top = max(candidates, key=lambda r: sign * r[key])
+    close = [r for r in candidates if sign * r[key] >= sign * top[key] - max(top[f"validation_{metric}_std"] or 0.0, 1e-9)]
     winner = min(close, key=lambda r: r["train_seconds_mean"]) if len(close) > 1 else top
     reason = f"{winner['strategy']}: {metric} {winner[key]:.3f} ± {winner[f'validation_{metric}_std'] or 0:.3f}"
     trade = []
