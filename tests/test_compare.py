@@ -80,14 +80,10 @@ def test_report_from_existing_runs(comparison, tmp_path, capsys):
     assert (tmp_path / "rep" / "report.md").exists()
 
 
-def test_ray_missing_is_a_clear_error(tiny_models, toy_csv, tmp_path, capsys):
-    pytest.importorskip("thawkit")
-    try:
-        import ray  # noqa: F401
+def test_ray_missing_is_a_clear_error(tiny_models, toy_csv, tmp_path, capsys, monkeypatch):
+    import sys
 
-        pytest.skip("ray is installed here")
-    except ImportError:
-        pass
+    monkeypatch.setitem(sys.modules, "ray", None)  # as on a machine without the [ray] extra
     with pytest.raises(SystemExit) as exit_info:
         main(["compare", "--data", str(toy_csv), "--model", str(tiny_models["bert"]), "--strategies", "frozen,full",
               "--ray", "--out", str(tmp_path / "r")])
@@ -190,3 +186,15 @@ def test_peak_memory_is_measured_per_run():
     if peak_memory_mb() >= high:
         pytest.skip("this kernel cannot reset the peak resident set (no /proc/self/clear_refs)")
     assert peak_memory_mb() < high - 300
+
+
+def test_the_loss_as_metric_picks_the_lowest():
+    from thawkit.compare.results import aggregate, name_winner
+
+    def summary(strategy: str, loss: float, seconds: float) -> dict:
+        info = {"strategy": strategy, "trainable_params": 10, "total_params": 100, "train_seconds": seconds}
+        return {"path": f"/runs/{strategy}", "info": info, "metrics": {"validation": {"loss": loss}}, "history": []}
+
+    rows = aggregate([summary("full", 0.6, 1.0), summary("frozen", 0.3, 2.0)], "loss")
+    assert [r["strategy"] for r in rows] == ["frozen", "full"]
+    assert name_winner(rows, "loss")["strategy"] == "frozen"

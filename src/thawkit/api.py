@@ -39,7 +39,12 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) ->
         cfg, dapt_facts = _adapt_first(cfg)
     if cfg.strategy == "auto":
         cfg, advice = _resolve_auto(cfg)
-    return run_training(cfg, {"advice": advice.as_dict() if advice is not None else None, "dapt": dapt_facts})
+    facts = {"advice": advice.as_dict() if advice is not None else None, "dapt": dapt_facts}
+    if cfg.ray_workers is not None:  # the same pipeline on Ray Train workers (docs/scaling.md)
+        from thawkit.engine.ray_cluster import train_on_ray
+
+        return load(train_on_ray(cfg, facts))
+    return run_training(cfg, facts)
 
 
 # What may differ when a run is resumed: how it is shown, not what it computes.

@@ -90,6 +90,15 @@ class TrainConfig(BaseModel):
     split_seed: int | None = Field(default=None, ge=0, description="seed of the validation split (default: --seed)")
     time_limit_seconds: float | None = Field(default=None, gt=0, description="stop training after this many seconds")
 
+    # Scale-out on Ray (needs the [ray] extra; docs/scaling.md)
+    ray_workers: int | None = Field(default=None, ge=1, le=1024, description="train on N Ray Train workers (DDP through "
+                                    "TorchTrainer; gloo on CPU, NCCL on GPU)")
+    ray_address: str | None = Field(default=None, description="Ray cluster: auto (a running one) or ray://host:10001 "
+                                    "(default: a local Ray on this machine)")
+    ray_cpus: float = Field(default=1, gt=0, le=1024, description="CPUs per Ray job (compare) or worker (train); "
+                            "also its torch threads")
+    ray_gpus: float = Field(default=0, ge=0, le=64, description="GPUs per Ray job or worker")
+
     # Output
     out: Path | None = Field(default=None, description="run directory (default: runs/<task>-<strategy>-<time>)")
     overwrite: bool = Field(default=False, description="replace an existing run directory")
@@ -237,7 +246,8 @@ class CompareConfig(TrainConfig):
     budget: str | None = Field(default=None, description="total time budget shared by the runs, e.g. 20m")
     successive_halving: bool = Field(default=False, description="train all briefly, keep the better half, double the epochs, ...")
     workers: int = Field(default=1, ge=1, le=64, description="training processes side by side")
-    ray: bool = Field(default=False, description="run jobs as Ray tasks (needs the [ray] extra)")
+    ray: bool = Field(default=False, description="run every strategy x seed job as a Ray task (with --successive-halving: "
+                      "a Ray Tune search with the ASHA scheduler); needs the [ray] extra")
     advise: bool = Field(default=True, description="put the advisor's recommendation next to the measured winner")
     out: Path | None = Field(default=None, description="comparison directory (default: runs/compare-<time>)")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from thawkit.compare.jobs import train_job
 from thawkit.config import CompareConfig, make_config
 from thawkit.errors import ConfigError
 
@@ -27,27 +28,6 @@ class Comparison:
 
     def table(self) -> list[dict[str, Any]]:
         return self.rows
-
-
-def _train_job(values: dict[str, Any], threads: int | None = None) -> str:
-    """One training run (importable at top level, so process pools and Ray can call it)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0"))
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    from thawkit.engine.pipeline import run_training
-    from thawkit.logging_setup import quiet_libraries
-
-    quiet_libraries()
-    run = run_training(make_config(values))
-    metric = run.info["metric"]
-    value = run.metrics["validation"].get(metric)
-    seconds = run.info["train_seconds"] + (run.info.get("cache") or {}).get("pass_seconds", 0.0)
-    shown = f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
-    print(f"  {values['strategy']:8s} seed {values['seed']}: done, val {metric} {shown} "
-          f"in {seconds:.1f}s ({values['epochs']:g} epochs)", flush=True)
-    return str(run.path)
 
 
 COMPARE_CONFIG = "compare_config.json"  # the comparison's config, kept until it is published (for --resume)
@@ -84,21 +64,17 @@ def _run_pending(jobs: list[dict[str, Any]], cfg: CompareConfig) -> list[str]:
     if not jobs:
         return []
     if cfg.ray:
-        try:
-            import ray
-        except ImportError:
-            raise ConfigError("--ray needs Ray; fix: pip install 'thawkit[ray]' (or drop --ray)") from None
-        ray.init(ignore_reinit_error=True)
-        remote = ray.remote(_train_job)
-        return list(ray.get([remote.remote(job) for job in jobs]))
+        from thawkit.compare.ray_jobs import run_tasks
+
+        return run_tasks(jobs, cfg)
     if cfg.workers <= 1 or len(jobs) <= 1:
-        return [_train_job(job) for job in jobs]
+        return [train_job(job) for job in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, (os.cpu_count() or 1) // cfg.workers)
     with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_train_job, jobs, [threads] * len(jobs)))
+        return list(pool.map(train_job, jobs, [threads] * len(jobs)))
 
 
 def _strategies(cfg: CompareConfig) -> list[str]:
@@ -134,8 +110,13 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, **options: An
         values = _resumed_comparison(Path(values["resume"]), values)
     cfg: CompareConfig = make_config(values, "comparison", CompareConfig)
     strategies = _strategies(cfg)
+    if cfg.ray_address is not None and not cfg.ray:
+        cfg = cfg.model_copy(update={"ray": True})  # an address says where to run: on Ray
     if cfg.ray and (cfg.workers > 1):
         raise ConfigError("--ray and --workers both choose where jobs run; fix: pass one of them")
+    if cfg.ray_workers is not None:
+        raise ConfigError("--ray-workers trains one model on several workers (thawkit train); compare runs each job on "
+                          "one; fix: drop --ray-workers, use --ray (and --ray-cpus per job)")
     base = cfg.train_values()
     metric = cfg.metric  # None: the task's selection metric, read back from the first runs
     budget_seconds = parse_budget(cfg.budget)
@@ -170,8 +151,16 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, **options: An
     started = time.perf_counter()
     extra: dict[str, dict[str, Any]] = {}
     summaries: list[dict[str, Any]] = []
+    search: dict[str, Any] | None = None
     try:
-        if cfg.successive_halving and len(strategies) > 1:
+        if cfg.successive_halving and len(strategies) > 1 and cfg.ray:
+            from thawkit.compare.ray_jobs import asha_search
+
+            limit = budget_seconds / (len(strategies) * len(seeds)) if budget_seconds else None
+            jobs = [job(s, seed, cfg.epochs, "runs", limit) for s in strategies for seed in seeds]
+            summaries, extra, search = asha_search(jobs, cfg, budget_seconds, partial / "tune")
+            metric = metric or next(s["info"]["metric"] for s in summaries if s["info"].get("metric"))
+        elif cfg.successive_halving and len(strategies) > 1:
             rungs = math.ceil(math.log2(len(strategies))) + 1
             alive = list(strategies)
             for rung in range(rungs):
@@ -212,15 +201,18 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, **options: An
                 log.warning("Hint: advisor unavailable for the report: %s", exc)
         # Paths as they will be once the comparison folder is in place.
         for row in rows:
-            row["runs"] = [str(final / Path(p).relative_to(partial)) for p in row["runs"]]
+            row["runs"] = [str(final / Path(p).relative_to(partial)) for p in row["runs"] if p is not None]
         meta = {
             "strategies": strategies, "seeds": seeds, "budget": cfg.budget, "successive_halving": cfg.successive_halving,
             "wall_seconds": round(time.perf_counter() - started, 2), "advice": advice,
+            "ray": {"address": cfg.ray_address or "local", "cpus_per_job": cfg.ray_cpus, "gpus_per_job": cfg.ray_gpus,
+                    **({"search": search} if search is not None else {})} if cfg.ray else None,
             "config": cfg.model_dump(mode="json"),
         }
         write_results(rows, winner, metric, partial, meta)
         for summary in summaries:
-            summary["path"] = str(final / Path(summary["path"]).relative_to(partial))
+            if summary["path"] is not None:  # None: a trial stopped by ASHA, no run folder
+                summary["path"] = str(final / Path(summary["path"]).relative_to(partial))
         write_report(partial, summaries, rows, winner, metric, advice)
     except BaseException as exc:
         # Bad input discards the comparison; an interruption keeps finished runs and checkpoints

@@ -248,13 +248,16 @@ class FeatureStore:
     def __init__(self, root: Path | None = None, ram_budget_mb: float = 4096) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.ram_budget_mb = ram_budget_mb
+        self.used: list[str] = []  # keys this store served or wrote, in order (what a warm-up ships)
 
     def load(self, key: str, storage: str) -> LayerStates | None:
         if key in self._memory:
+            self.used.append(key)
             return self._memory[key]
         folder = self.root / key
         if not (folder / "complete").exists():
             return None
+        self.used.append(key)
         mmap = (folder / "states.npy").stat().st_size / 2**20 > self.ram_budget_mb
         states = LayerStates(
             np.load(folder / "states.npy", mmap_mode="r" if mmap else None), np.load(folder / "offsets.npy"), storage
@@ -264,6 +267,7 @@ class FeatureStore:
 
     def save(self, key: str, states: LayerStates, info: dict[str, Any]) -> LayerStates:
         """Write under a temporary name and rename, so a crash never leaves a half entry."""
+        self.used.append(key)
         folder = self.root / key
         if not (folder / "complete").exists():
             self.root.mkdir(parents=True, exist_ok=True)
@@ -284,6 +288,23 @@ class FeatureStore:
             states = LayerStates(np.load(folder / "states.npy", mmap_mode="r"), states.offsets, states.dtype)
         self._remember(key, states)
         return states
+
+    def bundle(self, key: str, storage: str) -> dict[str, Any]:
+        """One entry this store served or wrote, as arrays and facts, to ship to another machine
+        (Ray's object store). It may be known only in memory (computed earlier in this process
+        for another cache folder): the arrays are the same."""
+        states = self.load(key, storage)
+        if states is None:
+            raise KeyError(key)
+        info_file = self.root / key / "info.json"
+        info = json.loads(info_file.read_text()) if info_file.exists() else {}
+        return {"states": np.asarray(states.data), "offsets": np.asarray(states.offsets), "info": info, "storage": storage}
+
+    def install(self, key: str, bundle: dict[str, Any]) -> None:
+        """An entry shipped from elsewhere, written here unless already present."""
+        if not (self.root / key / "complete").exists():
+            states = LayerStates(np.asarray(bundle["states"]), np.asarray(bundle["offsets"]), bundle["storage"])
+            self.save(key, states, bundle["info"])
 
     def remove_stale_partials(self) -> list[Path]:
         """Temporaries of writers that died (killed during the cached pass): never loaded, removed

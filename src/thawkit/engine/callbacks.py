@@ -167,3 +167,24 @@ class CheckpointAfterEvaluation(TrainerCallback):
         if self.pending:
             control.should_save = True
             self.pending = False
+
+
+class EvaluationListener(TrainerCallback):
+    """Tells a listener (a Ray Tune trial's reporter) the selection metric after each evaluation
+    during training, with the record the history callback just wrote."""
+
+    def __init__(self, metric: str, history: HistoryCallback, listener: Any) -> None:
+        self.metric = metric
+        self.history = history
+        self.listener = listener
+        self.seen = 0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[override]
+        if len(self.history.records) == self.seen:  # not an evaluation during training
+            return
+        self.seen = len(self.history.records)
+        record = self.history.records[-1]
+        total = sum(p.numel() for p in self.history.controller.model.parameters())
+        self.listener({"epoch": record["epoch"], "metric": self.metric, "value": record["validation"].get(self.metric),
+                       "trainable_params": record["trainable_params"], "total_params": total,
+                       "trainable_blocks": record["trainable_blocks"], "elapsed_seconds": record["elapsed_seconds"]})

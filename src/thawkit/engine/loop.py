@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from thawkit.engine.best import BestStateCallback
 from thawkit.engine.callbacks import (
     CheckpointAfterEvaluation,
+    EvaluationListener,
     HistoryCallback,
     LineProgressCallback,
     RichProgressCallback,
@@ -55,6 +56,18 @@ def discard_or_keep(partial_dir: Path, exc: BaseException) -> None:
 
 
 @dataclass
+class RunHooks:
+    """What a caller outside the engine adds to one run's loop (Ray Tune, Ray Train): Trainer
+    callbacks, a wrapper applied to the Trainer once built, and a listener told the selection
+    metric after every evaluation (a dict: epoch, metric, value, trainable_params, total_params,
+    trainable_blocks, elapsed_seconds)."""
+
+    callbacks: list[Any] = field(default_factory=list)
+    wrap_trainer: Callable[[Any], Any] | None = None
+    on_evaluation: Callable[[dict[str, Any]], None] | None = None
+
+
+@dataclass
 class Loop:
     trainer: Any
     history: HistoryCallback
@@ -67,7 +80,7 @@ def build_loop(
     cfg: Any, controller: StageController, args: Any, train_ds: Any, val_ds: Any, collator: Any, tokenizer: Any,
     compute_metrics: Callable[[Any], dict[str, float]], metric: str, ever_trainable: set[str],
     class_weights: list[float] | None = None, group_by_length: bool = True, materialize: Any = None,
-    teacher: Any = None,
+    teacher: Any = None, hooks: RunHooks | None = None,
 ) -> Loop:
     from transformers import PrinterCallback
 
@@ -94,6 +107,10 @@ def build_loop(
     checkpoint_seconds = cfg.checkpoint_plan()[2]
     callbacks += [TimedCheckpointCallback(checkpoint_seconds)] if checkpoint_seconds else []
     callbacks.append(CheckpointAfterEvaluation())  # after the timed one, which may ask for a save
+    if hooks is not None:
+        callbacks += hooks.callbacks
+        if hooks.on_evaluation is not None:
+            callbacks.append(EvaluationListener(metric, history, hooks.on_evaluation))
     divergence = DivergenceMonitor(cfg.resolved_lr())
     checkpoint_state = CheckpointState(controller, history, best, divergence)
     trainer = StrategyTrainer(
@@ -117,6 +134,8 @@ def build_loop(
     )
     trainer.remove_callback(PrinterCallback)  # the rich progress bar replaces the raw log dicts
     controller.decay_names = set(trainer.get_decay_parameter_names(model))
+    if hooks is not None and hooks.wrap_trainer is not None:
+        trainer = hooks.wrap_trainer(trainer)
     return Loop(trainer, history, best, time_limit, checkpoint_state)
 
 

@@ -22,7 +22,7 @@ from thawkit.config import TrainConfig
 from thawkit.engine.arguments import check_max_length, peak_memory_mb, reachable_stages, reset_peak_memory, training_arguments
 from thawkit.engine.artifacts import measure_forgetting_of, merge_checked, write_run_files
 from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset, sorted_order
-from thawkit.engine.loop import build_loop, discard_or_keep, prepare_controller, run_loop
+from thawkit.engine.loop import RunHooks, build_loop, discard_or_keep, prepare_controller, run_loop
 from thawkit.engine.resume import write_config
 from thawkit.engine.trainability import set_requires_grad
 from thawkit.errors import ConfigError
@@ -56,16 +56,19 @@ class Prepared:
     defaults_source: str = ""
 
 
-def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None, teacher: Any = None) -> RunBase:
+def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None, teacher: Any = None,
+                 hooks: RunHooks | None = None) -> RunBase:
     """Train ``cfg`` (a named strategy, not ``auto``) and write its run directory; with ``teacher``
-    (a model of the same task and labels), its logits are soft targets (distillation)."""
+    (a model of the same task and labels), its logits are soft targets (distillation); ``hooks``:
+    what a scheduler (Ray Tune, Ray Train) adds to the loop."""
     if cfg.out is None:
-        return _run_training(cfg, extra_facts, teacher)
+        return _run_training(cfg, extra_facts, teacher, hooks)
     with exclusive(Path(cfg.out)):
-        return _run_training(cfg, extra_facts, teacher)
+        return _run_training(cfg, extra_facts, teacher, hooks)
 
 
-def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher: Any = None) -> RunBase:
+def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher: Any = None,
+                  hooks: RunHooks | None = None) -> RunBase:
     from transformers import set_seed
 
     from thawkit.logging_setup import quiet_libraries
@@ -99,7 +102,7 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher:
     steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * cfg.gradient_accumulation_steps * args.world_size))
     controller.strategy.plan_schedule(math.ceil(steps_per_epoch * cfg.epochs), layout)  # gradual: stages spread over the run
     runtime, cache_reason = (None, "off: distillation feeds the teacher the raw inputs") if teacher is not None else \
-        _attach_cache(cfg, task, controller, tokenizer, train_ds, val_ds, args.world_size)
+        attach_cache(cfg, task, controller, tokenizer, train_ds, val_ds, args.world_size)
     with args.main_process_first(desc="prepare run directory"):
         if is_main and partial_dir.exists() and resume_from is None:
             shutil.rmtree(partial_dir)  # left over from a run that reached no checkpoint, or --overwrite
@@ -109,7 +112,8 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher:
     collator = SwitchableCollator(tokenizer, task.collator(tokenizer)) if task.cacheable else task.collator(tokenizer)
     loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
                       cfg.metric, ever_trainable, class_weights=prepared.class_weights, group_by_length=task.cacheable,
-                      materialize=runtime.materialize if runtime is not None else None, teacher=teacher)
+                      materialize=runtime.materialize if runtime is not None else None, teacher=teacher,
+                      hooks=hooks)
     trainer, history, best = loop.trainer, loop.history, loop.best
     if resume_from is not None:
         _prepare_resume(loop, resume_from)
@@ -243,8 +247,8 @@ def encoded_split(task: Task, data: TaskData, split: str, tokenizer: Any, cfg: T
     return SwitchableDataset(encoded, order=sorted_order(encoded) if in_length_order else None)
 
 
-def _attach_cache(cfg: TrainConfig, task: Task, controller: Any, tokenizer: Any, train_ds: Any, val_ds: Any,
-                  world_size: int) -> tuple[Any, str]:
+def attach_cache(cfg: TrainConfig, task: Task, controller: Any, tokenizer: Any, train_ds: Any, val_ds: Any,
+                  world_size: int, store: Any = None) -> tuple[Any, str]:
     """The frozen-layer cache where it is on, exact and useful; else None and the reason."""
     from thawkit.engine.cache import FeatureStore, resolve_storage
     from thawkit.engine.cached_training import prepare_cached_path
@@ -258,7 +262,7 @@ def _attach_cache(cfg: TrainConfig, task: Task, controller: Any, tokenizer: Any,
     storage = resolve_storage(cfg.cache_dtype)
     runtime, reason = prepare_cached_path(
         controller, controller.model, tokenizer, {"train": train_ds, "validation": val_ds}, cfg.max_length, storage,
-        FeatureStore(cfg.cache_dir, cfg.cache_ram_budget_mb), autocast_bf16=storage == "bfloat16",
+        store if store is not None else FeatureStore(cfg.cache_dir, cfg.cache_ram_budget_mb), autocast_bf16=storage == "bfloat16",
         batch_size=cfg.eval_batch_size, reachable_stages=reachable_stages(controller.strategy, cfg, len(train_ds), world_size),
     )
     if runtime is not None:
