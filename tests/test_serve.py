@@ -92,6 +92,22 @@ def test_lora_runs_share_one_base_and_mixed_batches_route_per_adapter(client, ru
         for name, future in futures:
             for e, g in zip(expected[name], future.result().json()):
                 assert _scores(g) == pytest.approx(e["scores"], abs=1e-5)
+    # ... and the batches that mixed them ran as one forward pass each (peft's adapter_names).
+    metrics = client.get("/metrics").text
+    mixed = [line for line in metrics.splitlines() if line.startswith('thawkit_forward_passes_total{runs="2"}')]
+    assert mixed and float(mixed[0].split()[-1]) >= 1
+
+
+def test_a_mixed_adapter_pass_equals_one_pass_per_adapter(client, runs):
+    from thawkit.serve.batching import _forward_mixed  # noqa: PLC2701 (the unit under test)
+
+    served = client.served
+    models = [served["lora_a"], served["lora_b"], served["lora_a"], served["lora_b"]]
+    texts = ["the film was great", "the film was great", "awful and boring plot", "okay"]
+    got = _forward_mixed(models, "predict", texts, None)
+    for model, text, answer in zip(models, texts, got):
+        expected = thawkit.load(runs[model.name]).predict([text])[0]
+        assert answer["label"] == expected["label"] and answer["scores"] == pytest.approx(expected["scores"], abs=1e-5)
 
 
 def test_ner_qa_and_similarity_equal_predict(client, runs):
@@ -170,3 +186,22 @@ def test_cli_starts_uvicorn_on_loopback(runs):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_head_peft_cannot_route_falls_back_to_one_pass_per_adapter(client, runs, monkeypatch):
+    from thawkit.serve.batching import _forward_mixed  # noqa: PLC2701 (the unit under test)
+
+    served = client.served
+    original = served["lora_a"].run.logits
+
+    def no_mixed_batches(texts, pairs=None, batch_size=64, adapter_names=None):
+        if adapter_names is not None:
+            raise TypeError("Mixed batching is only supported for the following modules: Linear")
+        return original(texts, pairs, batch_size)
+
+    monkeypatch.setattr(served["lora_a"].run, "logits", no_mixed_batches)
+    models = [served["lora_b"], served["lora_a"]]
+    got = _forward_mixed([served["lora_a"], *models], "predict", TEXTS, None)
+    for model, text, answer in zip([served["lora_a"], *models], TEXTS, got):
+        expected = thawkit.load(runs[model.name]).predict([text])[0]
+        assert answer["scores"] == pytest.approx(expected["scores"], abs=1e-5)

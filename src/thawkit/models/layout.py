@@ -113,12 +113,8 @@ def build_layout(model: nn.Module) -> BlockLayout:
 
 
 def head_module_names(model: nn.Module) -> list[str]:
-    """Short names of the modules forming the head (``classifier``, ``pre_classifier``, ``pooler``)."""
+    """The head's parameter-holding modules, by path (``bert.pooler.dense``, ``classifier``):
+    the leaves, not their containers, so that peft can route a batch that mixes adapters through
+    each adapter's own head copies in one pass (its mixed batches take Linear/Embedding leaves)."""
     layout = build_layout(model)
-    names: list[str] = []
-    for param in layout.params[HEAD]:
-        parts = param.split(".")
-        short = "pooler" if "pooler" in parts else parts[0]
-        if short not in names:
-            names.append(short)
-    return names
+    return list(dict.fromkeys(param.rsplit(".", 1)[0] for param in layout.params[HEAD]))

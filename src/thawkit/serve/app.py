@@ -93,6 +93,8 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
     batch_tokens = Histogram("thawkit_batch_padded_tokens", "padded tokens per forward pass", registry=registry,
                              buckets=(64, 256, 1024, 4096, 16384, 65536))
     queue_depth = Gauge("thawkit_queue_depth", "inputs waiting", ["model"], registry=registry)
+    passes = Counter("thawkit_forward_passes", "forward passes, by how many served runs (adapters) they mix", ["runs"],
+                     registry=registry)
 
     def observe(size: int, tokens: int) -> None:
         batch_sizes.observe(size)
@@ -103,7 +105,8 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
     def batcher_for(model: ServedModel) -> Batcher:
         key = id(model.lock)  # runs sharing a base share a lock, hence a batcher
         if key not in batchers:
-            batchers[key] = Batcher(limits.max_batch_tokens, limits.max_wait_ms, limits.max_queue, observe)
+            batchers[key] = Batcher(limits.max_batch_tokens, limits.max_wait_ms, limits.max_queue, observe,
+                                    lambda runs: passes.labels(str(runs)).inc())
         return batchers[key]
 
     app = FastAPI(title="thawkit serve", version="1", description="Fine-tuned thawkit runs over HTTP")

@@ -25,21 +25,17 @@ class Item:
     future: asyncio.Future = field(repr=False)
 
 
-@dataclass
-class BatchStats:
-    batches: int = 0
-    last_sizes: list[int] = field(default_factory=list)
-
-
 class Batcher:
     """One per underlying model (models sharing a LoRA base share one)."""
 
     def __init__(self, max_batch_tokens: int, max_wait_ms: float, max_queue: int,
-                 observe: Callable[[int, int], None] | None = None) -> None:
+                 observe: Callable[[int, int], None] | None = None,
+                 count_pass: Callable[[int], None] | None = None) -> None:
         self.max_batch_tokens = max_batch_tokens
         self.max_wait = max_wait_ms / 1000.0
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=max_queue)
         self.observe = observe  # (batch size, padded tokens)
+        self.count_pass = count_pass  # (served models in one forward pass)
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -96,13 +92,22 @@ class Batcher:
         batch.sort(key=lambda item: item.tokens)
         if self.observe is not None:
             self.observe(len(batch), max(item.tokens for item in batch) * len(batch))
-        groups: dict[tuple[str, str, bool], list[Item]] = {}
+        groups: dict[tuple[Any, ...], list[Item]] = {}
         for item in batch:
-            groups.setdefault((item.model.name, item.kind, item.pair is not None), []).append(item)
+            # Adapters on one base with the same input handling run in one forward pass, each text
+            # routed through its own adapter and head; anything else runs per model.
+            mixable = item.model.adapter is not None and item.kind in ("predict", "logits")
+            model_key = ("base", id(item.model.lock), item.model.run.max_length) if mixable else item.model.name
+            groups.setdefault((model_key, item.kind, item.pair is not None), []).append(item)
         for (_, kind, has_pair), items in groups.items():
+            texts, pairs = [i.text for i in items], [i.pair for i in items] if has_pair else None
+            if self.count_pass is not None:
+                self.count_pass(len({i.model.name for i in items}))
             try:
-                results = await loop.run_in_executor(None, _forward, items[0].model, kind,
-                                                     [i.text for i in items], [i.pair for i in items] if has_pair else None)
+                if len({i.model.name for i in items}) > 1:
+                    results = await loop.run_in_executor(None, _forward_mixed, [i.model for i in items], kind, texts, pairs)
+                else:
+                    results = await loop.run_in_executor(None, _forward, items[0].model, kind, texts, pairs)
             except Exception as exc:  # noqa: BLE001 - answered to each waiting request
                 for item in items:
                     if not item.future.done():
@@ -121,3 +126,23 @@ def _forward(model: ServedModel, kind: str, texts: list[str], pairs: list[str] |
         if kind == "embed":
             return [row.tolist() for row in model.run.embed(texts, batch_size=len(texts))]
         return model.run.predict(texts, pairs, batch_size=len(texts))
+
+
+def _forward_mixed(models: list[ServedModel], kind: str, texts: list[str], pairs: list[str] | None) -> list[Any]:
+    """One forward pass over a batch that mixes adapters of one base (peft's ``adapter_names``);
+    each answer is shaped by its own run (labels, multi-label threshold)."""
+    base = models[0]
+    try:
+        with base.lock:
+            logits = base.run.logits(texts, pairs, batch_size=len(texts), adapter_names=[m.adapter for m in models])
+    except TypeError:  # a head peft cannot route per example (e.g. with a LayerNorm): one pass per adapter
+        answers: list[Any] = [None] * len(texts)
+        for model in {m.name: m for m in models}.values():
+            rows = [i for i, m in enumerate(models) if m.name == model.name]
+            found = _forward(model, kind, [texts[i] for i in rows], [pairs[i] for i in rows] if pairs is not None else None)
+            for i, answer in zip(rows, found):
+                answers[i] = answer
+        return answers
+    if kind == "logits":
+        return [row.tolist() for row in logits]
+    return [model.run.predictions_from_logits(row[None])[0] for model, row in zip(models, logits)]

@@ -124,8 +124,10 @@ class ClassificationRun(RunBase):
     """A fine-tuned classifier: ``predict`` gives a label (or labels) with probabilities."""
 
     @torch.inference_mode()
-    def logits(self, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
-        """Raw logits (n, num_labels), in batches, in eval mode."""
+    def logits(self, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64,
+               adapter_names: list[str] | None = None) -> np.ndarray:
+        """Raw logits (n, num_labels), in batches, in eval mode. ``adapter_names`` (a PEFT model
+        holding several adapters): the adapter, and its head, for each text, in one forward pass."""
         self.model.eval()
         device = next(self.model.parameters()).device
         chunks = []
@@ -135,7 +137,8 @@ class ClassificationRun(RunBase):
                 text_pairs[start : start + batch_size] if text_pairs is not None else None,
                 truncation=True, max_length=self.max_length, padding=True, return_tensors="pt",
             ).to(device)
-            chunks.append(self.model(**batch).logits.float().cpu().numpy())
+            routing = {"adapter_names": adapter_names[start : start + batch_size]} if adapter_names is not None else {}
+            chunks.append(self.model(**batch, **routing).logits.float().cpu().numpy())
         if not chunks:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return np.concatenate(chunks)
@@ -144,7 +147,10 @@ class ClassificationRun(RunBase):
         """One dict per text: ``label`` (or ``labels`` for multi-label), ``score`` and all ``scores``."""
         texts = [texts] if isinstance(texts, str) else texts
         text_pairs = [text_pairs] if isinstance(text_pairs, str) else text_pairs
-        logits = self.logits(texts, text_pairs, batch_size)
+        return self.predictions_from_logits(self.logits(texts, text_pairs, batch_size))
+
+    def predictions_from_logits(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        """``predict``'s answers from logits computed elsewhere (a mixed-adapter batch)."""
         if self.multi_label:
             probs = 1.0 / (1.0 + np.exp(-logits))
             return [{"labels": [self.labels[i] for i in np.flatnonzero(row >= 0.5)],
