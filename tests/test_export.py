@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 import thawkit
 from thawkit.cli.app import main
 
+from test_matrix import CONLL, PAIRS, QA_EDGE_CASES
+
 TEXTS = ["the film was great and the music wonderful", "awful and boring", "the plot was fine"]
 
 
@@ -29,7 +31,7 @@ def test_onnx_predicts_what_pytorch_does(strategy, runs, tmp_path):
     facts = json.loads((tmp_path / "onnx" / "export.json").read_text())
     assert facts["parity_max_abs_diff"] <= 1e-4
     exported = thawkit.load(tmp_path / "onnx")
-    assert type(exported).__name__ == "OnnxClassificationRun"
+    assert type(exported.model).__name__ == "OnnxModel"  # onnxruntime behind the run, no torch model
     np.testing.assert_allclose(exported.logits(TEXTS), run.logits(TEXTS), atol=1e-4)
     assert [p["label"] for p in exported.predict(TEXTS)] == [p["label"] for p in run.predict(TEXTS)]
 
@@ -55,3 +57,60 @@ def test_export_refusals_are_one_line(runs, tmp_path, capsys):
             main(["export", *args])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def task_runs(tiny_bert, tmp_path_factory):
+    root = tmp_path_factory.mktemp("export-tasks")
+    (root / "ner.txt").write_text(CONLL)
+    (root / "pairs.tsv").write_text("sentence1\tsentence2\tscore\n" + "".join(f"{a}\t{b}\t{s}\n" for a, b, s in PAIRS * 6))
+    common = dict(model=str(tiny_bert), strategy="full", epochs=1, lr=5e-3, out=None, progress="off", measure_forgetting=False)
+    return {
+        "ner": thawkit.train(**{**common, "out": root / "ner"}, task="ner", data=root / "ner.txt", validation=root / "ner.txt",
+                             max_length=32),
+        "qa": thawkit.train(**{**common, "out": root / "qa"}, task="qa", data=QA_EDGE_CASES, validation=QA_EDGE_CASES, max_length=48),
+        "similarity": thawkit.train(**{**common, "out": root / "sim"}, task="similarity", data=root / "pairs.tsv",
+                                    validation=root / "pairs.tsv", max_length=32),
+    }
+
+
+def _same_answers(task, exported, run):
+    if task == "ner":
+        text = "Peter Blackburn visited Brussels and met EU officials"
+        mine, theirs = exported.predict([text])[0]["entities"], run.predict([text])[0]["entities"]
+        assert [(e["type"], e["start"], e["end"]) for e in mine] == [(e["type"], e["start"], e["end"]) for e in theirs]
+        assert [e["score"] for e in mine] == pytest.approx([e["score"] for e in theirs], abs=1e-4)
+        words = text.split()  # per word: the same tag with the same probability (entities may be few)
+        (mine_tags, mine_scores), (their_tags, their_scores) = exported.word_predictions(words), run.word_predictions(words)
+        assert mine_tags == their_tags and mine_scores == pytest.approx(their_scores, abs=1e-4) and len(mine_tags) == len(words)
+        return
+    if task == "qa":
+        context = json.loads(QA_EDGE_CASES.read_text())["data"][0]["paragraphs"][0]["context"]
+        questions = ["When was the lighthouse built?", "Who built it?"]
+        mine, theirs = exported.predict(questions, [context] * 2), run.predict(questions, [context] * 2)
+        assert [(a["answer"], a["start"], a["end"]) for a in mine] == [(a["answer"], a["start"], a["end"]) for a in theirs]
+        return
+    texts = ["a plane is taking off", "a cat sleeps on the sofa", "a man plays the guitar"]
+    np.testing.assert_allclose(exported.embed(texts), run.embed(texts), atol=1e-4)
+    assert exported.similarity(texts[:2], texts[1:]) == pytest.approx(run.similarity(texts[:2], texts[1:]), abs=1e-4)
+
+
+@pytest.mark.parametrize("task", ["ner", "qa", "similarity"])
+def test_every_task_exports_and_answers_like_pytorch(task, task_runs, tmp_path):
+    run = task_runs[task]
+    main(["export", str(run.path), "--onnx", "--out", str(tmp_path / "onnx")])
+    facts = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert facts["parity_max_abs_diff"] <= 1e-4 and facts["outputs"]
+    exported = thawkit.load(tmp_path / "onnx")
+    assert type(exported.model).__name__ == "OnnxModel" and type(exported) is type(run)
+    _same_answers(task, exported, run)
+
+
+def test_int8_of_a_ner_run_reports_the_change_on_its_validation_file(task_runs, tmp_path):
+    main(["export", str(task_runs["ner"].path), "--onnx", "--quantize", "int8", "--out", str(tmp_path / "int8")])
+    quantization = json.loads((tmp_path / "int8" / "export.json").read_text())["quantization"]
+    assert quantization["metric"] == "f1" and quantization["validation_examples"] > 0
+    assert quantization["fp32"] is not None and quantization["metric_change_points"] is not None
+    with pytest.raises(SystemExit) as exit_info:  # an export is not exported again
+        main(["export", str(tmp_path / "int8"), "--onnx", "--out", str(tmp_path / "again")])
+    assert exit_info.value.code == 2

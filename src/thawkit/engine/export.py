@@ -1,16 +1,17 @@
 """`thawkit export RUN --onnx [--quantize int8]`: an ONNX folder that `predict`, `evaluate` and
-`serve` run through onnxruntime, checked against PyTorch when it is written.
+`serve` run through onnxruntime (the task's own run class on ``models.onnx.OnnxModel``), checked
+against PyTorch when it is written.
 
-Classification runs so far (NER, QA and similarity export: not yet). Dynamic batch and sequence
-axes; outputs compared with PyTorch on real sentences (max |diff| must be <= 1e-4, reported); int8
-dynamic quantization reports the validation-metric change on the run's own validation split and
-warns above one point (small MiniLM models are known to lose accuracy under some int8 settings).
+Every task: classification (logits), NER (per-token logits), QA (start/end logits), similarity
+(the pooled embedding). Dynamic batch and sequence axes; every output compared with PyTorch on
+real sentences at two batch shapes (max |diff| must be <= 1e-4, reported); int8 dynamic
+quantization reports the validation-metric change on the run's own validation data and warns
+above one point (small MiniLM models are known to lose accuracy under some int8 settings).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -19,75 +20,56 @@ from typing import Any
 import numpy as np
 
 from thawkit.errors import ConfigError
+from thawkit.models.onnx import ONNX_FILE, OnnxModel
 from thawkit.rundir import LABELS_FILE, RUN_FILE, check_destination, partial_dir_for, publish, read_run_files, write_json
-from thawkit.models.onnx import onnx_logits
 from thawkit.tasks import task_for_run
 
 log = logging.getLogger("thawkit")
 
-ONNX_FILE = "model.onnx"
 EXPORT_FILE = "export.json"
 PARITY_TOLERANCE = 1e-4
-
-
-class _LogitsOnly:
-    """A module returning only the logits tensor (what ONNX exports as its output)."""
-
-    def __new__(cls, model: Any) -> Any:
-        import torch
-
-        class Wrapper(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
-                inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-                if token_type_ids is not None:
-                    inputs["token_type_ids"] = token_type_ids
-                output = self.model(**inputs)
-                return output.logits if hasattr(output, "logits") else output[0]
-
-        return Wrapper().eval()
 
 
 def export_onnx(run_path: Path, out: Path, quantize: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     import torch
 
     run_dir, info, labels = read_run_files(run_path)
-    if info.get("task") != "sequence-classification":
-        raise ConfigError(f"{run_path}: ONNX export supports classification runs so far (this is {info.get('task')}); "
-                          "fix: export a classification run")
+    if (run_dir / ONNX_FILE).exists():
+        raise ConfigError(f"{run_path}: already an ONNX export; fix: export the PyTorch run it came from ({info.get('exported_from')})")
     if quantize not in (None, "int8"):
         raise ConfigError(f"--quantize {quantize}: only int8 (dynamic) is offered; fix: --quantize int8 or drop it")
     check_destination(out, overwrite)
-    run = task_for_run(info["task"]).load_run(run_dir, info, labels)
+    task = task_for_run(info["task"])
+    run = task.load_run(run_dir, info, labels)
     model = run.model
     if hasattr(model, "merge_and_unload"):
         model = copy.deepcopy(model).merge_and_unload()
-    wrapper = _LogitsOnly(model.eval())
-    tokenizer = run.tokenizer
-    sample = _probe_texts()
-    batch = tokenizer(sample[:4], padding=True, truncation=True, max_length=run.max_length, return_tensors="pt")
-    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch]
+    traced = task.onnx_module(model.eval())
+    batches = _probe_batches(run.tokenizer, run.max_length, task.onnx_token_types)
+    names = list(batches[0])
+    outputs = dict(task.onnx_outputs)
+    axes = {**{k: {0: "batch", 1: "sequence"} for k in names},
+            **{name: dict(enumerate(dims)) for name, dims in outputs.items()}}
     partial = partial_dir_for(out)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
         with torch.inference_mode():
-            torch.onnx.export(wrapper, tuple(batch[k] for k in names), str(partial / ONNX_FILE), input_names=names,
-                              output_names=["logits"], opset_version=17, dynamo=False,
-                              dynamic_axes={**{k: {0: "batch", 1: "sequence"} for k in names}, "logits": {0: "batch"}})
-        parity = _parity(run, partial / ONNX_FILE, names, sample)
+            torch.onnx.export(traced, tuple(torch.from_numpy(batches[0][k]) for k in names), str(partial / ONNX_FILE),
+                              input_names=names, output_names=list(outputs), opset_version=17, dynamo=False, dynamic_axes=axes)
+        parity = _parity(traced, OnnxModel(partial), batches)
         if parity > PARITY_TOLERANCE:
             raise RuntimeError(f"the ONNX model differs from PyTorch by {parity:.2e} (> {PARITY_TOLERANCE:g}); not exported")
-        facts: dict[str, Any] = {"format": "onnx", "opset": 17, "inputs": names, "parity_max_abs_diff": parity,
-                                 "parity_checked_on": f"{len(sample)} general-English sentences", "quantization": None}
-        if quantize == "int8":
-            facts["quantization"] = _quantize(run, info, partial, names)
-        tokenizer.save_pretrained(str(partial))
+        facts: dict[str, Any] = {"format": "onnx", "opset": 17, "inputs": names, "outputs": list(outputs),
+                                 "parity_max_abs_diff": parity, "quantization": None,
+                                 "parity_checked_on": f"{sum(len(b['input_ids']) for b in batches)} general-English "
+                                                      f"{'sentence pairs' if task.onnx_token_types else 'sentences'}, two batch shapes"}
+        run.tokenizer.save_pretrained(str(partial))
         write_json(partial / LABELS_FILE, labels)
         write_json(partial / RUN_FILE, {**info, "exported_from": str(run_dir), "onnx": facts})
+        if quantize == "int8":
+            facts["quantization"] = _quantize(task, info, labels, partial)
+            write_json(partial / RUN_FILE, {**info, "exported_from": str(run_dir), "onnx": facts})
         write_json(partial / EXPORT_FILE, facts)
         if (run_dir / "metrics.json").exists():
             shutil.copy2(run_dir / "metrics.json", partial / "metrics.json")
@@ -98,67 +80,75 @@ def export_onnx(run_path: Path, out: Path, quantize: str | None = None, overwrit
     return {**facts, "path": str(out)}
 
 
-def _probe_texts() -> list[str]:
+def _probe_batches(tokenizer: Any, max_length: int, pairs: bool) -> list[dict[str, np.ndarray]]:
+    """Real inputs at two batch shapes (4 and 16 texts, padded differently)."""
     from thawkit.data.probe import general_sentences
 
-    return general_sentences()[:64]
+    texts = general_sentences()[:40]
+    batches = []
+    for start, size in ((0, 4), (4, 16)):
+        first, second = texts[start : start + size], texts[start + 20 : start + 20 + size]
+        batches.append(dict(tokenizer(first, second if pairs else None, padding=True, truncation=True,
+                                      max_length=max_length, return_tensors="np")))
+    keep = ("input_ids", "attention_mask", "token_type_ids") if pairs else ("input_ids", "attention_mask")
+    return [{k: b[k].astype(np.int64) for k in keep if k in b} for b in batches]
 
 
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
+def _parity(traced: Any, exported: OnnxModel, batches: list[dict[str, np.ndarray]]) -> float:
+    import torch
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    with torch.inference_mode():
+        for batch in batches:
+            reference = traced(*(torch.from_numpy(batch[k]) for k in batch))
+            found = exported.run(**batch)
+            for name, value in zip(exported.output_names, reference):
+                worst = max(worst, float(np.abs(value.float().numpy() - found[name]).max()))
+    return worst
 
 
-def _parity(run: Any, onnx_path: Path, names: list[str], texts: list[str]) -> float:
-    reference = run.logits(texts)
-    exported = onnx_logits(_session(onnx_path), run.tokenizer, names, texts, None, run.max_length, batch_size=16)
-    return float(np.abs(reference - exported).max())
-
-
-def _quantize(run: Any, info: dict[str, Any], folder: Path, names: list[str]) -> dict[str, Any]:
+def _quantize(task: Any, info: dict[str, Any], labels: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """int8 weights (dynamic quantization); the validation metric before and after, measured by
+    the task's own run class on the fp32 and the int8 graph."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = folder / "model-fp32.onnx"
     (folder / ONNX_FILE).rename(fp32)
     quantize_dynamic(str(fp32), str(folder / ONNX_FILE), weight_type=QuantType.QInt8)
-    result: dict[str, Any] = {"kind": "int8 dynamic (weights int8, activations quantized at run time)",
-                              "fp32_model": fp32.name}
-    texts, pairs, gold = _validation_split(info)
-    if texts is None:
-        result["metric_change"] = None
-        result["note"] = "the run's validation data is not readable from here; metric change not measured"
+    result: dict[str, Any] = {"kind": "int8 dynamic (weights int8, activations quantized at run time)", "fp32_model": fp32.name}
+    run = task.load_run(folder, info, labels)  # the int8 graph
+    measured = _validation_metric(task, run, info)
+    if measured is None:
+        result.update({"metric_change_points": None, "note": "the run's validation data is not readable from here; not measured"})
         return result
-    from thawkit.tasks.classification_metrics import scalar_metrics
-
-    multi = run.multi_label
-    before = scalar_metrics(onnx_logits(_session(fp32), run.tokenizer, names, texts, pairs, run.max_length), gold, multi)
-    after = scalar_metrics(onnx_logits(_session(folder / ONNX_FILE), run.tokenizer, names, texts, pairs, run.max_length), gold, multi)
-    metric = info.get("metric") or "macro_f1"
-    change = (after.get(metric, 0.0) - before.get(metric, 0.0)) * 100
-    result.update({"metric": metric, "fp32": before.get(metric), "int8": after.get(metric), "metric_change_points": round(change, 3),
-                   "validation_examples": len(texts)})
-    if change < -1.0:
+    metric, after, examples = measured
+    run.model = OnnxModel(folder, fp32.name)
+    _, before, _ = _validation_metric(task, run, info) or (metric, None, 0)
+    change = (after - before) * 100 if after is not None and before is not None else None
+    result.update({"metric": metric, "fp32": before, "int8": after, "validation_examples": examples,
+                   "metric_change_points": round(change, 3) if change is not None else None})
+    if change is not None and change < -1.0:
         log.warning("int8 quantization lost %.2f points of validation %s (%.4f -> %.4f); the fp32 model is kept as %s",
-                    -change, metric, before.get(metric), after.get(metric), fp32.name)
+                    -change, metric, before, after, fp32.name)
     return result
 
 
-def _validation_split(info: dict[str, Any]) -> tuple[list[str] | None, list[str] | None, Any]:
-    """The run's own validation split, rebuilt from its config (same files, same seeded split)."""
+def _validation_metric(task: Any, run: Any, info: dict[str, Any]) -> tuple[str, float | None, int] | None:
+    """(metric, value, examples) on the run's own validation data (``Task.validation_metrics``)."""
     from thawkit.config import make_config
     from thawkit.errors import ThawkitError
-    from thawkit.tasks import get_task
 
     try:
         cfg = make_config({k: v for k, v in info["config"].items() if v is not None})
-        data = get_task(cfg.task).load_data(cfg)
-    except (ThawkitError, KeyError, OSError) as exc:
+    except (ThawkitError, KeyError) as exc:
         log.info("int8 check skipped: %s", exc)
-        return None, None, None
-    frame = data.validation
-    pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
-    return frame["text"].tolist(), pairs, np.asarray(frame["labels"].tolist())
+        return None
+    measured = task.validation_metrics(run, cfg)
+    if measured is None:
+        return None
+    metric = info.get("metric") or task.default_metric
+    values, examples = measured
+    return metric, values.get(metric), examples
 
 
 __all__ = ["export_onnx", "ONNX_FILE"]

@@ -1,17 +1,82 @@
-"""Running an exported ONNX classifier through onnxruntime (shared by export's checks and the ONNX run)."""
+"""ONNX: the module export traces (a task's outputs as a tuple) and, at run time, an onnxruntime
+session that answers like the PyTorch model it came from, so every task's run class (predict,
+evaluate, serve) works on an exported folder unchanged."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+ONNX_FILE = "model.onnx"
 
-def onnx_logits(session: Any, tokenizer: Any, names: list[str], texts: list[str], pairs: list[str] | None, max_length: int,
-                batch_size: int = 64) -> np.ndarray:
-    chunks = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], pairs[start : start + batch_size] if pairs is not None else None,
-                          truncation=True, max_length=max_length, padding=True, return_tensors="np")
-        chunks.append(session.run(["logits"], {k: batch[k].astype(np.int64) for k in names})[0])
-    return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+def outputs_as_tuple(model: Any, outputs: tuple[str, ...], token_types: bool = True) -> Any:
+    """A module whose forward(input_ids, attention_mask[, token_type_ids]) returns the named
+    outputs of ``model``'s output (``logits``; ``start_logits``, ``end_logits``) as a tuple."""
+    import torch
+
+    class Traced(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_types and token_type_ids is not None:
+                inputs["token_type_ids"] = token_type_ids
+            output = self.model(**inputs)
+            return tuple(getattr(output, name) for name in outputs)
+
+    return Traced().eval()
+
+
+class OnnxModel:
+    """An exported graph behind the calls a run makes on its model: ``model(**batch)`` returns
+    an object with the exported outputs as torch tensors (``.logits``, ``.start_logits``, ...),
+    ``embed(input_ids, attention_mask)`` the ``embedding`` output; ``eval``/``parameters`` exist
+    so the run's PyTorch code path needs no branch."""
+
+    def __init__(self, path: Path, file: str = ONNX_FILE) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(Path(path) / file), providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+    def parameters(self) -> Any:
+        import torch
+
+        yield torch.zeros(0)  # the device the run puts its inputs on: the CPU
+
+    def run(self, **inputs: Any) -> dict[str, np.ndarray]:
+        """The outputs by name, for numpy or torch inputs (missing token types: zeros)."""
+        feeds = {}
+        for name in self.input_names:
+            value = inputs.get(name)
+            if value is None and name == "token_type_ids":
+                value = np.zeros_like(np.asarray(_numpy(inputs["input_ids"])))
+            feeds[name] = np.asarray(_numpy(value)).astype(np.int64)
+        return dict(zip(self.output_names, self.session.run(None, feeds)))
+
+    def __call__(self, **inputs: Any) -> Any:
+        import torch
+
+        return SimpleNamespace(**{name: torch.from_numpy(value) for name, value in self.run(**inputs).items()})
+
+    def embed(self, input_ids: Any, attention_mask: Any, **_: Any) -> Any:
+        return self(input_ids=input_ids, attention_mask=attention_mask).embedding
+
+
+def _numpy(value: Any) -> Any:
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else value
+
+
+def exported_model(path: Path) -> OnnxModel | None:
+    """The ONNX model of an exported run folder, or None for a PyTorch run."""
+    return OnnxModel(path) if (Path(path) / ONNX_FILE).exists() else None

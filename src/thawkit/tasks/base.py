@@ -138,6 +138,26 @@ class Task:
     def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> "RunBase":
         raise NotImplementedError
 
+    # -- export (thawkit export --onnx) ----------------------------------------------------
+    # The exported outputs, each with its dynamic axes (batch; and sequence for per-token outputs).
+    onnx_outputs: ClassVar[dict[str, tuple[str, ...]]] = {"logits": ("batch",)}
+    onnx_token_types: ClassVar[bool] = True  # the graph takes token_type_ids (sentence pairs)
+
+    def onnx_module(self, model: nn.Module) -> nn.Module:
+        """What ONNX export traces: forward(input_ids, attention_mask[, token_type_ids]) returning
+        ``onnx_outputs`` as a tuple."""
+        from thawkit.models.onnx import outputs_as_tuple
+
+        return outputs_as_tuple(model, tuple(self.onnx_outputs), self.onnx_token_types)
+
+    def validation_metrics(self, run: "RunBase", cfg: "TrainConfig") -> tuple[dict[str, Any], int] | None:
+        """(metrics, examples) of ``run`` on the validation data its training (``cfg``) used, or None
+        where that data is not readable here (int8 export reports the change on it)."""
+        if cfg.validation is None or not Path(cfg.validation).exists():
+            return None
+        values = run.evaluate(cfg.validation)
+        return values, next((v for k, v in values.items() if k.startswith("num_") and isinstance(v, int)), 0)
+
     def check_config(self, cfg: "TrainConfig", strategy: Any) -> None:
         """Reject settings this task cannot honour, with a fix."""
         if getattr(strategy, "uses_pooled_head", False):

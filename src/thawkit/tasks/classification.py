@@ -98,21 +98,39 @@ class ClassificationTask(Task):
         return ClassificationRun(model, tokenizer, info, path, data.labels, data.multi_label)
 
     def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> RunBase:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from thawkit.models.onnx import exported_model
 
         names = labels["labels"]
-        if (path / "model.onnx").exists():  # an exported folder: onnxruntime, no torch model
-            return OnnxClassificationRun(path, info, names, labels["multi_label"])
+        # An exported folder: onnxruntime behind the same run class.
+        model = exported_model(path) or self._pytorch_model(path, info, names)
+        return ClassificationRun(model.eval(), AutoTokenizer.from_pretrained(str(path)), info, path, names, labels["multi_label"])
+
+    def validation_metrics(self, run: RunBase, cfg: "TrainConfig") -> tuple[dict[str, Any], int] | None:
+        """On the run's own validation split, rebuilt from its config (same files, same seeded split)."""
+        from thawkit.errors import ThawkitError
+
+        try:
+            frame = self.load_data(cfg).validation
+        except (ThawkitError, OSError):
+            return None
+        pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
+        logits = run.logits(frame["text"].tolist(), pairs)  # type: ignore[attr-defined]
+        return scalar_metrics(logits, np.asarray(frame["labels"].tolist()), run.multi_label), len(frame)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _pytorch_model(path: Path, info: dict[str, Any], names: list[str]) -> nn.Module:
+        from transformers import AutoModelForSequenceClassification
+
         if (path / HEAD_CONFIG).exists():
-            model = PooledHeadClassifier.from_pretrained(path)
-        elif (path / "adapter_config.json").exists():
+            return PooledHeadClassifier.from_pretrained(path)
+        if (path / "adapter_config.json").exists():
             from peft import PeftModel
 
             base = load_sequence_classifier(info["config"]["model"], len(names), dict(enumerate(names)), info["problem_type"])
-            model = PeftModel.from_pretrained(base, str(path))
-        else:  # a standard Hugging Face model folder
-            model = AutoModelForSequenceClassification.from_pretrained(str(path))
-        return ClassificationRun(model.eval(), AutoTokenizer.from_pretrained(str(path)), info, path, names, labels["multi_label"])
+            return PeftModel.from_pretrained(base, str(path))
+        return AutoModelForSequenceClassification.from_pretrained(str(path))  # a standard Hugging Face model folder
 
 
 def _logits(prediction: Any) -> np.ndarray:
@@ -179,22 +197,3 @@ class ClassificationRun(RunBase):
 
 # The name users and older code know.
 Run = ClassificationRun
-
-
-class OnnxClassificationRun(ClassificationRun):
-    """An exported run (thawkit export --onnx): the same predict/evaluate, through onnxruntime."""
-
-    def __init__(self, path: Path, info: dict[str, Any], labels: list[str], multi_label: bool) -> None:
-        import onnxruntime as ort
-        from transformers import AutoTokenizer
-
-        session = ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
-        super().__init__(session, AutoTokenizer.from_pretrained(str(path)), info, path, labels, multi_label)
-        self.input_names = [i.name for i in session.get_inputs()]
-
-    def logits(self, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
-        from thawkit.models.onnx import onnx_logits
-
-        if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return onnx_logits(self.model, self.tokenizer, self.input_names, list(texts), text_pairs, self.max_length, batch_size)

@@ -128,19 +128,28 @@ class NerTask(Task):
     def make_run(self, model: nn.Module, tokenizer: Any, data: TaskData, info: dict[str, Any], path: Path | None) -> RunBase:
         return NerRun(model, tokenizer, info, path, data.labels)
 
+    onnx_outputs = {"logits": ("batch", "sequence")}
+
     def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> RunBase:
-        from transformers import AutoModelForTokenClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from thawkit.models.onnx import exported_model
 
         names = labels["labels"]
+        model = exported_model(path) or self._pytorch_model(path, info, names)
+        return NerRun(model.eval(), AutoTokenizer.from_pretrained(str(path)), info, path, names)
+
+    @staticmethod
+    def _pytorch_model(path: Path, info: dict[str, Any], names: list[str]) -> nn.Module:
+        from transformers import AutoModelForTokenClassification
+
         if (path / "adapter_config.json").exists():
             from peft import PeftModel
 
             base = from_pretrained_checked(AutoModelForTokenClassification, info["config"]["model"], num_labels=len(names),
                                            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-            model = PeftModel.from_pretrained(base, str(path))
-        else:
-            model = AutoModelForTokenClassification.from_pretrained(str(path))
-        return NerRun(model.eval(), AutoTokenizer.from_pretrained(str(path)), info, path, names)
+            return PeftModel.from_pretrained(base, str(path))
+        return AutoModelForTokenClassification.from_pretrained(str(path))
 
 
 def _logits(prediction: Any) -> np.ndarray:

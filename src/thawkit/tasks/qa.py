@@ -307,16 +307,25 @@ class QATask(Task):
     def make_run(self, model: nn.Module, tokenizer: Any, data: TaskData, info: dict[str, Any], path: Path | None) -> RunBase:
         return QARun(model, tokenizer, info, path)
 
+    onnx_outputs = {"start_logits": ("batch", "sequence"), "end_logits": ("batch", "sequence")}
+
     def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> RunBase:
-        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from thawkit.models.onnx import exported_model
+
+        model = exported_model(path) or self._pytorch_model(path, info)
+        return QARun(model.eval(), AutoTokenizer.from_pretrained(str(path)), info, path)
+
+    @staticmethod
+    def _pytorch_model(path: Path, info: dict[str, Any]) -> nn.Module:
+        from transformers import AutoModelForQuestionAnswering
 
         if (path / "adapter_config.json").exists():
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(from_pretrained_checked(AutoModelForQuestionAnswering, info["config"]["model"]), str(path))
-        else:
-            model = AutoModelForQuestionAnswering.from_pretrained(str(path))
-        return QARun(model.eval(), AutoTokenizer.from_pretrained(str(path)), info, path)
+            return PeftModel.from_pretrained(from_pretrained_checked(AutoModelForQuestionAnswering, info["config"]["model"]), str(path))
+        return AutoModelForQuestionAnswering.from_pretrained(str(path))
 
 
 # --- run ----------------------------------------------------------------------------------------

@@ -262,9 +262,27 @@ class SimilarityTask(Task):
     def make_run(self, model: nn.Module, tokenizer: Any, data: TaskData, info: dict[str, Any], path: Path | None) -> RunBase:
         return SimilarityRun(model, tokenizer, info, path)
 
+    onnx_outputs = {"embedding": ("batch",)}  # pooled, not normalised: the run normalises
+    onnx_token_types = False
+
+    def onnx_module(self, model: nn.Module) -> nn.Module:
+        class Embed(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor]:
+                return (self.model.embed(input_ids, attention_mask),)
+
+        return Embed().eval()
+
     def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> RunBase:
         from transformers import AutoModel, AutoTokenizer
 
-        checkpoint = checkpoint_pooling(str(path))
-        model = BiEncoder(AutoModel.from_pretrained(str(path)), "cosine", checkpoint.mode if checkpoint else "mean").eval()
+        from thawkit.models.onnx import exported_model
+
+        model = exported_model(path)
+        if model is None:
+            checkpoint = checkpoint_pooling(str(path))
+            model = BiEncoder(AutoModel.from_pretrained(str(path)), "cosine", checkpoint.mode if checkpoint else "mean").eval()
         return SimilarityRun(model, AutoTokenizer.from_pretrained(str(path)), info, path)
