@@ -48,7 +48,9 @@ class Server:
     def __init__(self, runs: list[str], env: dict[str, str]) -> None:
         self.port = free_port()
         command = [str(Path(sys.executable).parent / "thawkit"), "serve", *runs, "--port", str(self.port)]
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # The server's log goes to a file: an unread pipe fills and blocks the server.
+        self.log = Path(tempfile.mkstemp(prefix="thawkit-serve-", suffix=".log")[1])
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"), text=True)
         self.url = f"http://127.0.0.1:{self.port}"
         import httpx
 
@@ -59,11 +61,13 @@ class Server:
                     return
             except httpx.HTTPError:
                 time.sleep(0.3)
-        raise SystemExit(f"server did not start: {self.process.stderr.read()[-2000:] if self.process.stderr else ''}")
+        raise SystemExit(f"server did not start: {self.log.read_text()[-2000:]}")
 
-    def stop(self) -> None:
+    def stop(self) -> dict[str, int]:
         self.process.terminate()
         self.process.wait(timeout=30)
+        text = self.log.read_text()
+        return {"server_tracebacks": text.count("Traceback (most recent call last)")}
 
 
 async def load(url: str, concurrency: int, requests: int, models: list[str | None]) -> dict[str, float]:
@@ -136,7 +140,7 @@ def main() -> None:
                 soak = asyncio.run(load(server.url, 32, args.soak, [None]))
                 results["soak"] = {**soak, "rss_before_mb": round(before, 1), "rss_after_mb": round(rss_mb(server.process.pid), 1)}
         finally:
-            server.stop()
+            results[f"{name}_server"] = server.stop()
     for seed in (1, 2):
         subprocess.run([thawkit, "train", *common, "--strategy", "lora", "--seed", str(seed), "--out", str(work / f"lora{seed}")],
                        env=env, check=True)
@@ -149,7 +153,7 @@ def main() -> None:
         results["lora_forward_passes"] = [line for line in httpx.get(server.url + "/metrics").text.splitlines()
                                           if line.startswith("thawkit_forward_passes_total")]
     finally:
-        server.stop()
+        results["lora_server"] = server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import thawkit
 from thawkit.serve import ServeLimits, create_app, load_served
@@ -108,6 +110,36 @@ def test_a_mixed_adapter_pass_equals_one_pass_per_adapter(client, runs):
     for model, text, answer in zip(models, texts, got):
         expected = thawkit.load(runs[model.name]).predict([text])[0]
         assert answer["label"] == expected["label"] and answer["scores"] == pytest.approx(expected["scores"], abs=1e-5)
+
+
+def test_many_concurrent_requests_all_answer(client, runs):
+    # Token counting (event loop) and forward passes (worker threads) never share a tokenizer: a
+    # fast tokenizer's padding state is per object, and sharing it broke batches under load.
+    import threading
+
+    class Recording:  # which threads call a tokenizer
+        def __init__(self, inner):
+            self.inner, self.threads = inner, set()
+
+        def __call__(self, *args, **kwargs):
+            self.threads.add(threading.get_ident())
+            return self.inner(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    model = client.served["full3"]
+    forward, counting = Recording(model.run.tokenizer), Recording(model.counting_tokenizer)
+    model.run.tokenizer, model.counting_tokenizer = forward, counting
+    expected = thawkit.load(runs["full3"]).predict(TEXTS)
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: client.post("/predict", json={"inputs": TEXTS[i % 3], "model": "full3"}), range(240)))
+    assert [a.status_code for a in answers] == [200] * 240
+    for i, answer in enumerate(answers):
+        assert _scores(answer.json()) == pytest.approx(expected[i % 3]["scores"], abs=1e-5)
+    model.run.tokenizer, model.counting_tokenizer = forward.inner, counting.inner
+    assert forward.threads and counting.threads and not forward.threads & counting.threads
+    assert counting.inner is not forward.inner
 
 
 def test_ner_qa_and_similarity_equal_predict(client, runs):
@@ -205,3 +237,23 @@ def test_a_head_peft_cannot_route_falls_back_to_one_pass_per_adapter(client, run
     for model, text, answer in zip([served["lora_a"], *models], TEXTS, got):
         expected = thawkit.load(runs[model.name]).predict([text])[0]
         assert answer["scores"] == pytest.approx(expected["scores"], abs=1e-5)
+
+
+ENDPOINTS = ["/predict", "/ner", "/qa", "/embed", "/v1/embeddings", "/similarity"]
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=12)
+# Bodies shaped like the schemas' fields, with values of any JSON type (strings and lists of strings likelier).
+_fields = st.sampled_from(["inputs", "model", "raw_scores", "question", "context", "input", "sentences", "source_sentence"])
+_values = st.one_of(st.text(max_size=40), st.lists(st.text(max_size=20), max_size=5),
+                    st.lists(st.lists(st.text(max_size=10), max_size=3), max_size=3), _json,
+                    st.sampled_from(["full3", "lora_a", "ner", "qa", "sim", "nope"]))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(endpoint=st.sampled_from(ENDPOINTS), body=st.one_of(st.dictionaries(_fields, _values, max_size=4), _json))
+def test_fuzzed_bodies_never_get_a_500(client, endpoint, body):
+    response = client.post(endpoint, json=body)
+    assert response.status_code < 500 or response.status_code == 503, (endpoint, body, response.text[:300])
+    if response.status_code >= 400:
+        assert response.json()["error"]["message"]  # a JSON error naming what is wrong

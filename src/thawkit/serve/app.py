@@ -167,7 +167,7 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
         import asyncio
 
         check_inputs(texts + (pairs or []))
-        tokenizer, max_length = model.run.tokenizer, model.run.max_length
+        tokenizer, max_length = model.counting_tokenizer, model.run.max_length
         counts = [min(len(tokenizer(t, p)["input_ids"]) if p is not None else len(tokenizer(t)["input_ids"]), max_length)
                   for t, p in zip(texts, pairs or [None] * len(texts))]
         loop = asyncio.get_running_loop()

@@ -23,6 +23,13 @@ class ServedModel:
     task: str  # thawkit.json's task (run type)
     adapter: str | None = None  # the adapter to activate on a shared base
     lock: threading.Lock = field(default_factory=threading.Lock)  # one forward at a time per underlying model
+    # Token counting on the event loop runs while a forward thread tokenizes: a fast tokenizer's
+    # padding/truncation state is per object and not thread-safe, so counting uses its own copy.
+    counting_tokenizer: Any = None
+
+    def __post_init__(self) -> None:
+        if self.counting_tokenizer is None:
+            self.counting_tokenizer = copy.deepcopy(self.run.tokenizer)
 
     def activate(self) -> None:
         if self.adapter is not None:
