@@ -147,9 +147,24 @@ def test_bfloat16_cache_trains_close_to_fp32(tiny_bert, toy_csv, tmp_path):
     fp32 = thawkit.train(**common, out=tmp_path / "fp32", cache_dtype="float32")
     bf16 = thawkit.train(**common, out=tmp_path / "bf16", cache_dtype="bfloat16")
     assert bf16.info["cache"]["storage"] == "bfloat16"
-    assert bf16.info["cache"]["bytes"] * 2 == fp32.info["cache"]["bytes"]
+    # The training split's states take half the bytes; evaluation states stay float32 in both.
+    halves, full = bf16.info["cache"]["bytes_by_split"], fp32.info["cache"]["bytes_by_split"]
+    assert halves["train"] * 2 == full["train"] and halves["validation"] == full["validation"]
     texts = ["a great film", "awful plot"]
     torch.testing.assert_close(torch.tensor(bf16.logits(texts)), torch.tensor(fp32.logits(texts)), atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize("strategy", ["frozen", "gradual"])
+def test_the_metric_that_selects_is_the_metric_reported(tiny_bert, toy_csv, tmp_path, strategy):
+    # bf16 training states, yet the best evaluation of the curve is what metrics.json reports:
+    # evaluation runs on exact fp32 states, as the saved model does from tokens.
+    run = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy=strategy, epochs=3, lr=5e-3, max_length=32, seed=3,
+                        cache_dtype="bfloat16", early_stopping_patience=0, out=tmp_path / strategy)
+    assert run.info["cache"]["used"] and run.info["cache"]["storage"] == "bfloat16"
+    curve = [h for h in run.history if "type" not in h]
+    best = max(curve, key=lambda h: h["validation"][run.info["metric"]])
+    for name in (run.info["metric"], "loss"):
+        assert run.metrics["validation"][name] == pytest.approx(best["validation"][name], abs=1e-5)
 
 
 def test_inexact_boundary_falls_back_to_plain_path(tiny_models, toy_csv, tmp_path):

@@ -277,7 +277,7 @@ class FeatureStore:
             partial.mkdir(parents=True)
             np.save(partial / "offsets.npy", states.offsets)
             np.save(partial / "states.npy", states.data)
-            (partial / "info.json").write_text(json.dumps({**info, "created": time.time()}, indent=2))
+            (partial / "info.json").write_text(json.dumps({**info, "storage": states.dtype, "created": time.time()}, indent=2))
             (partial / "complete").write_text("ok")
             try:
                 partial.rename(folder)
@@ -289,16 +289,16 @@ class FeatureStore:
         self._remember(key, states)
         return states
 
-    def bundle(self, key: str, storage: str) -> dict[str, Any]:
+    def bundle(self, key: str) -> dict[str, Any]:
         """One entry this store served or wrote, as arrays and facts, to ship to another machine
         (Ray's object store). It may be known only in memory (computed earlier in this process
         for another cache folder): the arrays are the same."""
-        states = self.load(key, storage)
-        if states is None:
-            raise KeyError(key)
         info_file = self.root / key / "info.json"
         info = json.loads(info_file.read_text()) if info_file.exists() else {}
-        return {"states": np.asarray(states.data), "offsets": np.asarray(states.offsets), "info": info, "storage": storage}
+        states = self._memory.get(key) or self.load(key, info.get("storage", "float32"))
+        if states is None:
+            raise KeyError(key)
+        return {"states": np.asarray(states.data), "offsets": np.asarray(states.offsets), "info": info, "storage": states.dtype}
 
     def install(self, key: str, bundle: dict[str, Any]) -> None:
         """An entry shipped from elsewhere, written here unless already present."""

@@ -18,7 +18,7 @@ def warm_cache(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
     """Compute (or find) the frozen-layer cache entries ``cfg``'s run will read, without training;
     returns them as shippable bundles by key (empty when the run has nothing frozen to cache).
     A scheduler runs this once and hands the entries to every job (``FeatureStore.install``)."""
-    from thawkit.engine.cache import FeatureStore, resolve_storage
+    from thawkit.engine.cache import FeatureStore
 
     task = get_task(cfg.task)
     strategy = get_strategy_class(cfg.strategy)(cfg.strategy_config())
@@ -39,8 +39,7 @@ def warm_cache(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
     runtime, _reason = attach_cache(cfg, task, controller, tokenizer, train_ds, val_ds, 1, store)
     if runtime is None:
         return {}
-    storage = resolve_storage(cfg.cache_dtype)
-    return {key: store.bundle(key, storage) for key in dict.fromkeys(store.used)}
+    return {key: store.bundle(key) for key in dict.fromkeys(store.used)}
 
 
 def install_cache(cfg: TrainConfig, bundles: dict[str, dict[str, Any]]) -> None:

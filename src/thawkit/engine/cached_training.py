@@ -147,7 +147,8 @@ class CachedRuntime:
             "boundaries": self.boundaries,
             "stage_boundaries": self.stage_boundaries,
             "first_token_only": self.first_token_only,
-            "storage": self.storage,
+            "storage": self.storage,  # of the training split; evaluation splits are float32
+            "bytes_by_split": {split: e.nbytes for split, e in self.entries.items()},
             "pass_seconds": round(sum(e.seconds for e in self.entries.values()), 3),
             "reused": all(e.reused for e in self.entries.values()),
             "bytes": sum(e.nbytes for e in self.entries.values()),
@@ -248,6 +249,9 @@ def prepare_cached_path(
     tokenizer_id = tokenizer_fingerprint(tokenizer)
     entries: dict[str, CacheEntry] = {}
     for split, dataset in datasets.items():
+        # Training states may be bf16; evaluation states are exact fp32, so the metric that selects
+        # the best epoch is the one the saved model (run from tokens in fp32) reports at the end.
+        split_storage, split_autocast = (storage, autocast_bf16) if split == "train" else ("float32", False)
         features = _features(dataset)
         data_id = data_fingerprint({c: [f[c] for f in features] for c in features[0]})
         keys = {
@@ -258,19 +262,19 @@ def prepare_cached_path(
                     "max_length": max_length,
                     "boundary": b,
                     "first_token_only": first_token_only,
-                    "storage": storage,
-                    "autocast_bf16": autocast_bf16,
+                    "storage": split_storage,
+                    "autocast_bf16": split_autocast,
                     "data": data_id,
                 }
             )
             for b in boundaries
         }
-        states = {b: store.load(keys[b], storage) for b in boundaries}
+        states = {b: store.load(keys[b], split_storage) for b in boundaries}
         missing = [b for b in boundaries if states[b] is None]
         seconds = 0.0
         if missing:
             started = time.perf_counter()
-            computed = compute_states(surgery, features, missing, first_token_only, storage, batch_size, autocast_bf16)
+            computed = compute_states(surgery, features, missing, first_token_only, split_storage, batch_size, split_autocast)
             seconds = time.perf_counter() - started
             for b in missing:
                 states[b] = store.save(keys[b], computed[b], {"split": split, "boundary": b, "examples": len(dataset)})
