@@ -45,9 +45,9 @@ def rss_mb(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, runs: list[str], env: dict[str, str]) -> None:
+    def __init__(self, runs: list[str], env: dict[str, str], options: str = "") -> None:
         self.port = free_port()
-        command = [str(Path(sys.executable).parent / "thawkit"), "serve", *runs, "--port", str(self.port)]
+        command = [str(Path(sys.executable).parent / "thawkit"), "serve", *runs, "--port", str(self.port), *options.split()]
         # The server's log goes to a file: an unread pipe fills and blocks the server.
         self.log = Path(tempfile.mkstemp(prefix="thawkit-serve-", suffix=".log")[1])
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"), text=True)
@@ -116,6 +116,8 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--soak", type=int, default=10000)
+    parser.add_argument("--skip-lora", action="store_true", help="only PyTorch, ONNX fp32 and int8")
+    parser.add_argument("--serve-options", default="", help="extra 'thawkit serve' flags, e.g. '--max-wait-ms 5'")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_load.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="thawkit-serve-bench-"))
@@ -130,9 +132,10 @@ def main() -> None:
         subprocess.run([thawkit, "export", str(work / "full"), "--onnx", *(["--quantize", quantize] if quantize else []),
                         "--out", str(work / name)], env=env, check=True, capture_output=True)
     exports = {name: json.loads((work / name / "export.json").read_text()) for name in ("onnx-fp32", "onnx-int8")}
-    results: dict[str, object] = {"train_size": args.train_size, "cpus": os.cpu_count(), "exports": exports}
+    results: dict[str, object] = {"train_size": args.train_size, "cpus": os.cpu_count(), "exports": exports,
+                                  "serve_options": args.serve_options}
     for name in ("full", "onnx-fp32", "onnx-int8"):
-        server = Server([f"{name}={work / name}"], env)
+        server = Server([f"{name}={work / name}"], env, args.serve_options)
         try:
             results[name] = measure(server, args.requests, [None])
             if name == "full" and args.soak:
@@ -141,10 +144,15 @@ def main() -> None:
                 results["soak"] = {**soak, "rss_before_mb": round(before, 1), "rss_after_mb": round(rss_mb(server.process.pid), 1)}
         finally:
             results[f"{name}_server"] = server.stop()
+    if args.skip_lora:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results, indent=2))
+        return
     for seed in (1, 2):
         subprocess.run([thawkit, "train", *common, "--strategy", "lora", "--seed", str(seed), "--out", str(work / f"lora{seed}")],
                        env=env, check=True)
-    server = Server([f"a={work / 'lora1'}", f"b={work / 'lora2'}"], env)
+    server = Server([f"a={work / 'lora1'}", f"b={work / 'lora2'}"], env, args.serve_options)
     try:
         results["lora_one_adapter"] = measure(server, args.requests, ["a"])
         results["lora_mixed_adapters"] = measure(server, args.requests, ["a", "b"])

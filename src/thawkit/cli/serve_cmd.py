@@ -14,13 +14,19 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network"),
     port: int = typer.Option(8000, min=1, max=65535, help="port"),
     max_batch_tokens: int = typer.Option(16384, min=1, help="padded tokens per forward pass (dynamic batching)"),
-    max_wait_ms: float = typer.Option(5.0, min=0, help="how long a batch waits for more requests"),
+    max_wait_ms: float = typer.Option(0.0, min=0, help="how long a batch waits for more requests (0: it takes what queued "
+                                                         "while the model was busy)"),
     max_inputs: int = typer.Option(64, min=1, help="inputs per request"),
     max_chars: int = typer.Option(20000, min=1, help="characters per input"),
     max_body_bytes: int = typer.Option(1_000_000, min=1, help="request body size"),
     max_queue: int = typer.Option(1024, min=1, help="inputs waiting per model; beyond, 503"),
 ) -> None:
     """Serve finished runs over HTTP: /predict, /ner, /qa, /embed, /v1/embeddings, /similarity, /v1/models, /metrics."""
+    import os
+
+    # OpenMP threads sleep between forward passes instead of spinning: the event loop parsing the
+    # next requests needs those cores (set before torch loads; a user's own setting wins).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import uvicorn
 

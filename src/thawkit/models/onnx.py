@@ -42,7 +42,11 @@ class OnnxModel:
     def __init__(self, path: Path, file: str = ONNX_FILE) -> None:
         import onnxruntime as ort
 
-        self.session = ort.InferenceSession(str(Path(path) / file), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        # No busy-waiting threads: a server's event loop and tokenizer share these cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(Path(path) / file), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

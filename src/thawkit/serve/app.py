@@ -26,7 +26,9 @@ class ServeLimits:
     max_body_bytes: int = 1_000_000
     max_queue: int = 1024  # inputs waiting per model; beyond: 503
     max_batch_tokens: int = 16_384  # padded tokens per forward pass
-    max_wait_ms: float = 5.0  # how long a batch waits for company
+    # 0: continuous batching — a batch is what queued while the model was busy, so a lone request
+    # waits for nothing; above 0, a batch also waits this long for company.
+    max_wait_ms: float = 0.0
 
 
 class _Request(BaseModel):

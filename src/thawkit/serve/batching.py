@@ -66,6 +66,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             first = await self.queue.get()
+            await asyncio.sleep(0)  # let requests already received enqueue first: bigger batches, no timed wait
             batch = [first]
             deadline = time.monotonic() + self.max_wait
             while True:
