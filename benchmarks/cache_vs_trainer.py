@@ -189,7 +189,9 @@ def main() -> None:
     import thawkit  # noqa: F401  (the default LR per strategy comes from the registry)
     from thawkit.registry import get_strategy_class
 
-    options = {"frozen": {}, "partial": {"freeze_layers": 4}, "gradual": {}}
+    # gradual: one layer per epoch on both sides (the plain side's callback thaws per epoch; thawkit's
+    # default spreads the stages over the run, everything training after half of it: other work).
+    options = {"frozen": {}, "partial": {"freeze_layers": 4}, "gradual": {"per_epoch": True}}
     results = []
     for strategy in args.strategies.split(","):
         row = {"strategy": strategy, "options": options[strategy]}
