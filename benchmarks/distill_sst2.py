@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cache_vs_trainer import prepare_data  # noqa: E402
+from sst2_cli import ENV, THAWKIT, Sst2Work  # noqa: E402
 
 
 def main() -> None:
@@ -32,13 +29,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "distill_sst2.json")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="thawkit-distill-bench-"))
-    train, validation = prepare_data(work / "data", args.train_size, 872, seed=0)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    thawkit = str(Path(sys.executable).parent / "thawkit")
-    common = ["--data", str(train), "--validation", str(validation), "--text-col", "sentence", "--label-col", "label",
-              "--epochs", str(args.epochs), "--max-length", "64", "--progress", "off", "--no-measure-forgetting",
-              "--metric", "accuracy"]
+    sst2 = Sst2Work("distill", args.train_size)
+    work, env, thawkit = sst2.folder, ENV, THAWKIT
+    common = sst2.data_flags("--epochs", str(args.epochs), "--max-length", "64", "--metric", "accuracy")
     results: dict[str, object] = {"train_size": args.train_size, "epochs": args.epochs, "validation": 872}
     started = time.perf_counter()
     subprocess.run([thawkit, "train", *common, "--strategy", "full", "--out", str(work / "teacher")], env=env, check=True,
@@ -50,10 +43,7 @@ def main() -> None:
                         "--distill-alpha", alpha, "--out", str(work / name)], env=env, check=True, capture_output=True)
         facts = json.loads((work / name / "distillation.json").read_text())
         results[name] = {**facts, "seconds": round(time.perf_counter() - started, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(json.dumps(results, indent=2, default=str))
-    shutil.rmtree(work, ignore_errors=True)
+    sst2.finish(results, args.out)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cache_vs_trainer import prepare_data  # noqa: E402
+from sst2_cli import ENV, THAWKIT, Sst2Work  # noqa: E402
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -46,13 +45,9 @@ def main() -> None:
     parser.add_argument("--strategies", default="frozen,gradual")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ray_overhead.json")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="thawkit-ray-bench-"))
-    train, validation = prepare_data(work / "data", args.train_size, args.val_size, seed=0)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    thawkit = [str(Path(sys.executable).parent / "thawkit")]
-    common = ["--data", str(train), "--validation", str(validation), "--text-col", "sentence", "--label-col", "label",
-              "--epochs", str(args.epochs), "--batch-size", "32", "--max-length", "128", "--progress", "off",
-              "--no-measure-forgetting"]
+    sst2 = Sst2Work("ray", args.train_size, args.val_size)
+    work, env, thawkit = sst2.folder, ENV, [THAWKIT]
+    common = sst2.data_flags("--epochs", str(args.epochs), "--batch-size", "32", "--max-length", "128")
     results: dict[str, object] = {"train_size": args.train_size, "val_size": args.val_size, "epochs": args.epochs,
                                   "strategies": args.strategies, "cpus": os.cpu_count()}
     compares = {}
@@ -75,10 +70,7 @@ def main() -> None:
         trains[f"{side}_world_size"] = info["world_size"]
     trains["ray_over_local"] = trains["ray_2_workers"] / trains["local"]
     results["train_seconds"] = trains
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
+    sst2.finish(results, args.out)
 
 
 if __name__ == "__main__":

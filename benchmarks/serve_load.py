@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cache_vs_trainer import prepare_data  # noqa: E402
+from sst2_cli import ENV, THAWKIT, Sst2Work  # noqa: E402
 
 SENTENCES = ["a gripping, beautifully shot film", "ninety minutes of nothing", "the cast is fine but the script is thin",
              "one of the year's best", "dull", "an unexpected delight from start to finish"]
@@ -121,12 +120,9 @@ def main() -> None:
     parser.add_argument("--serve-options", default="", help="extra 'thawkit serve' flags, e.g. '--max-wait-ms 5'")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_load.json")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="thawkit-serve-bench-"))
-    train, validation = prepare_data(work / "data", args.train_size, 872, seed=0)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    thawkit = str(Path(sys.executable).parent / "thawkit")
-    common = ["--data", str(train), "--validation", str(validation), "--text-col", "sentence", "--label-col", "label",
-              "--epochs", "1", "--max-length", "64", "--progress", "off", "--no-measure-forgetting"]
+    sst2 = Sst2Work("serve", args.train_size)
+    work, env, thawkit = sst2.folder, ENV, THAWKIT
+    common = sst2.data_flags("--epochs", "1", "--max-length", "64")
     subprocess.run([thawkit, "train", *common, "--strategy", "full", "--out", str(work / "full")], env=env, check=True)
     for quantize in (None, "int8"):
         name = "onnx-int8" if quantize else "onnx-fp32"
@@ -146,10 +142,7 @@ def main() -> None:
         finally:
             results[f"{name}_server"] = server.stop()
     if args.skip_lora:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(json.dumps(results, indent=2))
-        shutil.rmtree(work, ignore_errors=True)
+        sst2.finish(results, args.out)
         return
     for seed in (1, 2):
         subprocess.run([thawkit, "train", *common, "--strategy", "lora", "--seed", str(seed), "--out", str(work / f"lora{seed}")],
@@ -164,10 +157,7 @@ def main() -> None:
                                           if line.startswith("thawkit_forward_passes_total")]
     finally:
         results["lora_server"] = server.stop()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
+    sst2.finish(results, args.out)
 
 
 if __name__ == "__main__":
