@@ -240,7 +240,7 @@ def test_a_head_peft_cannot_route_falls_back_to_one_pass_per_adapter(client, run
 
 
 ENDPOINTS = ["/predict", "/ner", "/qa", "/embed", "/v1/embeddings", "/similarity"]
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30),
                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                      max_leaves=12)
 # Bodies shaped like the schemas' fields, with values of any JSON type (strings and lists of strings likelier).
