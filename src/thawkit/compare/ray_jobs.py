@@ -18,7 +18,7 @@ from thawkit.engine.ray_cluster import connect_ray, must_ship, pack_folder, unpa
 log = logging.getLogger("thawkit")
 
 # What does not change the frozen-layer passes a job reads: one warm-up per distinct rest.
-_PER_JOB = ("seed", "out", "resume", "finished", "progress", "time_limit_seconds", "strategy_options")
+_PER_JOB = ("seed", "out", "resume", "finished", "progress", "time_limit_seconds")
 
 
 def _resources(cfg: CompareConfig) -> dict[str, float]:
@@ -41,8 +41,7 @@ def warm_up(jobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     torch.set_num_threads(_threads(jobs[0]))
     distinct: dict[str, dict[str, Any]] = {}
     for job in jobs:
-        rest = {k: v for k, v in job.items() if k not in _PER_JOB}
-        rest["strategy_options"] = job.get("strategy_options", {})  # options like partial's k change the boundary
+        rest = {k: v for k, v in job.items() if k not in _PER_JOB}  # strategy options stay: partial's k moves the boundary
         distinct.setdefault(json.dumps(rest, sort_keys=True, default=str), {**job, "out": None, "progress": "off"})
     bundles: dict[str, dict[str, Any]] = {}
     for values in distinct.values():
