@@ -45,16 +45,16 @@ def test_layers_student_keeps_the_teachers_metric(teacher, tmp_path):
 def test_soft_targets_are_used(teacher, tmp_path, monkeypatch):
     """alpha=1: the labels play no part; the student still learns, from the teacher alone."""
     teacher_run, data = teacher
-    import thawkit.engine.trainer as trainer_module
+    import thawkit.engine.distill_loss as loss_module
 
     seen = {"distilled": 0}
-    original = trainer_module.StrategyTrainer._distillation_loss
+    original = loss_module.Distillation.loss
 
     def counting(self, *args, **kwargs):
         seen["distilled"] += 1
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module.StrategyTrainer, "_distillation_loss", counting)
+    monkeypatch.setattr(loss_module.Distillation, "loss", counting)
     _, facts = thawkit.distill(teacher_run.path, "layers:2", data=data, validation=data, epochs=5, lr=2e-3, batch_size=8, max_length=16,
                                distill_alpha=1.0, out=tmp_path / "student", progress="off", measure_forgetting=False)
     assert seen["distilled"] > 0 and facts["retained_share"] >= 0.9
@@ -68,3 +68,97 @@ def test_distill_cli_and_bad_teacher(teacher, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["distill", "--teacher", str(teacher_run.path), "--student", "layers:9", "--data", str(data), "--out", str(tmp_path / "t")])
     assert exit_info.value.code == 2 and "layers:9" in capsys.readouterr().err
+
+
+def test_soft_targets_teach_what_labels_cannot(teacher, tmp_path):
+    """Distillation data whose labels are random: the distilled student still agrees with its teacher
+    on new texts far more often than the same student trained on those labels alone."""
+    import csv
+    import random
+
+    from thawkit.testing import toy_sentiment_rows
+
+    teacher_run, _ = teacher
+    rng = random.Random(1)
+    noisy = tmp_path / "noisy.csv"
+    with noisy.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("text", "label"), *[(text, rng.choice(["positive", "negative"]))
+                                                           for text, _ in toy_sentiment_rows(240, seed=5)]])
+    held_out = [text for text, _ in toy_sentiment_rows(200, seed=9)]
+    expected = [p["label"] for p in teacher_run.predict(held_out)]
+    agreement = {}
+    for alpha in (0.9, 0.0):
+        student, _ = thawkit.distill(teacher_run.path, "layers:2", data=noisy, epochs=4, lr=2e-3, batch_size=8, max_length=16,
+                                     distill_alpha=alpha, out=tmp_path / f"alpha{alpha}", progress="off", measure_forgetting=False,
+                                     class_weights="none", select_best=False)
+        predicted = [p["label"] for p in student.predict(held_out)]
+        agreement[alpha] = sum(a == b for a, b in zip(predicted, expected)) / len(held_out)
+    assert agreement[0.9] >= 0.9 and agreement[0.9] - agreement[0.0] >= 0.2, agreement
+
+
+def test_unlabeled_text_labelled_by_the_teacher_extends_training(teacher, tmp_path):
+    from thawkit.testing import toy_sentiment_rows
+
+    teacher_run, data = teacher
+    unlabeled = tmp_path / "unlabeled.txt"
+    unlabeled.write_text("\n".join(text for text, _ in toy_sentiment_rows(100, seed=3)) + "\n")
+    small = tmp_path / "small.csv"
+    small.write_text("\n".join(data.read_text().splitlines()[:41]) + "\n")  # header + 40 labelled rows
+    student, facts = thawkit.distill(teacher_run.path, "layers:2", data=small, unlabeled=unlabeled, epochs=3, lr=2e-3, batch_size=8,
+                                     max_length=16, out=tmp_path / "student", progress="off", measure_forgetting=False)
+    assert facts["teacher_labelled_examples"] == 100 and student.info["distillation"]["teacher_labelled_examples"] == 100
+    assert student.info["num_train_examples"] == 100 + 40 - student.info["num_validation_examples"]  # only training grows
+    with pytest.raises(SystemExit) as exit_info:
+        main(["distill", "--teacher", str(teacher_run.path), "--data", str(small), "--unlabeled", str(tmp_path / "missing.txt"),
+              "--out", str(tmp_path / "t")])
+    assert exit_info.value.code == 2 and not (tmp_path / "t").exists()
+
+
+def test_hidden_state_matching_pulls_student_layers_to_their_teacher_layers(teacher, tmp_path):
+    import torch
+
+    teacher_run, data = teacher
+    batch = teacher_run.tokenizer(["the film was great and the plot superb", "awful boring music"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        teacher_states = teacher_run.model(**batch, output_hidden_states=True).hidden_states
+    distances = {}
+    for weight in (0.0, 5.0):
+        student, facts = thawkit.distill(teacher_run.path, "layers:2", data=data, epochs=3, lr=2e-3, batch_size=8, max_length=16,
+                                         distill_hidden_weight=weight, out=tmp_path / f"w{weight}", progress="off",
+                                         measure_forgetting=False)
+        with torch.no_grad():
+            states = student.model.eval()(**batch, output_hidden_states=True).hidden_states
+        kept = [1, 3]  # layers:2 of 4
+        distances[weight] = sum(float(((states[j + 1] - teacher_states[i + 1]) ** 2).mean()) for j, i in enumerate(kept))
+        assert facts["layer_map"] == (kept if weight else [])
+    assert distances[5.0] < 0.5 * distances[0.0], distances
+
+
+def test_ner_and_similarity_students(tiny_bert, tmp_path):
+    conll = "\n\n".join(["Peter B-PER\nBlackburn I-PER\nvisited O\nBrussels B-LOC\n. O", "EU B-ORG\nrejects O\nGerman B-MISC\ncall O",
+                         "Angela B-PER\nMerkel I-PER\nflew O\nto O\nParis B-LOC", "The O\nUN B-ORG\nmet O\nin O\nGeneva B-LOC"] * 10) + "\n"
+    ner_file = tmp_path / "ner.txt"
+    ner_file.write_text(conll)
+    deep = make_tiny_model(tmp_path / "deep", num_layers=4)
+    ner_teacher = thawkit.train(task="ner", data=ner_file, validation=ner_file, model=str(deep), epochs=6, lr=5e-3, batch_size=8,
+                                max_length=32, out=tmp_path / "ner-teacher", progress="off", measure_forgetting=False)
+    unlabeled = tmp_path / "sentences.txt"
+    unlabeled.write_text("Peter Blackburn visited Geneva\nThe EU met in Paris\n")
+    student, facts = thawkit.distill(ner_teacher.path, "layers:2", data=ner_file, validation=ner_file, unlabeled=unlabeled, epochs=6,
+                                     lr=5e-3, batch_size=8, max_length=32, distill_hidden_weight=1.0, out=tmp_path / "ner-student",
+                                     progress="off", measure_forgetting=False)
+    assert student.info["task"] == "token-classification" and facts["teacher_labelled_examples"] == 2
+    assert facts["metric"] == "f1" and facts["retained_share"] >= 0.8 and facts["speedup"] > 0
+    assert thawkit.load(tmp_path / "ner-student").predict(["Angela Merkel flew to Paris"])[0]["entities"]
+
+    pairs = tmp_path / "pairs.tsv"
+    rows = [("a plane is taking off", "an air plane is taking off", 5.0), ("a man plays a flute", "a man plays a guitar", 2.2),
+            ("a cat sleeps", "the stock market fell", 0.0), ("a woman slices onions", "a woman is cutting an onion", 4.6)]
+    pairs.write_text("sentence1\tsentence2\tscore\n" + "".join(f"{a}\t{b}\t{s}\n" for a, b, s in rows * 6))
+    sim_teacher = thawkit.train(task="similarity", data=pairs, validation=pairs, model=str(deep), epochs=4, lr=5e-3, batch_size=8,
+                                max_length=32, out=tmp_path / "sim-teacher", progress="off", measure_forgetting=False)
+    student, facts = thawkit.distill(sim_teacher.path, "layers:2", data=pairs, validation=pairs, epochs=4, lr=5e-3, batch_size=8,
+                                     max_length=32, out=tmp_path / "sim-student", progress="off", measure_forgetting=False)
+    assert student.info["task"] == "sentence-similarity" and facts["metric"] == "spearman"
+    assert facts["student_params"] < facts["teacher_params"] and facts["teacher_value"] is not None
+    assert len(thawkit.load(tmp_path / "sim-student").similarity(["a cat"], ["a dog"])) == 1

@@ -92,20 +92,24 @@ def _adapt_first(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
 
 
 def distill(teacher: str | Path, student: str = "layers:3", config: TrainConfig | dict[str, Any] | None = None,
-            **options: Any) -> tuple[RunBase, dict[str, Any]]:
-    """Train a smaller student on the teacher's soft targets; returns the student run and the
-    distillation facts (size, measured speed-up, share of the teacher's metric kept)."""
+            unlabeled: str | Path | None = None, **options: Any) -> tuple[RunBase, dict[str, Any]]:
+    """Train a smaller student on the teacher's soft targets (classification, NER, similarity);
+    ``unlabeled``: text the teacher labels to extend the training split. Returns the student run
+    and the distillation facts (size, measured speed-up, share of the teacher's metric kept)."""
     from thawkit.engine.distill import run_distill
     from thawkit.logging_setup import quiet_libraries
+    from thawkit.rundir import read_run_files
+    from thawkit.tasks import task_for_run
 
     values = _merged(config, options)
     values.setdefault("strategy", "full")
+    if "task" not in values:  # the teacher's task
+        values["task"] = task_for_run(read_run_files(Path(teacher))[1].get("task", "")).name
     cfg = make_config(values)
-    if cfg.task != "classification" or cfg.strategy == "auto":
-        raise ConfigError("distill trains classification students with a named strategy so far; fix: --task classification, "
-                          "--strategy full (the default)")
+    if cfg.strategy == "auto":
+        raise ConfigError("distill trains the student with a named strategy; fix: --strategy full (the default)")
     quiet_libraries()
-    return run_distill(cfg, Path(teacher), student)
+    return run_distill(cfg, Path(teacher), student, Path(unlabeled) if unlabeled is not None else None)
 
 
 def lr_find(config: TrainConfig | dict[str, Any] | None = None, steps: int = 100, start_lr: float = 1e-7,

@@ -69,6 +69,9 @@ class TrainConfig(BaseModel):
     cache_dir: Path | None = Field(default=None, description="feature cache folder (default ~/.cache/thawkit)")
     cache_ram_budget_mb: float = Field(default=4096, gt=0, description="above this, cache files are memory-mapped")
     group_by_length: bool = Field(default=True, description="batch examples of similar length (less padding)")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="training arithmetic: bf16 autocast with fp32 master weights, or fp32; auto = bf16 where the hardware is fast at it"
+    )
     class_weights: Literal["auto", "balanced", "none"] = Field(
         default="auto", description="weight the loss by inverse class frequency: auto (when classes are skewed 3:1 or more), balanced (always), none"
     )
@@ -82,6 +85,8 @@ class TrainConfig(BaseModel):
                                    "(thawkit dapt), then fine-tuning of the adapted encoder (written to OUT-dapt)")
     distill_alpha: float = Field(default=0.5, ge=0, le=1, description="distill: weight of the teacher's soft targets (1 - alpha: the labels)")
     distill_temperature: float = Field(default=2.0, gt=0, le=20, description="distill: softmax temperature of the soft targets")
+    distill_hidden_weight: float = Field(default=0.0, ge=0, description="distill: weight of matching each student layer's hidden "
+                                         "states to its teacher layer (MSE; 0: off)")
     resume: Path | None = Field(default=None, description="continue an interrupted run from its last checkpoint: its --out folder "
                                 "(or a checkpoint folder); the rest of its config is the one it started with")
     progress: Literal["bar", "lines", "off"] = Field(default="bar", description="progress display: bar, lines (one per evaluation) or off")

@@ -114,14 +114,15 @@ def _build_lr_find() -> Any:
 lr_find_command = _build_lr_find()
 
 
-def _distill(config: Optional[Path] = None, teacher: Optional[Path] = None, student: str = "layers:3", **given: Any) -> None:
-    """Distill a fine-tuned classification run (the teacher) into a smaller student; the student is a normal run."""
+def _distill(config: Optional[Path] = None, teacher: Optional[Path] = None, student: str = "layers:3",
+             unlabeled: Optional[Path] = None, **given: Any) -> None:
+    """Distill a fine-tuned classification, NER or similarity run (the teacher) into a smaller student; the student is a normal run."""
     from thawkit.api import distill
 
-    values = _train_values(config, given, data_fix="pass --data FILE (texts labelled like the teacher's)")
+    values = _train_values(config, given, data_fix="pass --data FILE (examples labelled like the teacher's)")
     if teacher is None:
-        raise ConfigError("no teacher; fix: pass --teacher RUN (a finished classification run)")
-    run, facts = distill(teacher, student, values)
+        raise ConfigError("no teacher; fix: pass --teacher RUN (a finished classification, NER or similarity run)")
+    run, facts = distill(teacher, student, values, unlabeled=unlabeled)
     _summary(run)
     share = f"{100 * facts['retained_share']:.1f}%" if facts["retained_share"] is not None else "n/a"
     console.print(f"student {facts['student_params']:,} params vs teacher {facts['teacher_params']:,}; keeps {share} of the "
@@ -137,7 +138,10 @@ def _build_distill() -> Any:
 
     extra = [
         inspect.Parameter("teacher", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                          default=typer.Option(None, "--teacher", help="the fine-tuned classification run to distill")),
+                          default=typer.Option(None, "--teacher", help="the fine-tuned run to distill (classification, NER, similarity)")),
+        inspect.Parameter("unlabeled", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                          default=typer.Option(None, "--unlabeled", help="unlabeled text (one per line; similarity: a table of pairs) "
+                                               "the teacher labels to extend the training split")),
         inspect.Parameter("student", inspect.Parameter.KEYWORD_ONLY, annotation=str,
                           default=typer.Option("layers:3", "--student", help="layers:N (the teacher with N evenly spaced layers) or a model")),
     ]

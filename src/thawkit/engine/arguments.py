@@ -18,6 +18,14 @@ def distributed_cpu() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
+def uses_bf16(cfg: TrainConfig) -> bool:
+    """bf16 autocast for training and evaluation (fp32 master weights and optimizer state): asked
+    for, or ``auto`` on hardware with fast bf16 matmuls (AVX512-BF16/AMX CPUs, bf16 GPUs)."""
+    from thawkit.engine.cache import fast_bf16_available
+
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and fast_bf16_available())
+
+
 def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) -> Any:
     from transformers import TrainingArguments
 
@@ -25,6 +33,9 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
     check_loggers(cfg.report_to)
     save_strategy, save_steps, _ = cfg.checkpoint_plan()
     cpu_ddp = {"use_cpu": True, "ddp_backend": "gloo"} if distributed_cpu() else {}
+    bf16 = uses_bf16(cfg)
+    if bf16 and not torch.cuda.is_available():
+        cpu_ddp.setdefault("use_cpu", True)  # the Trainer accepts bf16 without a GPU only when told it is on the CPU
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
@@ -53,6 +64,7 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
         # which swaps in the cached states; the tasks' datasets hold only model inputs otherwise.
         remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),
+        bf16=bf16,
         **cpu_ddp,
     )
 

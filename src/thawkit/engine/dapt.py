@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from thawkit.data.texts import read_texts
 from thawkit.errors import ConfigError, DataError
 from thawkit.rundir import check_destination, partial_dir_for, publish, write_json
 
@@ -44,32 +45,6 @@ class DaptSettings:
     text_col: str | None = None
     seed: int = 42
     overwrite: bool = False
-
-
-def read_texts(path: Path, text_col: str | None = None) -> list[str]:
-    """Plain text (one document per line), JSONL/CSV/TSV/Parquet with a text column, or a folder of .txt files."""
-    from thawkit.data.tables import decode_utf8
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found; fix: check the --text path")
-    if path.is_dir():
-        files = sorted(path.rglob("*.txt"))
-        if not files:
-            raise DataError(f"{path}: no .txt files in this folder; fix: one document per line in .txt files")
-        return [t for f in files for t in read_texts(f)]
-    if path.suffix.lower() in (".txt", ".text", ""):
-        texts = [line.strip() for line in decode_utf8(path, path.read_bytes()).splitlines() if line.strip()]
-    else:
-        from thawkit.data.classification import TEXT_COLUMN_GUESSES, pick_column
-        from thawkit.data.tables import read_table
-
-        frame = read_table(path)
-        column = pick_column(frame, path, text_col, TEXT_COLUMN_GUESSES, "--text-col")
-        texts = [str(t).strip() for t in frame[column].tolist() if isinstance(t, str) and t.strip()]
-    if len(texts) < 2:
-        raise DataError(f"{path}: {len(texts)} non-empty texts; fix: give at least a few documents (one per line)")
-    return texts
 
 
 def _blocks(tokenizer: Any, texts: list[str], max_length: int, line_by_line: bool, whole_word: bool) -> list[dict[str, list[Any]]]:
@@ -151,6 +126,7 @@ def run_dapt(settings: DaptSettings, progress: bool = False) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
     from thawkit.data.probe import general_sentences
+    from thawkit.engine.cache import fast_bf16_available
     from thawkit.models.backbone import load_tokenizer, portable_model_name, resolve_model_path
 
     import warnings
@@ -209,6 +185,7 @@ def run_dapt(settings: DaptSettings, progress: bool = False) -> dict[str, Any]:
             per_device_train_batch_size=settings.batch_size, weight_decay=0.01, warmup_steps=0.06, lr_scheduler_type="linear",
             save_strategy="no", eval_strategy="no", logging_strategy="no", report_to="none", seed=settings.seed,
             disable_tqdm=not progress, remove_unused_columns=False, dataloader_num_workers=0, use_cpu=not _has_gpu(),
+            bf16=fast_bf16_available(),  # bf16 autocast, fp32 master weights, where the hardware is fast at it
         )
         trainer = Trainer(model=model, args=args, train_dataset=train_blocks, data_collator=collator)
         trainer.remove_callback(PrinterCallback)  # thawkit prints its own summary
@@ -228,7 +205,7 @@ def run_dapt(settings: DaptSettings, progress: bool = False) -> dict[str, Any]:
             "whole_word": settings.whole_word, "line_by_line": settings.line_by_line, "epochs": settings.epochs,
             "max_steps": settings.max_steps, "learning_rate": settings.lr, "batch_size": settings.batch_size,
             "global_steps": int(trainer.state.global_step), "new_mlm_head": bool(new_head), "seed": settings.seed,
-            "train_seconds": round(train_seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
+            "bf16_autocast": bool(args.bf16), "train_seconds": round(train_seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
         }
         metrics = {"before": before, "after": after}
         write_json(partial / DAPT_FILE, {**facts, "metrics": metrics})

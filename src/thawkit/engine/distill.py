@@ -1,9 +1,13 @@
-"""Distillation: a fine-tuned teacher run's logits train a smaller student ("prototype large,
-deploy small"). The student is a normal run (predict, serve); distillation.json beside it reports
-its size, its measured speed-up and the share of the teacher's metric it keeps.
+"""Distillation: a fine-tuned teacher run trains a smaller student ("prototype large, deploy
+small") for classification, NER and similarity. The student is a normal run (predict, serve,
+export); distillation.json beside it reports its size, its measured speed-up and the share of the
+teacher's metric it keeps.
 
 A ``layers:N`` student starts from the teacher itself with N evenly spaced encoder layers kept
-(DistilBERT's initialisation, Sanh et al. 2019), embeddings and head included.
+(DistilBERT's initialisation, Sanh et al. 2019), embeddings and head included. ``--unlabeled``
+text, labelled by the teacher, extends the training split; ``--distill-hidden-weight`` adds
+matching each student layer's hidden states to the teacher layer it came from. The objective:
+``thawkit.engine.distill_loss``.
 """
 
 from __future__ import annotations
@@ -18,20 +22,27 @@ from pathlib import Path
 from typing import Any
 
 from thawkit.config import TrainConfig
+from thawkit.engine.distill_loss import Distillation
 from thawkit.engine.pipeline import run_training
 from thawkit.errors import ConfigError
 from thawkit.rundir import read_run_files
-from thawkit.tasks import RunBase, task_for_run
+from thawkit.tasks import RunBase, Task, get_task, task_for_run
 
 DISTILLATION_FILE = "distillation.json"
 
 
-def load_teacher(path: Path) -> RunBase:
+def load_teacher(path: Path, task: Task) -> RunBase:
     run, info, labels = read_run_files(path)
-    if info.get("task") != "sequence-classification" or labels.get("multi_label"):
-        raise ConfigError(f"{path}: distillation supports single-label classification teachers so far (this run is "
-                          f"{info.get('task')}); fix: pass a classification run")
-    return task_for_run(info["task"]).load_run(run, info, labels)
+    teacher_task = task_for_run(info["task"])
+    if not teacher_task.supports_distillation or labels.get("multi_label"):
+        raise ConfigError(f"{path}: distillation takes single-label classification, NER or similarity teachers (this run is "
+                          f"{info.get('task')}{', multi-label' if labels.get('multi_label') else ''}); fix: pass such a run")
+    if teacher_task.name != task.name:
+        raise ConfigError(f"{path}: the teacher is a {info.get('task')} run; fix: pass --task {teacher_task.name}")
+    teacher = teacher_task.load_run(run, info, labels)
+    if not hasattr(teacher.model, "parameters"):
+        raise ConfigError(f"{path}: the teacher is an exported (ONNX) run; fix: pass the PyTorch run it was exported from")
+    return teacher
 
 
 def evenly_spaced(total: int, keep: int) -> list[int]:
@@ -42,8 +53,9 @@ def evenly_spaced(total: int, keep: int) -> list[int]:
     return sorted({min(total - 1, int(round((i + 1) * step)) - 1) for i in range(keep)})
 
 
-def student_from_teacher(teacher: RunBase, keep: int, folder: Path) -> Path:
-    """The teacher with ``keep`` of its encoder layers, saved where ``--model`` can load it."""
+def student_from_teacher(teacher: RunBase, keep: int, folder: Path, task: Task, cfg: TrainConfig) -> tuple[Path, list[int]]:
+    """The teacher with ``keep`` of its encoder layers, saved where ``--model`` can load it, and the
+    teacher layer each student layer came from."""
     from thawkit.models.layout import find_layer_list
 
     model = teacher.model
@@ -60,37 +72,67 @@ def student_from_teacher(teacher: RunBase, keep: int, folder: Path) -> Path:
         if hasattr(student.config, attribute):
             setattr(student.config, attribute, keep)
     shutil.rmtree(folder, ignore_errors=True)
-    student.save_pretrained(str(folder))
+    folder.mkdir(parents=True)
+    task.save_model(student, folder, cfg.resolved())  # the task's own layout (similarity: with its pooling)
     teacher.tokenizer.save_pretrained(str(folder))
     (folder / "student_layers.json").write_text(json.dumps({"teacher_layers": len(layers), "kept": kept}) + "\n")
-    return folder
+    return folder, kept
 
 
-def _seconds_per_text(run: RunBase, texts: list[str]) -> float:
-    run.predict(texts[:8])  # warm-up
+def _num_layers(model: Any) -> int:
+    from thawkit.models.layout import find_layer_list
+
+    return len(find_layer_list(model)[1])
+
+
+def _layer_map(teacher: RunBase, student_model: str, kept: list[int] | None, cfg: TrainConfig) -> list[int]:
+    """Which teacher layer each student layer's hidden states are matched to (hidden-state matching)."""
+    if cfg.distill_hidden_weight <= 0:
+        return []
+    if kept is not None:
+        return kept
+    from transformers import AutoConfig
+
+    student_config = AutoConfig.from_pretrained(student_model)
+    teacher_hidden, student_hidden = teacher.model.config.hidden_size, getattr(student_config, "hidden_size", None)
+    if teacher_hidden != student_hidden:
+        raise ConfigError(f"--distill-hidden-weight: the student's hidden size ({student_hidden}) differs from the teacher's "
+                          f"({teacher_hidden}); fix: drop the flag, or use --student layers:N")
+    return evenly_spaced(_num_layers(teacher.model), int(student_config.num_hidden_layers))
+
+
+def _seconds_per_example(infer: Any, count: int = 256) -> float:
+    infer(8)  # warm-up
     started = time.perf_counter()
-    run.predict(texts, batch_size=32)
-    return (time.perf_counter() - started) / max(len(texts), 1)
+    infer(count)
+    return (time.perf_counter() - started) / count
 
 
-def run_distill(cfg: TrainConfig, teacher_path: Path, student: str) -> tuple[RunBase, dict[str, Any]]:
-    teacher = load_teacher(Path(teacher_path))
-    init_folder = None
+def run_distill(cfg: TrainConfig, teacher_path: Path, student: str, unlabeled: Path | None = None) -> tuple[RunBase, dict[str, Any]]:
+    task = get_task(cfg.task)
+    teacher = load_teacher(Path(teacher_path), task)
+    init_folder, kept = None, None
     match = re.fullmatch(r"layers:(\d+)", student.strip())
     out = Path(cfg.out) if cfg.out is not None else Path("runs") / f"distill-{time.strftime('%Y%m%d-%H%M%S')}"
     if match:
         init_folder = out.parent / f"{out.name}-student-base"
-        student_model = str(student_from_teacher(teacher, int(match.group(1)), init_folder))
+        folder, kept = student_from_teacher(teacher, int(match.group(1)), init_folder, task, cfg)
+        student_model = str(folder)
     else:
         student_model = student
     cfg = cfg.model_copy(update={"model": student_model, "out": out, "cache": False})
+    extra_train = task.teacher_labelled(teacher, Path(unlabeled), cfg) if unlabeled is not None else None
+    distillation = Distillation(teacher.model, task.distillation_soft_loss, cfg.distill_alpha, cfg.distill_temperature,
+                                cfg.distill_hidden_weight, _layer_map(teacher, student_model, kept, cfg), extra_train)
+    unlabeled_facts = {"unlabeled": str(unlabeled), "teacher_labelled_examples": len(extra_train)} if extra_train is not None else {}
     try:
-        run = run_training(cfg, {"distillation": {"teacher": str(teacher_path), "student": student}}, teacher=teacher.model)
+        run = run_training(cfg, {"distillation": {"teacher": str(teacher_path), "student": student, **unlabeled_facts}},
+                           distillation=distillation)
     finally:
         adapter_run = (out / "adapter_config.json").exists()  # an adapter student needs its base folder to load
         if init_folder is not None and not adapter_run:
             shutil.rmtree(init_folder, ignore_errors=True)
-    if list(run.labels) != list(teacher.labels):
+    if list(getattr(run, "labels", [])) != list(getattr(teacher, "labels", [])):
         raise ConfigError(f"the data's labels {run.labels} differ from the teacher's {teacher.labels}; fix: distill on data "
                           "labelled like the teacher's")
     metric = run.info["metric"]
@@ -101,30 +143,24 @@ def run_distill(cfg: TrainConfig, teacher_path: Path, student: str) -> tuple[Run
     else:
         teacher_value = teacher.metrics.get("validation", {}).get(metric)
         compared_on = "each run's own validation split (pass --validation for the same examples)"
-    texts = _validation_texts(cfg)
-    teacher_speed, student_speed = _seconds_per_text(teacher, texts), _seconds_per_text(run, texts)
+    data = task.load_data(cfg)
+    teacher_speed = _seconds_per_example(task.speed_probe(teacher, data))
+    student_speed = _seconds_per_example(task.speed_probe(run, data))
     facts = {
         "teacher": str(teacher_path), "student": student, "alpha": cfg.distill_alpha, "temperature": cfg.distill_temperature,
+        "hidden_weight": cfg.distill_hidden_weight, "layer_map": distillation.layer_map, **unlabeled_facts,
         "teacher_params": sum(p.numel() for p in teacher.model.parameters()),
         "student_params": sum(p.numel() for p in run.model.parameters()),
         "metric": metric, "teacher_value": teacher_value, "student_value": student_value,
         "retained_share": (student_value / teacher_value) if teacher_value else None, "compared_on": compared_on,
         "speedup": teacher_speed / student_speed if student_speed else None,
-        "speed_measured_on": f"{len(texts)} texts, batch 32, this machine",
+        "speed_measured_on": "256 training examples, batch 32, this machine",
     }
     target = Path(run.path) / DISTILLATION_FILE
     temporary = target.with_suffix(".tmp")
     temporary.write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, target)
     return run, facts
-
-
-def _validation_texts(cfg: TrainConfig, limit: int = 256) -> list[str]:
-    from thawkit.data.classification import load_classification_data
-
-    data = load_classification_data(cfg.data, validation=cfg.validation, text_col=cfg.text_col, label_col=cfg.label_col,
-                                    seed=cfg.split_seed if cfg.split_seed is not None else cfg.seed, fmt=cfg.table_format())
-    return data.validation["text"].tolist()[:limit]
 
 
 __all__ = ["run_distill", "student_from_teacher", "evenly_spaced"]

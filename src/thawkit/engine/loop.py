@@ -76,11 +76,21 @@ class Loop:
     checkpoint_state: Any = None
 
 
+def example_lengths(dataset: Any) -> list[int] | None:
+    """Tokens per training example, for length-grouped batches; None where an example is not one
+    sequence (similarity pairs)."""
+    if hasattr(dataset, "lengths"):
+        return dataset.lengths()
+    if "input_ids" in (getattr(dataset, "column_names", None) or []):
+        return [len(ids) for ids in dataset["input_ids"]]
+    return None
+
+
 def build_loop(
     cfg: Any, controller: StageController, args: Any, train_ds: Any, val_ds: Any, collator: Any, tokenizer: Any,
     compute_metrics: Callable[[Any], dict[str, float]], metric: str, ever_trainable: set[str],
-    class_weights: list[float] | None = None, group_by_length: bool = True, materialize: Any = None,
-    teacher: Any = None, hooks: RunHooks | None = None,
+    class_weights: list[float] | None = None, materialize: Any = None,
+    distillation: Any = None, hooks: RunHooks | None = None,
 ) -> Loop:
     from transformers import PrinterCallback
 
@@ -123,13 +133,12 @@ def build_loop(
         compute_metrics=compute_metrics,
         callbacks=callbacks,
         controller=controller,
-        train_lengths=train_ds.lengths() if cfg.group_by_length and group_by_length else None,
+        train_lengths=example_lengths(train_ds) if cfg.group_by_length else None,
         class_weights=class_weights,
         divergence=divergence,
         materialize=materialize,
         checkpoint_state=checkpoint_state,
-        teacher=teacher,
-        distillation=(cfg.distill_alpha, cfg.distill_temperature),
+        distillation=distillation,
         keep_checkpoints=10**6 if cfg.save_checkpoints else cfg.keep_checkpoints,  # --save-checkpoints keeps every epoch
     )
     trainer.remove_callback(PrinterCallback)  # the rich progress bar replaces the raw log dicts

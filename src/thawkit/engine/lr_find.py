@@ -78,7 +78,7 @@ def lr_find(cfg: TrainConfig, steps: int = 100, start_lr: float = 1e-7, end_lr: 
         val_ds = encoded_split(task, data, "validation", tokenizer, cfg)
         collator = SwitchableCollator(tokenizer, task.collator(tokenizer)) if task.cacheable else task.collator(tokenizer)
         loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
-                          cfg.metric, ever_trainable, class_weights=prepared.class_weights, group_by_length=task.cacheable)
+                          cfg.metric, ever_trainable, class_weights=prepared.class_weights)
         trainer = loop.trainer
         trainer.divergence = None  # divergence is what we are looking for
         optimizer = trainer.create_optimizer()

@@ -56,18 +56,18 @@ class Prepared:
     defaults_source: str = ""
 
 
-def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None, teacher: Any = None,
+def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None, distillation: Any = None,
                  hooks: RunHooks | None = None) -> RunBase:
-    """Train ``cfg`` (a named strategy, not ``auto``) and write its run directory; with ``teacher``
-    (a model of the same task and labels), its logits are soft targets (distillation); ``hooks``:
-    what a scheduler (Ray Tune, Ray Train) adds to the loop."""
+    """Train ``cfg`` (a named strategy, not ``auto``) and write its run directory; with
+    ``distillation`` (``engine.distill_loss.Distillation``: a teacher of the same task and labels), its
+    outputs are soft targets; ``hooks``: what a scheduler (Ray Tune, Ray Train) adds to the loop."""
     if cfg.out is None:
-        return _run_training(cfg, extra_facts, teacher, hooks)
+        return _run_training(cfg, extra_facts, distillation, hooks)
     with exclusive(Path(cfg.out)):
-        return _run_training(cfg, extra_facts, teacher, hooks)
+        return _run_training(cfg, extra_facts, distillation, hooks)
 
 
-def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher: Any = None,
+def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, distillation: Any = None,
                   hooks: RunHooks | None = None) -> RunBase:
     from transformers import set_seed
 
@@ -87,7 +87,7 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher:
     partial_dir = partial_dir_for(final_dir)
     resume_from = _resume_point(cfg, final_dir, partial_dir)
     set_seed(cfg.seed)
-    prepared = prepare_run(cfg, task, strategy, length_given)
+    prepared = prepare_run(cfg, task, strategy, length_given, distillation.extra_train if distillation is not None else None)
     cfg, data, tokenizer = prepared.cfg, prepared.data, prepared.tokenizer
     timings = prepared.timings
 
@@ -101,7 +101,7 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher:
     timings["tokenize"] = time.perf_counter() - mark
     steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * cfg.gradient_accumulation_steps * args.world_size))
     controller.strategy.plan_schedule(math.ceil(steps_per_epoch * cfg.epochs), layout)  # gradual: stages spread over the run
-    runtime, cache_reason = (None, "off: distillation feeds the teacher the raw inputs") if teacher is not None else \
+    runtime, cache_reason = (None, "off: distillation feeds the teacher the raw inputs") if distillation is not None else \
         attach_cache(cfg, task, controller, tokenizer, train_ds, val_ds, args.world_size)
     with args.main_process_first(desc="prepare run directory"):
         if is_main and partial_dir.exists() and resume_from is None:
@@ -111,8 +111,8 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher:
 
     collator = SwitchableCollator(tokenizer, task.collator(tokenizer)) if task.cacheable else task.collator(tokenizer)
     loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
-                      cfg.metric, ever_trainable, class_weights=prepared.class_weights, group_by_length=task.cacheable,
-                      materialize=runtime.materialize if runtime is not None else None, teacher=teacher,
+                      cfg.metric, ever_trainable, class_weights=prepared.class_weights,
+                      materialize=runtime.materialize if runtime is not None else None, distillation=distillation,
                       hooks=hooks)
     trainer, history, best = loop.trainer, loop.history, loop.best
     if resume_from is not None:
@@ -131,8 +131,9 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher:
 
         model = trainer.model.eval()
         mark = time.perf_counter()
-        metrics = _final_metrics(task, data, trainer, val_ds, tokenizer, cfg)
+        metrics = _final_metrics(task, data, trainer, val_ds, tokenizer, cfg)  # as the evaluations that selected the epoch ran
         timings["evaluate"] = time.perf_counter() - mark
+        model = _without_autocast(model)
         collapse = check_collapse(metrics["validation"])  # a majority-class model is a failure, not a result
         prepared.guards.add(collapse)
         if cfg.measure_forgetting and is_main:
@@ -147,6 +148,7 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher:
             **_run_info(cfg, task, strategy, data, model),
             **_training_facts(trainer, controller, layout, loop, train_seconds, training_loss, args.world_size, ever_trainable),
             "merged_lora": merge,
+            "precision": "bf16 autocast, fp32 weights" if args.bf16 else "fp32",
             "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
             "guards": prepared.guards.as_list(),
             "class_weights": prepared.class_weights,
@@ -170,6 +172,14 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, teacher:
     trainer.accelerator.wait_for_everyone()
     set_requires_grad(model, [])
     return task.make_run(model, tokenizer, data, info, final_dir)
+
+
+def _without_autocast(model: Any) -> Any:
+    """The model without the bf16-autocast forward Accelerate installs for training: what the run
+    returns, saves and merge-checks computes in fp32, as the model reloaded from its folder does."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model, keep_fp32_wrapper=False)
 
 
 def _resume_point(cfg: TrainConfig, final_dir: Path, partial_dir: Path) -> Path | None:
@@ -198,11 +208,14 @@ def _prepare_resume(loop: Any, checkpoint: Path) -> None:
     log.info("Resuming from %s (stage %s)", checkpoint, state["stage"])
 
 
-def prepare_run(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool) -> Prepared:
-    """Data, tokenizer, model and the guards that run before training."""
+def prepare_run(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool, extra_train: Any = None) -> Prepared:
+    """Data, tokenizer, model and the guards that run before training; ``extra_train``: examples added
+    to the training split only (teacher-labelled text)."""
     timings: dict[str, float] = {}
     mark = time.perf_counter()
     data = task.load_data(cfg)
+    if extra_train is not None:
+        task.add_training_examples(data, extra_train)
     if cfg.metric is None:
         cfg = cfg.model_copy(update={"metric": task.selection_metric(data)})
     timings["load_data"] = time.perf_counter() - mark

@@ -48,13 +48,14 @@ class StrategyTrainer(Trainer):
         materialize: Any = None,
         checkpoint_state: Any = None,
         keep_checkpoints: int = 1,
-        teacher: Any = None,
-        distillation: tuple[float, float] = (0.5, 2.0),
+        distillation: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.teacher = teacher.eval() if teacher is not None else None  # knowledge distillation: its logits are soft targets
-        self.alpha, self.temperature = distillation
+        self.distillation = distillation  # thawkit.engine.distill_loss.Distillation: a teacher's soft targets
+        if distillation is not None:
+            distillation.teacher.eval()
+            distillation.autocast_bf16 = bool(self.args.bf16)
         self.checkpoint_state = checkpoint_state  # thawkit.engine.resume.CheckpointState
         self.keep_checkpoints = keep_checkpoints
         self.resume_stage = 0  # set when resuming: the stage whose optimizer groups the checkpoint holds
@@ -121,20 +122,6 @@ class StrategyTrainer(Trainer):
         with self.controller.full_structure():
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 
-    def _distillation_loss(self, model: Any, inputs: Any, return_outputs: bool) -> Any:
-        """alpha * T^2 * KL(teacher || student at temperature T) + (1 - alpha) * cross-entropy (Hinton et al. 2015)."""
-        features = {k: v for k, v in inputs.items() if k != "labels"}
-        outputs = model(**features)
-        with torch.no_grad():
-            teacher_logits = self.teacher(**features).logits.float()
-        student_logits, t = outputs.logits.float(), self.temperature
-        soft = torch.nn.functional.kl_div(torch.log_softmax(student_logits / t, -1), torch.softmax(teacher_logits / t, -1),
-                                          reduction="batchmean") * t * t
-        weights = self.class_weights.to(student_logits.device) if self.class_weights is not None else None
-        hard = torch.nn.functional.cross_entropy(student_logits, inputs["labels"], weight=weights)
-        loss = self.alpha * soft + (1 - self.alpha) * hard
-        return (loss, outputs) if return_outputs else loss
-
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         # A checkpoint is the full model, also while the cached path has modules swapped out.
         with self.controller.full_structure():
@@ -143,8 +130,8 @@ class StrategyTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):  # type: ignore[override]
         if model.training:
             self.controller.enforce_eval_modes()
-        if self.teacher is not None and model.training and "labels" in inputs:
-            return self._distillation_loss(model, inputs, return_outputs)
+        if self.distillation is not None and model.training and "labels" in inputs:
+            return self.distillation.loss(model, inputs, self.class_weights, return_outputs)
         if self.class_weights is not None and "labels" in inputs:
             labels = inputs["labels"]
             outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})

@@ -138,6 +138,35 @@ class Task:
     def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> "RunBase":
         raise NotImplementedError
 
+    # -- distillation (thawkit distill) ---------------------------------------------------
+    supports_distillation: ClassVar[bool] = False
+
+    def distillation_soft_loss(self, student_logits: Any, teacher_logits: Any, labels: Any, temperature: float) -> Any:
+        """KL(teacher || student) at temperature T, scaled by T^2 (Hinton et al. 2015), over the last
+        dimension: one distribution per example."""
+        import torch
+
+        t = temperature
+        return torch.nn.functional.kl_div(torch.log_softmax(student_logits / t, -1), torch.softmax(teacher_logits / t, -1),
+                                          reduction="batchmean") * t * t
+
+    def teacher_labelled(self, teacher: "RunBase", path: Path, cfg: "TrainConfig") -> Any:
+        """Examples in this task's training format: unlabeled input (``--unlabeled``) labelled by the teacher."""
+        raise ConfigError(f"--unlabeled is not supported for --task {self.name}; fix: drop it")
+
+    def add_training_examples(self, data: TaskData, examples: Any) -> None:
+        """Extend the training split (never validation or test) with ``examples``."""
+        raise ConfigError(f"--unlabeled is not supported for --task {self.name}; fix: drop it")
+
+    def speed_probe(self, run: "RunBase", data: TaskData) -> Callable[[int], None]:
+        """Runs inference over a number of the data's examples (for measured speed-ups)."""
+        texts = self.sample_texts(data, 256)
+
+        def infer(count: int) -> None:
+            run.predict(texts[:count], batch_size=32)
+
+        return infer
+
     # -- export (thawkit export --onnx) ----------------------------------------------------
     # The exported outputs, each with its dynamic axes (batch; and sequence for per-token outputs).
     onnx_outputs: ClassVar[dict[str, tuple[str, ...]]] = {"logits": ("batch",)}

@@ -46,6 +46,30 @@ class ClassificationTask(Task):
     metrics = ("macro_f1", "accuracy", "weighted_f1", "loss")
     peft_task_type = "SEQ_CLS"
     supports_class_weights = True
+    supports_distillation = True
+
+    def teacher_labelled(self, teacher: RunBase, path: Path, cfg: "TrainConfig") -> Any:
+        """Unlabeled texts with the teacher's most probable label (its soft targets come at training time)."""
+        import pandas as pd
+
+        from thawkit.data.texts import read_texts
+
+        if cfg.text_pair_col is not None:
+            raise ConfigError("--unlabeled takes single texts; sentence-pair classification cannot use it; fix: drop --unlabeled")
+        texts = read_texts(path, cfg.text_col, flag="--unlabeled")
+        ids = self.teacher_logits(teacher, texts).argmax(-1).tolist()
+        return pd.DataFrame({"text": texts, "label_names": [[teacher.labels[i]] for i in ids], "labels": ids})
+
+    @staticmethod
+    def teacher_logits(teacher: RunBase, texts: list[str]) -> np.ndarray:
+        return teacher.logits(texts)  # type: ignore[attr-defined]
+
+    def add_training_examples(self, data: TaskData, examples: Any) -> None:
+        import pandas as pd
+
+        if "text_pair" in data.train:
+            raise ConfigError("--unlabeled takes single texts; this data has text pairs; fix: drop --unlabeled")
+        data.train = pd.concat([data.train, examples[["text", "label_names", "labels"]]], ignore_index=True)
 
     def load_data(self, cfg: "TrainConfig") -> TaskData:
         loaded = load_classification_data(

@@ -93,6 +93,26 @@ class NerTask(Task):
     metrics = ("f1", "precision", "recall", "accuracy", "loss")
     peft_task_type = "TOKEN_CLS"
     needs_fast_tokenizer = True  # word alignment
+    supports_distillation = True
+
+    def distillation_soft_loss(self, student_logits: Any, teacher_logits: Any, labels: Any, temperature: float) -> Any:
+        """Per-token KL at temperature T over the positions that carry a word's tag (first sub-tokens)."""
+        keep = labels != -100
+        return super().distillation_soft_loss(student_logits[keep], teacher_logits[keep], None, temperature)
+
+    def teacher_labelled(self, teacher: RunBase, path: Path, cfg: "TrainConfig") -> Any:
+        """Unlabeled sentences (one per line, split on whitespace) tagged word by word by the teacher."""
+        from thawkit.data.texts import read_texts
+
+        sentences = [text.split() for text in read_texts(path, cfg.text_col, flag="--unlabeled")]
+        return [(words, teacher.word_predictions(words)[0]) for words in sentences if words]  # type: ignore[attr-defined]
+
+    def add_training_examples(self, data: TaskData, examples: Any) -> None:
+        unknown = sorted({tag for _, tags in examples for tag in tags} - set(data.labels))
+        if unknown:
+            raise ConfigError(f"the teacher tags {', '.join(unknown)}, which the training data never uses; fix: distill on data "
+                              "labelled like the teacher's")
+        data.train = list(data.train) + list(examples)
 
     def load_data(self, cfg: "TrainConfig") -> TaskData:
         data = load_ner_data(cfg.data, cfg.validation, cfg.test, cfg.val_fraction,

@@ -187,6 +187,18 @@ class SimilarityRun(RunBase):
         return [{"text": t, "pair": p, "similarity": s} for t, p, s in zip(texts, pairs, self.similarity(texts, pairs))]
 
 
+    def evaluate(self, data: str | Path, text_col: str | None = None, text_pair_col: str | None = None,
+                 label_col: str | None = None, **_: Any) -> dict[str, Any]:
+        """Metrics on a scored (or binary) pair file, with the run's own columns as the default."""
+        config = self.info.get("config", {})
+        frame, score = _pairs(Path(data), text_col or config.get("text_col"), text_pair_col or config.get("text_pair_col"),
+                              label_col or config.get("label_col"))
+        if score is None:
+            raise DataError(f"{data}: no score column; fix: pass --label-col naming the scores")
+        cosine = np.asarray(self.similarity(frame["a"].tolist(), frame["b"].tolist()))
+        kind = "binary" if set(frame["score"].unique().tolist()) <= {0.0, 1.0} else "scored"
+        return {**similarity_metrics(cosine, frame["score"].to_numpy(dtype=float), kind), "num_pairs": len(frame)}
+
     def headline(self) -> str:
         validation = self.metrics.get("validation", {})
         return (f"similarity {self.info.get('strategy')} ({self.info.get('pair_kind')} pairs): validation "
@@ -223,6 +235,34 @@ class SimilarityTask(Task):
     metrics = ("spearman", "pearson", "accuracy", "average_precision", "mean_cosine", "loss")
     cacheable = False  # two inputs per example
     saves_merged_weights = True  # sentence-transformers reads plain weights
+    supports_distillation = True
+
+    def distillation_soft_loss(self, student_logits: Any, teacher_logits: Any, labels: Any, temperature: float) -> Any:
+        """The student's cosines regress onto the teacher's (the logits are cosines; no temperature)."""
+        return nn.functional.mse_loss(student_logits.float(), teacher_logits.float())
+
+    def teacher_labelled(self, teacher: RunBase, path: Path, cfg: "TrainConfig") -> Any:
+        """Unlabeled pairs (a table with two text columns) scored by the teacher's cosine."""
+        pairs, _ = _pairs(Path(path), cfg.text_col, cfg.text_pair_col, None, cfg.table_format())
+        pairs["score"] = teacher.similarity(pairs["a"].tolist(), pairs["b"].tolist())  # type: ignore[attr-defined]
+        return pairs
+
+    def add_training_examples(self, data: TaskData, examples: Any) -> None:
+        import pandas as pd
+
+        if data.facts["pair_kind"] == "positive":
+            raise ConfigError("--unlabeled needs scored pairs to extend (this data has positive pairs only); fix: drop --unlabeled")
+        scale = data.facts["max_score"] if data.facts["pair_kind"] == "scored" else 1.0
+        extra = examples.assign(score=examples["score"].clip(lower=0.0) * scale)
+        data.train = pd.concat([data.train, extra[["a", "b", "score"]]], ignore_index=True)
+
+    def speed_probe(self, run: RunBase, data: TaskData) -> Callable[[int], None]:
+        texts = self.sample_texts(data, 256)
+
+        def infer(count: int) -> None:
+            run.embed(texts[:count], batch_size=32)  # type: ignore[attr-defined]
+
+        return infer
 
     def load_data(self, cfg: "TrainConfig") -> TaskData:
         pairs = load_pair_data(cfg)
