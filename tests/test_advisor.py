@@ -8,7 +8,7 @@ import pytest
 
 import thawkit
 from thawkit.advisor import parse_budget, parse_memory
-from thawkit.advisor.rules import RULES, Situation, decide
+from thawkit.advisor.rules import FAR_DOMAIN, RULES, Situation, dapt_advice, decide
 from thawkit.cli.app import main
 from thawkit.errors import ConfigError
 
@@ -41,6 +41,13 @@ def test_rules_table(profile, rule, strategy):
     decided = decide(profile)
     assert (decided.name, decided.strategy) == (rule, strategy)
     assert decided.reason
+
+
+def test_dapt_is_recommended_for_far_domains_with_unlabeled_text():
+    assert dapt_advice(0.3, None) is None  # no unlabeled text: nothing to pretrain on
+    far, near = dapt_advice(FAR_DOMAIN - 0.01, 5000), dapt_advice(FAR_DOMAIN, 5000)
+    assert far["recommended"] is True and "5,000" in far["reason"]
+    assert near["recommended"] is False and "close to" in near["reason"]
 
 
 def test_rules_are_readable_data():
@@ -98,6 +105,11 @@ def test_advise_cli_and_strategy_auto(tmp_path, capsys):
     main(["advise", "--data", str(demo_data_path()), "--budget", "30m"])
     out = capsys.readouterr().out
     assert "strategy" in out and "why" in out
+    unlabeled = tmp_path / "tickets.txt"
+    unlabeled.write_text("my invoice is wrong\nthe app crashes on login\nplease reset my password\n")
+    main(["advise", "--data", str(demo_data_path()), "--unlabeled", str(unlabeled), "--json"])
+    dapt = json.loads(capsys.readouterr().out)["dapt"]
+    assert dapt["recommended"] is (advice["domain"]["score"] < FAR_DOMAIN) and dapt["unlabeled"] == str(unlabeled)
     run = thawkit.train(data=demo_data_path(), strategy="auto", epochs=1, out=tmp_path / "auto")
     assert run.info["strategy"] == "frozen" and run.info["advice"]["rule"] == "small-data"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from thawkit.advisor.profile import DataProfile, build_profile
-from thawkit.advisor.rules import Situation, decide
+from thawkit.advisor.rules import Situation, dapt_advice, decide
 from thawkit.advisor.similarity import DomainSimilarity, measure_domain_similarity
 from thawkit.models.backbone import load_mlm_if_trained
 from thawkit.errors import ConfigError
@@ -32,6 +32,7 @@ class Advice:
     domain: DomainSimilarity
     profile: DataProfile
     alternatives: dict[str, dict[str, float]] = field(default_factory=dict)
+    dapt: dict[str, Any] | None = None  # with --unlabeled: whether to run domain-adaptive pretraining first, and why
 
     def as_dict(self) -> dict[str, Any]:
         result = asdict(self)
@@ -80,6 +81,7 @@ def advise(
     gpu: bool = False,
     max_length: int | None = None,
     seed: int = 42,
+    unlabeled: str | Path | None = None,
 ) -> Advice:
     import torch
     from transformers import AutoModel
@@ -120,6 +122,12 @@ def advise(
         full_ft_seconds=expected_seconds("full", throughput, profile.num_train, epochs_full),
     )
     rule = decide(situation)
+    dapt = None
+    if unlabeled is not None:
+        from thawkit.data.texts import read_texts
+
+        dapt = dapt_advice(domain.score, len(read_texts(Path(unlabeled), flag="--unlabeled")))
+        dapt["unlabeled"] = str(unlabeled)
     alternatives = {
         name: {
             "expected_seconds": round(expected_seconds(name, throughput, profile.num_train, rule.epochs), 1),
@@ -137,7 +145,7 @@ def advise(
         reasons.append(f"budget {budget}: full fine-tuning is expected to take {situation.full_ft_seconds / 60:.1f} min")
     return Advice(
         strategy=rule.strategy,
-        learning_rate=get_strategy_class(rule.strategy).default_lr,
+        learning_rate=get_strategy_class(rule.strategy)().defaults_for("classification", num_params)["lr"],
         epochs=rule.epochs,
         batch_size=batch_size,
         max_length=chosen_length,
@@ -150,4 +158,5 @@ def advise(
         domain=domain,
         profile=profile,
         alternatives=alternatives,
+        dapt=dapt,
     )

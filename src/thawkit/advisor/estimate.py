@@ -16,26 +16,36 @@ class Throughput:
 
 
 def probe_throughput(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 16) -> Throughput:
-    """Time one forward+backward and one inference forward on a real batch (after a warm-up)."""
+    """Time one forward+backward and one inference forward on a real batch (after a warm-up), in the
+    arithmetic training will use (bf16 autocast where the hardware is fast at it), and scale to the
+    data's mean length: training batches are grouped by length, so cost follows the real tokens."""
+    from thawkit.engine.cache import fast_bf16_available
+
+    bf16 = fast_bf16_available()
     batch = tokenizer(texts[:batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    n = batch["input_ids"].shape[0]
+    n, padded_length = batch["input_ids"].shape
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    mean_length = sum(lengths) / max(len(lengths), 1)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the probe must not change the weights
     timings = []
     for _ in range(2):
         started = time.perf_counter()
-        output = model(**batch)
+        with torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16, enabled=bf16):
+            output = model(**batch)
         output.last_hidden_state.float().pow(2).mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         timings.append(time.perf_counter() - started)
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16, enabled=bf16):
         model(**batch)
         started = time.perf_counter()
         model(**batch)
         forward = time.perf_counter() - started
-    return Throughput(train_seconds_per_example=timings[-1] / n, forward_seconds_per_example=forward / n)
+    per_token = 1.0 / (n * padded_length)
+    return Throughput(train_seconds_per_example=timings[-1] * per_token * mean_length,
+                      forward_seconds_per_example=forward * per_token * mean_length)
 
 
 def expected_seconds(strategy: str, throughput: Throughput, num_examples: int, epochs: float) -> float:

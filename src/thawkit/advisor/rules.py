@@ -103,6 +103,19 @@ RULES: list[Rule] = [
 ]
 
 
+def dapt_advice(domain_similarity: float, unlabeled_texts: int | None) -> dict[str, object] | None:
+    """Whether to run domain-adaptive pretraining first (Gururangan et al. 2020: the gain grows as the
+    task's domain moves away from the pretraining text); None when no unlabeled text was given."""
+    if unlabeled_texts is None:
+        return None
+    if domain_similarity < FAR_DOMAIN:
+        return {"recommended": True, "reason": f"domain similarity {domain_similarity:.2f} is below {FAR_DOMAIN} (far from general "
+                f"English) and {unlabeled_texts:,} unlabeled in-domain texts are given: continued masked-LM pretraining on them "
+                "first adapts the encoder's vocabulary use to the domain"}
+    return {"recommended": False, "reason": f"domain similarity {domain_similarity:.2f} is at or above {FAR_DOMAIN}: the data is "
+            "close to the backbone's pretraining text, where domain-adaptive pretraining gains little"}
+
+
 def decide(situation: Situation) -> Rule:
     for rule in RULES:
         if rule.when(situation):

@@ -23,6 +23,8 @@ def advise(
     memory: Optional[str] = typer.Option(None, "--memory", help="memory available, e.g. 16GB"),
     gpu: bool = typer.Option(False, "--gpu/--cpu", help="plan for a GPU (memory means GPU memory)"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="default: from the text lengths"),
+    unlabeled: Optional[Path] = typer.Option(None, "--unlabeled", help="unlabeled in-domain text (one per line): "
+                                             "should domain-adaptive pretraining on it come first?"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Recommend a strategy, learning rate, epochs, batch size and max length for your data, and say why."""
@@ -33,7 +35,7 @@ def advise(
         raise ConfigError(f"--task {task!r} is not supported by the advisor yet; fix: use --task classification")
     advice = run_advisor(
         data, model=model, text_col=text_col, text_pair_col=text_pair_col, label_col=label_col,
-        budget=budget, memory=memory, gpu=gpu, max_length=max_length,
+        budget=budget, memory=memory, gpu=gpu, max_length=max_length, unlabeled=unlabeled,
     )
     if as_json:
         print(json.dumps(advice.as_dict(), indent=2, default=str))
@@ -62,5 +64,10 @@ def advise(
         console.print(f"  [yellow]warning[/yellow]: {warning}")
     for suggestion in advice.suggestions:
         console.print(f"  [cyan]consider[/cyan]: {suggestion}")
+    if advice.dapt is not None:
+        verdict = "[green]recommended[/green]" if advice.dapt["recommended"] else "not recommended"
+        console.print(f"  domain-adaptive pretraining on {unlabeled}: {verdict}: {advice.dapt['reason']}")
     command = f"thawkit train --data {data} --strategy {advice.strategy} --epochs {advice.epochs} --max-length {advice.max_length}"
+    if advice.dapt is not None and advice.dapt["recommended"]:
+        command += f" --dapt-text {unlabeled}"
     console.print(f"\nto train: [bold]{command}[/bold]")
