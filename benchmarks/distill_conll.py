@@ -1,0 +1,62 @@
+"""Distillation on CoNLL-2003 NER: a 3-layer student of a fine-tuned 6-layer MiniLM-L6 teacher.
+
+Teacher: `thawkit train --task ner --strategy full` on the first N training sentences (validation:
+the first 1,000 of validation.txt). Students, same data, epochs and seed: `thawkit distill
+--student layers:3` (per-token soft targets, alpha 0.5, T 2) and the same 3-layer student on the
+labels alone (alpha 0). Reports validation entity F1, the share kept and the measured speed-up
+(distillation.json).
+
+    python benchmarks/distill_conll.py --train-size 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from defaults_sweep import SHARED, _subset_conll  # noqa: E402
+from sst2_cli import ENV, THAWKIT  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "distill_conll.json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="thawkit-distill-conll-"))
+    train = _subset_conll(SHARED / "conll2003" / "train.txt", work / "train.txt", args.train_size)
+    validation = _subset_conll(SHARED / "conll2003" / "validation.txt", work / "validation.txt", 1000)
+    common = ["--task", "ner", "--data", str(train), "--validation", str(validation), "--epochs", str(args.epochs),
+              "--progress", "off", "--no-measure-forgetting"]
+    results: dict = {"train_size": args.train_size, "epochs": args.epochs, "validation_sentences": 1000}
+    started = time.perf_counter()
+    subprocess.run([THAWKIT, "train", *common, "--strategy", "full", "--out", str(work / "teacher")], env=ENV, check=True,
+                   capture_output=True)
+    results["teacher_seconds"] = round(time.perf_counter() - started, 1)
+    for name, alpha in (("distilled", "0.5"), ("labels_only", "0")):
+        started = time.perf_counter()
+        proc = subprocess.run([THAWKIT, "distill", "--teacher", str(work / "teacher"), "--student", "layers:3", *common,
+                               "--distill-alpha", alpha, "--out", str(work / name)], env=ENV, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr[-4000:])
+        facts = json.loads((work / name / "distillation.json").read_text())
+        results[name] = {**facts, "seconds": round(time.perf_counter() - started, 1)}
+        print(name, json.dumps(results[name]), flush=True)
+    results["command"] = " ".join(["python", "benchmarks/distill_conll.py", *sys.argv[1:]])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
