@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--workers", default="1,2", help="compare --workers values to time")
+    parser.add_argument("--halving", action="store_true", help="also time compare --successive-halving (one process)")
     parser.add_argument("--plain-seconds", type=float, default=None, help="the plain Trainer's full run on the same sample")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "compare_six.json")
     args = parser.parse_args()
@@ -56,21 +57,23 @@ def main() -> None:
     full = json.loads((work / "full" / "metrics.json").read_text())["validation"]
     results["full_run"] = {"seconds": round(full_seconds, 1), "accuracy": full["accuracy"], **phases(work / "full")}
     print(f"full run: {full_seconds:.1f}s, accuracy {full['accuracy']:.4f}", flush=True)
-    for workers in [int(w) for w in args.workers.split(",")]:
-        out = work / f"compare-w{workers}"
-        seconds = timed([THAWKIT, "compare", *common, "--strategies", "all", "--workers", str(workers), "--out", str(out),
-                         "--cache-dir", str(work / f"cache-w{workers}")])
+    variants = [(f"workers_{w}", ["--workers", w]) for w in args.workers.split(",")]
+    variants += [("successive_halving", ["--successive-halving"])] if args.halving else []
+    for name, flags in variants:
+        out = work / f"compare-{name}"
+        seconds = timed([THAWKIT, "compare", *common, "--strategies", "all", *flags, "--out", str(out),
+                         "--cache-dir", str(work / f"cache-{name}")])
         rows = json.loads((out / "results.json").read_text())
         table = rows.get("rows") or rows.get("results") or rows
-        runs = {p.parent.name + "/" + p.name: phases(p) for p in sorted(out.glob("runs/*")) if (p / "thawkit.json").exists()}
-        results[f"compare_workers_{workers}"] = {
+        runs = {p.parent.name + "/" + p.name: phases(p) for p in sorted(out.glob("*/*")) if (p / "thawkit.json").exists()}
+        results[f"compare_{name}"] = {
             "seconds": round(seconds, 1), "ratio_to_full_run": round(seconds / full_seconds, 2),
             **({"ratio_to_plain_full_run": round(seconds / args.plain_seconds, 2)} if args.plain_seconds else {}),
             "rows": [{k: r.get(k) for k in ("strategy", "validation_accuracy_mean", "validation_macro_f1_mean", "train_seconds_mean",
-                                            "seconds_mean")} for r in table] if isinstance(table, list) else table,
+                                            "eliminated_at_rung")} for r in table] if isinstance(table, list) else table,
             "runs": runs,
         }
-        print(f"compare --workers {workers}: {seconds:.1f}s = {seconds / full_seconds:.2f}x the full run"
+        print(f"compare {name}: {seconds:.1f}s = {seconds / full_seconds:.2f}x the full run"
               + (f", {seconds / args.plain_seconds:.2f}x the plain Trainer's" if args.plain_seconds else ""), flush=True)
     results["plain_trainer_full_seconds"] = args.plain_seconds
     results["command"] = " ".join(["python", "benchmarks/compare_six.py", *sys.argv[1:]])
