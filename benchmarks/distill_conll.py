@@ -3,7 +3,7 @@
 Teacher: `thawkit train --task ner --strategy full` on the first N training sentences (validation:
 the first 1,000 of validation.txt). Students, same data, epochs and seed: `thawkit distill
 --student layers:3` (per-token soft targets, alpha 0.5, T 2) and the same 3-layer student on the
-labels alone (alpha 0). Reports validation entity F1, the share kept and the measured speed-up
+labels alone (alpha 0), and the distilled student with hidden-state matching (weight 1). Reports validation entity F1, the share kept and the measured speed-up
 (distillation.json).
 
     python benchmarks/distill_conll.py --train-size 2000
@@ -43,10 +43,11 @@ def main() -> None:
     subprocess.run([THAWKIT, "train", *common, "--strategy", "full", "--out", str(work / "teacher")], env=ENV, check=True,
                    capture_output=True)
     results["teacher_seconds"] = round(time.perf_counter() - started, 1)
-    for name, alpha in (("distilled", "0.5"), ("labels_only", "0")):
+    for name, alpha, hidden in (("distilled", "0.5", "0"), ("distilled_hidden", "0.5", "1"), ("labels_only", "0", "0")):
         started = time.perf_counter()
         proc = subprocess.run([THAWKIT, "distill", "--teacher", str(work / "teacher"), "--student", "layers:3", *common,
-                               "--distill-alpha", alpha, "--out", str(work / name)], env=ENV, capture_output=True, text=True)
+                               "--distill-alpha", alpha, "--distill-hidden-weight", hidden, "--out", str(work / name)],
+                              env=ENV, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-4000:])
         facts = json.loads((work / name / "distillation.json").read_text())

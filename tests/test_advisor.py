@@ -23,7 +23,8 @@ PROFILES = [
     (situation(99), "tiny-data", "frozen"),
     (situation(100), "small-data", "frozen"),
     (situation(500, similarity=0.3), "small-data-far-domain", "lora"),
-    (situation(999), "small-data", "frozen"),
+    (situation(499), "small-data", "frozen"),
+    (situation(999), "medium-data", "gradual"),  # moved by the size sweep (benchmarks/size_sweep.py)
     (situation(1000), "medium-data", "gradual"),
     (situation(5000, similarity=0.3), "medium-data-far-domain", "full"),
     (situation(9999), "medium-data", "gradual"),

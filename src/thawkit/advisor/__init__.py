@@ -119,7 +119,7 @@ def advise(
         memory_gb=memory_gb,
         model_memory_gb=expected_memory_gb("full", num_params, hidden, layers, batch_size, seq_len),
         budget_seconds=budget_seconds,
-        full_ft_seconds=expected_seconds("full", throughput, profile.num_train, epochs_full),
+        full_ft_seconds=expected_seconds("full", throughput, profile.num_train, epochs_full, profile.num_validation, batch_size),
     )
     rule = decide(situation)
     dapt = None
@@ -130,7 +130,7 @@ def advise(
         dapt["unlabeled"] = str(unlabeled)
     alternatives = {
         name: {
-            "expected_seconds": round(expected_seconds(name, throughput, profile.num_train, rule.epochs), 1),
+            "expected_seconds": round(expected_seconds(name, throughput, profile.num_train, rule.epochs, profile.num_validation, batch_size), 1),
             "expected_memory_gb": expected_memory_gb(name, num_params, hidden, layers, batch_size, seq_len),
         }
         for name in ("frozen", "partial", "gradual", "lora", "full")

@@ -11,8 +11,9 @@ import torch
 
 @dataclass
 class Throughput:
-    train_seconds_per_example: float  # forward + backward + step, full fine-tuning
+    train_seconds_per_example: float  # forward + backward, full fine-tuning
     forward_seconds_per_example: float  # inference-mode forward
+    optimizer_step_seconds: float = 0.0  # one AdamW step over every parameter
 
 
 def probe_throughput(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 16) -> Throughput:
@@ -27,16 +28,18 @@ def probe_throughput(model: Any, tokenizer: Any, texts: list[str], max_length: i
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
     mean_length = sum(lengths) / max(len(lengths), 1)
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the probe must not change the weights
-    timings = []
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.0)  # lr 0: the probe must not change the weights
+    timings, steps = [], []
     for _ in range(2):
         started = time.perf_counter()
         with torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16, enabled=bf16):
             output = model(**batch)
         output.last_hidden_state.float().pow(2).mean().backward()
+        stepped = time.perf_counter()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        timings.append(time.perf_counter() - started)
+        timings.append(stepped - started)
+        steps.append(time.perf_counter() - stepped)
     model.eval()
     with torch.inference_mode(), torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16, enabled=bf16):
         model(**batch)
@@ -45,19 +48,28 @@ def probe_throughput(model: Any, tokenizer: Any, texts: list[str], max_length: i
         forward = time.perf_counter() - started
     per_token = 1.0 / (n * padded_length)
     return Throughput(train_seconds_per_example=timings[-1] * per_token * mean_length,
-                      forward_seconds_per_example=forward * per_token * mean_length)
+                      forward_seconds_per_example=forward * per_token * mean_length, optimizer_step_seconds=steps[-1])
 
 
-def expected_seconds(strategy: str, throughput: Throughput, num_examples: int, epochs: float) -> float:
-    """A strategy's facts (``epoch_cost`` relative to full fine-tuning, ``cached_pass``) times the probe."""
+def expected_seconds(strategy: str, throughput: Throughput, num_examples: int, epochs: float, num_validation: int = 0,
+                     batch_size: int = 32) -> float:
+    """A strategy's facts (``epoch_cost`` relative to full fine-tuning, ``cached_pass``,
+    ``trainable_share``) times the probe: training passes, an optimizer step per batch over what
+    trains, and an evaluation of the validation split per epoch (checked against measured runs in
+    benchmarks/size_sweep.py; docs/advisor.md)."""
+    import math
+
     from thawkit.strategies import get_strategy_class
 
     facts = get_strategy_class(strategy)
     one_pass = throughput.forward_seconds_per_example * num_examples
+    validation_pass = throughput.forward_seconds_per_example * num_validation
     if facts.epoch_cost == 0:
-        return one_pass * 1.2  # one cached pass; the head on vectors is nearly free
+        return (one_pass + validation_pass) * 1.2  # one cached pass; the head on vectors is nearly free
     cached_pass = one_pass if facts.cached_pass else 0.0
-    return cached_pass + facts.epoch_cost * throughput.train_seconds_per_example * num_examples * epochs
+    steps = math.ceil(num_examples / batch_size) * epochs
+    return (cached_pass + facts.epoch_cost * throughput.train_seconds_per_example * num_examples * epochs
+            + steps * throughput.optimizer_step_seconds * max(facts.trainable_share, 0.02) + validation_pass * epochs)
 
 
 def expected_memory_gb(strategy: str, num_params: int, hidden: int, layers: int, batch_size: int, seq_len: int) -> float:

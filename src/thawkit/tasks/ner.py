@@ -107,6 +107,22 @@ class NerTask(Task):
         sentences = [text.split() for text in read_texts(path, cfg.text_col, flag="--unlabeled")]
         return [(words, teacher.word_predictions(words)[0]) for words in sentences if words]  # type: ignore[attr-defined]
 
+    def speed_probe(self, run: RunBase, data: TaskData) -> Callable[[int], None]:
+        """Batched forward passes over training sentences (as serving batches them), not the
+        one-sentence-at-a-time word alignment of ``predict``, whose Python overhead would hide the
+        model's own speed."""
+        sentences = [words for words, _ in data.train[:256]]
+
+        @torch.inference_mode()
+        def infer(count: int) -> None:
+            run.model.eval()
+            for start in range(0, count, 32):
+                batch = run.tokenizer(sentences[start : min(start + 32, count)], is_split_into_words=True, truncation=True,
+                                      max_length=run.max_length, padding=True, return_tensors="pt")
+                run.model(**batch)
+
+        return infer
+
     def add_training_examples(self, data: TaskData, examples: Any) -> None:
         unknown = sorted({tag for _, tags in examples for tag in tags} - set(data.labels))
         if unknown:
