@@ -153,3 +153,46 @@ def test_measured_defaults_table_applies_per_task_and_model_size(tiny_bert, tmp_
     given = thawkit.train(task="ner", data=tmp_path / "train.txt", model=str(tiny_bert), strategy="full", epochs=1, max_length=32,
                           lr=2e-5, out=tmp_path / "given", progress="off", measure_forgetting=False)
     assert given.info["learning_rate"] == 2e-5
+
+
+def test_small_data_gets_enough_optimizer_steps():
+    from thawkit.config import TrainConfig
+    from thawkit.engine.arguments import MAX_RAISED_EPOCHS, MIN_TRAINING_STEPS, epochs_for_data
+
+    cfg = TrainConfig(data="x.csv")  # epochs not given
+    raised, why = epochs_for_data(cfg, 200)  # 13 steps an epoch at batch 16: 39 steps at 3 epochs
+    assert raised.epochs == MAX_RAISED_EPOCHS and why and "13 optimizer steps" in why
+    medium, _ = epochs_for_data(cfg, 700)  # 44 steps an epoch: 4 epochs reach 150
+    assert medium.epochs == 4 and 44 * 4 >= MIN_TRAINING_STEPS
+    assert epochs_for_data(cfg, 5000) == (cfg, None)  # enough steps at the default
+    given = TrainConfig(data="x.csv", epochs=3)
+    assert epochs_for_data(given, 200) == (given, None)  # --epochs always wins
+
+
+def test_early_stopping_waits_for_warmup_and_a_minimum_of_steps():
+    from types import SimpleNamespace
+
+    from thawkit.engine.best import BestStateCallback
+
+    def run(count_from: int) -> list[bool]:
+        best = BestStateCallback([], "accuracy", greater_is_better=True, patience=2, restore=False, count_from_step=count_from)
+        stops = []
+        for step, value in ((13, 0.5), (26, 0.5), (39, 0.5), (52, 0.5), (65, 0.5)):  # flat: still the starting point
+            control = SimpleNamespace(should_training_stop=False)
+            best.on_evaluate(None, SimpleNamespace(global_step=step, epoch=step / 13), control, metrics={"eval_accuracy": value})
+            stops.append(control.should_training_stop)
+        return stops
+
+    assert run(0) == [False, False, True, True, True]  # the old rule: stopped at step 39
+    assert run(40) == [False, False, False, False, True]  # steps 52 and 65 count, not 26 and 39
+
+
+def test_default_epochs_rise_on_a_tiny_training_set(tiny_bert, toy_csv, tmp_path):
+    run = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="partial", max_length=32, out=tmp_path / "run",
+                        progress="off", measure_forgetting=False, early_stopping_patience=0)
+    # 108 training rows at batch 16 = 7 steps an epoch: 10 epochs (70 steps) instead of 3 (21)
+    assert run.info["config"]["epochs"] == 10 and "7 optimizer steps" in run.info["epochs_source"]
+    assert run.info["global_steps"] == 70
+    given = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="partial", epochs=1, max_length=32,
+                          out=tmp_path / "given", progress="off", measure_forgetting=False)
+    assert given.info["config"]["epochs"] == 1 and given.info["epochs_source"] is None

@@ -47,7 +47,7 @@ class TrainConfig(BaseModel):
     )
 
     # Optimisation (defaults follow common practice for BERT-style fine-tuning)
-    epochs: float = Field(default=3, gt=0, le=1000, description="training epochs")
+    epochs: float = Field(default=3, gt=0, le=1000, description="training epochs (not given: 3, more for small data so a run has 150+ optimizer steps, at most 10)")
     lr: float | None = Field(default=None, gt=0, lt=1, description="base learning rate (default: per strategy)")
     head_lr_mult: float | None = Field(
         default=None, gt=0, le=1000, description="the task head's LR = base LR x this (default: the strategy's, 1; see docs/defaults.md)"

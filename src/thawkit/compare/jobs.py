@@ -27,5 +27,5 @@ def train_job(values: dict[str, Any], threads: int | None = None, hooks: Any = N
     seconds = run.info["train_seconds"] + (run.info.get("cache") or {}).get("pass_seconds", 0.0)
     shown = f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
     print(f"  {values['strategy']:8s} seed {values['seed']}: done, val {metric} {shown} "
-          f"in {seconds:.1f}s ({values['epochs']:g} epochs)", flush=True)
+          f"in {seconds:.1f}s ({run.info['config']['epochs']:g} epochs)", flush=True)
     return str(run.path)

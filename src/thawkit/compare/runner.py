@@ -134,6 +134,7 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, **options: An
         write_config(partial, cfg.model_copy(update={"resume": None, "out": final}).model_dump(mode="json"))
         os.replace(partial / "train_config.json", partial / COMPARE_CONFIG)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    epochs_given = "epochs" in cfg.model_fields_set or cfg.successive_halving
 
     def job(strategy: str, seed: int, epochs: float, folder: str, time_limit: float | None) -> dict[str, Any]:
         out = partial / folder / f"{strategy}-seed{seed}"
@@ -143,7 +144,9 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, **options: An
             **({"resume": str(out)} if resuming and _has_checkpoint(out) else {}),
             **base, "strategy": strategy, "strategy_options": cfg.strategy_options.get(strategy, {}), "seed": seed,
             "split_seed": cfg.split_seed if cfg.split_seed is not None else cfg.seed,  # identical splits for every run
-            "epochs": epochs, "time_limit_seconds": time_limit or cfg.time_limit_seconds,
+            # Epochs not given: each run picks its own (more for small data, as `thawkit train` does).
+            **({"epochs": epochs} if epochs_given or folder != "runs" else {}),
+            "time_limit_seconds": time_limit or cfg.time_limit_seconds,
             "out": str(partial / folder / f"{strategy}-seed{seed}"), "overwrite": False,
             "progress": "lines" if cfg.progress != "off" else "off",
         }

@@ -13,8 +13,10 @@ from transformers import TrainerCallback
 
 
 class BestStateCallback(TrainerCallback):
-    def __init__(self, params: list[torch.nn.Parameter], metric: str, greater_is_better: bool, patience: int, restore: bool) -> None:
+    def __init__(self, params: list[torch.nn.Parameter], metric: str, greater_is_better: bool, patience: int, restore: bool,
+                 count_from_step: int = 0) -> None:
         self.params = params
+        self.count_from_step = count_from_step  # earlier evaluations never count towards patience
         self.metric = metric
         self.greater_is_better = greater_is_better
         self.patience = patience
@@ -40,7 +42,7 @@ class BestStateCallback(TrainerCallback):
             self._bad_evaluations = 0
             if self.restore:
                 self._snapshot = [p.detach().clone() for p in self.params]
-        else:
+        elif state.global_step >= self.count_from_step:
             self._bad_evaluations += 1
             if self.patience and self._bad_evaluations >= self.patience:
                 control.should_training_stop = True

@@ -3,12 +3,14 @@ Tasks bring their data, model, collator and metrics (``thawkit.engine.pipeline``
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from thawkit.engine.arguments import stopping_starts_at
 from thawkit.engine.best import BestStateCallback
 from thawkit.engine.callbacks import (
     CheckpointAfterEvaluation,
@@ -100,12 +102,14 @@ def build_loop(
 
     model = controller.model
     history = HistoryCallback(controller)
+    steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * cfg.gradient_accumulation_steps * args.world_size))
     best = BestStateCallback(
         [p for n, p in model.named_parameters() if n in ever_trainable],
         metric=metric,
         greater_is_better=metric != "loss",
         patience=cfg.early_stopping_patience,
         restore=cfg.select_best,
+        count_from_step=stopping_starts_at(cfg, math.ceil(steps_per_epoch * cfg.epochs)),
     )
     time_limit = TimeLimitCallback(cfg.time_limit_seconds) if cfg.time_limit_seconds is not None else None
     callbacks = [StageCallback(controller), history, best]

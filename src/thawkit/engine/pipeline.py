@@ -19,7 +19,15 @@ from typing import Any
 import torch
 
 from thawkit.config import TrainConfig
-from thawkit.engine.arguments import check_max_length, peak_memory_mb, reachable_stages, reset_peak_memory, training_arguments
+from thawkit.engine.arguments import (
+    check_max_length,
+    epochs_for_data,
+    peak_memory_mb,
+    reachable_stages,
+    reset_peak_memory,
+    training_arguments,
+    world_size_from_env,
+)
 from thawkit.engine.artifacts import measure_forgetting_of, merge_checked, write_run_files
 from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset, sorted_order
 from thawkit.engine.loop import RunHooks, build_loop, discard_or_keep, prepare_controller, run_loop
@@ -54,6 +62,7 @@ class Prepared:
     class_weights: list[float] | None
     timings: dict[str, float] = field(default_factory=dict)
     defaults_source: str = ""
+    epochs_source: str | None = None  # why the epochs differ from the default, if they do
 
 
 def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None, distillation: Any = None,
@@ -153,6 +162,7 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, distilla
             "guards": prepared.guards.as_list(),
             "class_weights": prepared.class_weights,
             "defaults_source": prepared.defaults_source,  # where the LR and head multiplier came from
+            "epochs_source": prepared.epochs_source,
             "failed": collapse[0].message if collapse else None,
             **(extra_facts or {}),
         }
@@ -218,6 +228,9 @@ def prepare_run(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool,
         task.add_training_examples(data, extra_train)
     if cfg.metric is None:
         cfg = cfg.model_copy(update={"metric": task.selection_metric(data)})
+    cfg, epochs_source = epochs_for_data(cfg, len(data.train), world_size_from_env())
+    if epochs_source:
+        log.info("Small training set: %s", epochs_source)
     timings["load_data"] = time.perf_counter() - mark
     mark = time.perf_counter()
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
@@ -247,7 +260,7 @@ def prepare_run(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool,
             # multi-label: positives of label c are up-weighted by negatives / positives
             class_weights = ([(len(data.train) - c) / max(c, 1) for c in ordered] if data.multi_label
                              else balanced_class_weights(ordered))
-    return Prepared(cfg, task, strategy, data, tokenizer, model, guards, class_weights, timings, measured["source"])
+    return Prepared(cfg, task, strategy, data, tokenizer, model, guards, class_weights, timings, measured["source"], epochs_source)
 
 
 def encoded_split(task: Task, data: TaskData, split: str, tokenizer: Any, cfg: TrainConfig) -> Any:
