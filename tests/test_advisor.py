@@ -133,3 +133,44 @@ def test_masked_lm_signal_where_the_checkpoint_has_a_head(tmp_path, tiny_bert):
 
     similarity = measure_domain_similarity(["the film was great"] * 5, tokenizer, AutoModel.from_pretrained(str(tiny_bert)), mlm)
     assert "mlm" in similarity.parts and 0.0 <= similarity.parts["mlm"] <= 1.0
+
+
+@pytest.mark.parametrize("task, n, strategy, rule", [
+    ("ner", 1000, "llrd", "ner"), ("ner", 50_000, "llrd", "ner"),
+    ("similarity", 50, "frozen", "tiny-data"), ("similarity", 2000, "gradual", "similarity"),
+    ("qa", 1000, "full", "qa"),
+])
+def test_task_rules_follow_the_measurements(task, n, strategy, rule):
+    chosen = decide(situation(n), task)
+    assert (chosen.name, chosen.strategy) == (rule, strategy)
+    assert decide(situation(n, memory=1.0, model_memory=4.0), task).strategy == "lora"  # memory first, every task
+
+
+def test_advise_reads_ner_qa_and_similarity_data(tmp_path, capsys):
+    from test_matrix import TASK_ROWS
+
+    for task in ("ner", "similarity", "qa"):
+        files = TASK_ROWS[task][0](tmp_path)
+        flags = ["--validation", str(files["validation"])] if "validation" in files else []
+        main(["advise", "--task", task, "--data", str(files["data"]), *flags, "--json"])
+        advice = json.loads(capsys.readouterr().out)
+        assert advice["strategy"] == decide(situation(advice["profile"]["num_train"], advice["domain"]["score"]), task).strategy
+        assert advice["profile"]["num_train"] > 0 and advice["expected_seconds"] > 0
+        measured = thawkit.registry.get_strategy_class(advice["strategy"])().defaults_for(task, 22_700_000)["lr"]
+        assert advice["learning_rate"] == measured  # the task's measured default, not classification's
+        if task == "ner":
+            assert advice["profile"]["num_classes"] == 9 and advice["max_length"] == 32  # B-/I- of 4 types + O; short sentences
+        if task == "qa":
+            assert advice["max_length"] == 384  # windows over long contexts: the task's own length
+    main(["advise", "--task", "ner", "--data", str(tmp_path / "train.txt")])
+    assert "thawkit train --task ner" in capsys.readouterr().out
+
+
+def test_strategy_auto_for_ner(tmp_path, tiny_bert):
+    from test_matrix import TASK_ROWS
+
+    files = TASK_ROWS["ner"][0](tmp_path)
+    run = thawkit.train(task="ner", data=files["data"], model=str(tiny_bert), strategy="auto", epochs=1, max_length=32,
+                        out=tmp_path / "auto", progress="off", measure_forgetting=False)
+    assert run.info["strategy"] == "llrd" and run.info["advice"]["rule"] == "ner"
+    assert run.info["learning_rate"] == 3e-4  # the NER table's llrd entry for a small encoder

@@ -140,11 +140,9 @@ def _resolve_auto(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     """``--strategy auto``: the advisor's strategy, and its epochs and max length unless given."""
     from thawkit.advisor import advise
 
-    if cfg.task != "classification":
-        raise ConfigError(f"--strategy auto is for classification so far; fix: name a strategy for --task {cfg.task}")
     advice = advise(
         cfg.data, model=cfg.model, text_col=cfg.text_col, text_pair_col=cfg.text_pair_col, label_col=cfg.label_col,
-        validation=cfg.validation, seed=cfg.seed, max_length=cfg.max_length,
+        validation=cfg.validation, seed=cfg.seed, max_length=cfg.max_length, task=cfg.task,
     )
     update: dict[str, Any] = {"strategy": advice.strategy}
     if "epochs" not in cfg.model_fields_set:

@@ -77,3 +77,26 @@ def build_profile(train: Any, validation: Any, labels: list[str], tokenizer: Any
     if profile.conflicting_duplicates:
         profile.notes.append(f"{profile.conflicting_duplicates} texts occur with different labels: check the labeling")
     return profile
+
+
+def build_text_profile(texts: list[str], num_train: int, num_validation: int, labels: list[str],
+                       class_counts: dict[str, int] | None, tokenizer: Any, max_length: int) -> DataProfile:
+    """The profile of a task whose examples are not one labelled text (NER sentences, QA
+    question-context pairs, similarity pairs): size, labels and lengths of ``texts`` (a sample of the
+    training inputs); duplicates and leakage are classification checks and stay 0 here."""
+    sample = texts[:5000]
+    lengths = np.array([len(ids) for ids in tokenizer(sample, truncation=False)["input_ids"]]) if sample else np.zeros(1)
+    counts = dict(class_counts or {})
+    nonzero = [c for c in counts.values() if c > 0]
+    profile = DataProfile(
+        num_train=num_train, num_validation=num_validation, num_classes=len(labels), class_counts=counts,
+        imbalance_ratio=float(max(nonzero) / min(nonzero)) if nonzero else 1.0,
+        token_length={"p50": float(np.percentile(lengths, 50)), "p90": float(np.percentile(lengths, 90)),
+                      "p99": float(np.percentile(lengths, 99)), "max": float(lengths.max())},
+        max_length=max_length, truncated_share=float((lengths > max_length).mean()),
+        duplicates=0, conflicting_duplicates=0, leaked=0,
+    )
+    if profile.truncated_share > 0.05:
+        profile.notes.append(f"{profile.truncated_share:.0%} of inputs exceed --max-length {max_length} tokens; "
+                             f"p99 is {profile.token_length['p99']:.0f}")
+    return profile

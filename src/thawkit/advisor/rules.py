@@ -106,6 +106,52 @@ RULES: list[Rule] = [
 ]
 
 
+# Tasks other than classification, from the measurements in docs/defaults.md and docs/benchmarks.md
+# (one seed each on the embedded MiniLM-L6; the rule says what it rests on).
+_MEMORY_RULE = RULES[0]
+TASK_RULES: dict[str, list[Rule]] = {
+    "ner": [
+        _MEMORY_RULE,
+        Rule(
+            "budget-short", _budget_short, "partial",
+            "full fine-tuning would exceed the time budget; partial freezing trains from cached lower layers "
+            "(CoNLL-2003, 1,000 sentences: F1 0.743 in 21 s against llrd's 0.790 in 39 s)",
+        ),
+        Rule(
+            "ner", lambda s: True, "llrd",
+            "NER measured on CoNLL-2003 (1,000 sentences): llrd F1 0.790, full 0.762, partial 0.743, gradual 0.729, "
+            "LoRA 0.726, frozen 0.526: tags need the encoder's token states to adapt, and lower layers at a lower rate did best",
+            suggestions=("full fine-tuning is the alternative; compare both with thawkit compare --task ner",),
+        ),
+    ],
+    "similarity": [
+        _MEMORY_RULE,
+        Rule(
+            "tiny-data", lambda s: s.num_examples < 100, "frozen",
+            "under ~100 scored pairs: the checkpoint's own embeddings (STS-B Spearman 0.810 untrained) are the safe choice",
+        ),
+        Rule(
+            "budget-short", _budget_short, "frozen",
+            "fine-tuning would exceed the time budget; the checkpoint's own embeddings need no training",
+        ),
+        Rule(
+            "similarity", lambda s: True, "gradual",
+            "measured on STS-B (2,000 pairs): gradual Spearman 0.858, llrd 0.857, full 0.856, partial 0.856, LoRA 0.849, "
+            "untrained embeddings 0.810",
+            suggestions=("llrd and full were within 0.2 points; compare them with thawkit compare --task similarity",),
+        ),
+    ],
+    "qa": [
+        _MEMORY_RULE,
+        Rule(
+            "qa", lambda s: True, "full",
+            "span extraction needs every layer to adapt; full fine-tuning is the measured QA default (docs/defaults.md)",
+            suggestions=("llrd is the alternative; compare with thawkit compare --task qa",),
+        ),
+    ],
+}
+
+
 def dapt_advice(domain_similarity: float, unlabeled_texts: int | None) -> dict[str, object] | None:
     """Whether to run domain-adaptive pretraining first (Gururangan et al. 2020: the gain grows as the
     task's domain moves away from the pretraining text); None when no unlabeled text was given."""
@@ -119,8 +165,8 @@ def dapt_advice(domain_similarity: float, unlabeled_texts: int | None) -> dict[s
             "close to the backbone's pretraining text, where domain-adaptive pretraining gains little"}
 
 
-def decide(situation: Situation) -> Rule:
-    for rule in RULES:
+def decide(situation: Situation, task: str = "classification") -> Rule:
+    for rule in TASK_RULES.get(task, RULES):
         if rule.when(situation):
             return rule
     raise AssertionError("the last rule matches everything")

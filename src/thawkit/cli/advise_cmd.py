@@ -14,7 +14,8 @@ from thawkit.cli.display import console
 
 def advise(
     data: Path = typer.Option(..., "--data", help="labeled training file"),
-    task: str = typer.Option("classification", "--task", help="task (classification)"),
+    task: str = typer.Option("classification", "--task", help="task: classification, ner, qa or similarity"),
+    validation: Optional[Path] = typer.Option(None, "--validation", help="validation file (default: a seeded split of --data)"),
     model: str = typer.Option("minilm-l6", "--model", help="backbone: hub id, folder or alias"),
     text_col: Optional[str] = typer.Option(None, "--text-col"),
     text_pair_col: Optional[str] = typer.Option(None, "--text-pair-col"),
@@ -31,11 +32,13 @@ def advise(
     from thawkit.advisor import advise as run_advisor
     from thawkit.errors import ConfigError
 
-    if task != "classification":
-        raise ConfigError(f"--task {task!r} is not supported by the advisor yet; fix: use --task classification")
+    from thawkit.tasks import available_tasks
+
+    if task not in available_tasks():
+        raise ConfigError(f"--task {task!r} is not a task; fix: use one of {', '.join(available_tasks())}")
     advice = run_advisor(
-        data, model=model, text_col=text_col, text_pair_col=text_pair_col, label_col=label_col,
-        budget=budget, memory=memory, gpu=gpu, max_length=max_length, unlabeled=unlabeled,
+        data, model=model, validation=validation, text_col=text_col, text_pair_col=text_pair_col, label_col=label_col,
+        budget=budget, memory=memory, gpu=gpu, max_length=max_length, unlabeled=unlabeled, task=task,
     )
     if as_json:
         print(json.dumps(advice.as_dict(), indent=2, default=str))
@@ -52,7 +55,8 @@ def advise(
         "expected time": f"{advice.expected_seconds / 60:.1f} min on this machine",
         "expected memory": f"{advice.expected_memory_gb:.1f} GB",
         "domain similarity": f"{advice.domain.score:.2f} " + str(advice.domain.parts),
-        "class balance": ", ".join(f"{k} {v}" for k, v in advice.profile.class_counts.items()),
+        **({"class balance": ", ".join(f"{k} {v}" for k, v in advice.profile.class_counts.items())}
+           if advice.profile.class_counts else {}),
     }
     for key, value in rows.items():
         table.add_row(key, value)
@@ -67,7 +71,8 @@ def advise(
     if advice.dapt is not None:
         verdict = "[green]recommended[/green]" if advice.dapt["recommended"] else "not recommended"
         console.print(f"  domain-adaptive pretraining on {unlabeled}: {verdict}: {advice.dapt['reason']}")
-    command = f"thawkit train --data {data} --strategy {advice.strategy} --epochs {advice.epochs} --max-length {advice.max_length}"
+    task_flag = f" --task {task}" if task != "classification" else ""
+    command = f"thawkit train{task_flag} --data {data} --strategy {advice.strategy} --epochs {advice.epochs} --max-length {advice.max_length}"
     if advice.dapt is not None and advice.dapt["recommended"]:
         command += f" --dapt-text {unlabeled}"
     console.print(f"\nto train: [bold]{command}[/bold]")

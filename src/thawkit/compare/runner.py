@@ -193,13 +193,13 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, **options: An
         rows = aggregate(summaries, metric, extra)
         winner = name_winner(rows, metric)
         advice = None
-        if cfg.advise and cfg.task == "classification":  # the advisor reads classification data only
+        if cfg.advise:
             try:
                 from thawkit.advisor import advise
 
                 advice = advise(cfg.data, model=cfg.model, text_col=cfg.text_col, text_pair_col=cfg.text_pair_col,
                                 label_col=cfg.label_col, validation=cfg.validation, budget=cfg.budget,
-                                max_length=cfg.max_length, seed=cfg.seed).as_dict()
+                                max_length=cfg.max_length, seed=cfg.seed, task=cfg.task).as_dict()
             except Exception as exc:  # noqa: BLE001  (the report is still useful without it)
                 log.warning("Hint: advisor unavailable for the report: %s", exc)
         # Paths as they will be once the comparison folder is in place.
