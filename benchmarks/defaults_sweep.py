@@ -128,6 +128,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=None, help="sweep at this many epochs (default: the defaults')")
     parser.add_argument("--skip-sweep", action="store_true", help="only the defaults")
     parser.add_argument("--skip-defaults", action="store_true", help="only the sweep")
+    parser.add_argument("--defaults-at", default="default,1", help="epoch counts the defaults run at ('default': none given)")
+    parser.add_argument("--seeds", default="42", help="seeds of the defaults runs (42 is recorded without a suffix)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,11 +149,15 @@ def main() -> None:
                         outcome = run_one({**base, "strategy": strategy, **setting}, work / "run")
                         entry["sweep"].append({**setting, **outcome})
                         print(name, strategy, setting, outcome, flush=True)
-                for epochs in (() if args.skip_defaults else (None, 1)):
-                    options = {**base, "strategy": strategy, **({"epochs": epochs} if epochs else {})}
-                    outcome = run_one(options, work / "run")
-                    entry["defaults"]["1 epoch" if epochs else "default epochs"] = outcome
-                    print(name, strategy, "defaults", epochs or "default", outcome, flush=True)
+                at = [None if e == "default" else float(e) for e in args.defaults_at.split(",")]
+                for epochs in (() if args.skip_defaults else at):
+                    for seed in (int(x) for x in args.seeds.split(",")):
+                        options = {**base, "strategy": strategy, **({"epochs": epochs} if epochs else {}),
+                                   **({"seed": seed} if seed != 42 else {})}
+                        outcome = run_one(options, work / "run")
+                        key = f"{epochs:g} epoch{'s' if epochs != 1 else ''}" if epochs else "default epochs"
+                        entry["defaults"][key + (f" seed {seed}" if seed != 42 else "")] = outcome
+                        print(name, strategy, "defaults", epochs or "default", "seed", seed, outcome, flush=True)
                 path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print("written", RESULTS, file=sys.stderr)
 
