@@ -96,6 +96,11 @@ MAX_RAISED_EPOCHS = 10
 MIN_STEPS_BEFORE_STOPPING = 100
 
 
+def steps_per_epoch(cfg: TrainConfig, num_examples: int, world_size: int = 1) -> int:
+    """Optimizer steps in one epoch over ``num_examples``."""
+    return math.ceil(num_examples / (cfg.batch_size * cfg.gradient_accumulation_steps * world_size))
+
+
 def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -106,13 +111,11 @@ def epochs_for_data(cfg: TrainConfig, num_examples: int, world_size: int = 1) ->
     still ends it once validation stops improving. Returns the config and why it changed (or None)."""
     if "epochs" in cfg.model_fields_set or num_examples <= 0:
         return cfg, None
-    steps_per_epoch = math.ceil(num_examples / (cfg.batch_size * cfg.gradient_accumulation_steps * world_size))
-    if steps_per_epoch * cfg.epochs >= MIN_TRAINING_STEPS:
+    per_epoch = steps_per_epoch(cfg, num_examples, world_size)
+    epochs = float(min(MAX_RAISED_EPOCHS, math.ceil(MIN_TRAINING_STEPS / per_epoch)))
+    if per_epoch * cfg.epochs >= MIN_TRAINING_STEPS or epochs <= cfg.epochs:
         return cfg, None
-    epochs = float(min(MAX_RAISED_EPOCHS, max(cfg.epochs, math.ceil(MIN_TRAINING_STEPS / steps_per_epoch))))
-    if epochs <= cfg.epochs:
-        return cfg, None
-    why = (f"{cfg.epochs:g} -> {epochs:g} epochs: {num_examples} training examples give {steps_per_epoch} optimizer steps an "
+    why = (f"{cfg.epochs:g} -> {epochs:g} epochs: {num_examples} training examples give {per_epoch} optimizer steps an "
            f"epoch, and runs under {MIN_TRAINING_STEPS} steps left strategies at the majority class (pass --epochs to override)")
     return cfg.model_copy(update={"epochs": epochs}), why
 
@@ -124,10 +127,9 @@ def stopping_starts_at(cfg: TrainConfig, total_steps: int) -> int:
 
 def reachable_stages(strategy: Any, cfg: TrainConfig, num_examples: int, world_size: int) -> int:
     """Stages a run of this length gets to: one per epoch, or one per ``every_steps`` steps."""
-    steps_per_epoch = math.ceil(num_examples / (cfg.batch_size * cfg.gradient_accumulation_steps * world_size))
     every = strategy.stage_every_steps
     if every:
-        return math.ceil(math.ceil(steps_per_epoch * cfg.epochs) / every)
+        return math.ceil(math.ceil(steps_per_epoch(cfg, num_examples, world_size) * cfg.epochs) / every)
     return math.ceil(cfg.epochs)
 
 

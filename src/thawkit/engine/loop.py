@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from thawkit.engine.arguments import stopping_starts_at
+from thawkit.engine.arguments import steps_per_epoch, stopping_starts_at
 from thawkit.engine.best import BestStateCallback
 from thawkit.engine.callbacks import (
     CheckpointAfterEvaluation,
@@ -102,14 +102,14 @@ def build_loop(
 
     model = controller.model
     history = HistoryCallback(controller)
-    steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * cfg.gradient_accumulation_steps * args.world_size))
+    total_steps = math.ceil(steps_per_epoch(cfg, len(train_ds), args.world_size) * cfg.epochs)
     best = BestStateCallback(
         [p for n, p in model.named_parameters() if n in ever_trainable],
         metric=metric,
         greater_is_better=metric != "loss",
         patience=cfg.early_stopping_patience,
         restore=cfg.select_best,
-        count_from_step=stopping_starts_at(cfg, math.ceil(steps_per_epoch * cfg.epochs)),
+        count_from_step=stopping_starts_at(cfg, total_steps),
     )
     time_limit = TimeLimitCallback(cfg.time_limit_seconds) if cfg.time_limit_seconds is not None else None
     callbacks = [StageCallback(controller), history, best]

@@ -25,6 +25,7 @@ from thawkit.engine.arguments import (
     peak_memory_mb,
     reachable_stages,
     reset_peak_memory,
+    steps_per_epoch,
     training_arguments,
     world_size_from_env,
 )
@@ -108,8 +109,8 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, distilla
     train_ds = encoded_split(task, data, "train", tokenizer, cfg)
     val_ds = encoded_split(task, data, "validation", tokenizer, cfg)
     timings["tokenize"] = time.perf_counter() - mark
-    steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * cfg.gradient_accumulation_steps * args.world_size))
-    controller.strategy.plan_schedule(math.ceil(steps_per_epoch * cfg.epochs), layout)  # gradual: stages spread over the run
+    per_epoch = steps_per_epoch(cfg, len(train_ds), args.world_size)
+    controller.strategy.plan_schedule(math.ceil(per_epoch * cfg.epochs), layout)  # gradual: stages spread over the run
     runtime, cache_reason = (None, "off: distillation feeds the teacher the raw inputs") if distillation is not None else \
         attach_cache(cfg, task, controller, tokenizer, train_ds, val_ds, args.world_size)
     with args.main_process_first(desc="prepare run directory"):
