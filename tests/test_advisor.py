@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -102,6 +103,13 @@ def test_advise_cli_and_strategy_auto(tmp_path, capsys):
     assert advice["strategy"] == "frozen" and advice["rule"] == "small-data"  # 270 training examples, general English
     assert advice["profile"]["num_classes"] == 5 and advice["profile"]["leaked"] == 0
     assert advice["expected_seconds"] > 0 and advice["expected_memory_gb"] > 0
+    # The advice plans the run that will happen: the engine's batch size, and the epochs raised for
+    # small data (the small-data rule's 5 epochs at 17 steps each are under the minimum run length).
+    from thawkit.engine.arguments import MIN_TRAINING_STEPS
+
+    steps_per_epoch = math.ceil(advice["profile"]["num_train"] / advice["batch_size"])
+    assert advice["batch_size"] == 16 and steps_per_epoch * 5 < MIN_TRAINING_STEPS
+    assert advice["epochs"] > 5 and steps_per_epoch * advice["epochs"] >= MIN_TRAINING_STEPS
     assert 0.0 <= advice["domain"]["score"] <= 1.0
     main(["advise", "--data", str(demo_data_path()), "--budget", "30m"])
     out = capsys.readouterr().out

@@ -155,6 +155,25 @@ def test_measured_defaults_table_applies_per_task_and_model_size(tiny_bert, tmp_
     assert given.info["learning_rate"] == 2e-5
 
 
+def test_a_measured_default_does_not_trip_the_learning_rate_guard(tiny_bert, tmp_path):
+    """NER partial on a small model defaults to 1e-3, over 3x partial's general sane maximum:
+    thawkit must not warn about its own measured default, yet still warns at 3x above it."""
+    from thawkit.strategies import get_strategy_class
+    from thawkit.strategies.base import measured_defaults
+    from test_matrix import CONLL
+
+    default = measured_defaults()["ner"]["partial"]["small"]["lr"]
+    assert default > 3 * get_strategy_class("partial").sane_max_lr  # the case this test is about
+    (tmp_path / "train.txt").write_text(CONLL)
+    common = dict(task="ner", data=tmp_path / "train.txt", model=str(tiny_bert), strategy="partial", epochs=1, max_length=32,
+                  progress="off", measure_forgetting=False)
+    run = thawkit.train(**common, out=tmp_path / "default")
+    assert run.info["learning_rate"] == default
+    assert "learning-rate" not in [g["guard"] for g in run.info["guards"]]
+    high = thawkit.train(**common, lr=4 * default, out=tmp_path / "high")
+    assert "learning-rate" in [g["guard"] for g in high.info["guards"]]
+
+
 def test_small_data_gets_enough_optimizer_steps():
     from thawkit.config import TrainConfig
     from thawkit.engine.arguments import MAX_RAISED_EPOCHS, MIN_TRAINING_STEPS, epochs_for_data

@@ -113,6 +113,8 @@ def advise(
     from transformers import AutoModel
 
     from thawkit.advisor.estimate import expected_memory_gb, expected_seconds, probe_throughput
+    from thawkit.config import TrainConfig
+    from thawkit.engine.arguments import epochs_with_enough_steps
     from thawkit.data.classification import load_classification_data
     from thawkit.models.backbone import from_pretrained_checked, load_tokenizer, resolve_model_path
     from thawkit.strategies import get_strategy_class, strategies_in_display_order
@@ -139,10 +141,10 @@ def advise(
     num_params = sum(p.numel() for p in encoder.parameters())
     hidden = int(getattr(encoder.config, "hidden_size", None) or encoder.config.dim)
     layers = int(getattr(encoder.config, "num_hidden_layers", None) or encoder.config.n_layers)
-    batch_size = 16 if profile.num_train < 10_000 else 32
+    batch_size = TrainConfig.model_fields["batch_size"].default  # what the recommended run will use
     seq_len = int(min(chosen_length, max(profile.token_length["p90"], 8)))
     throughput = probe_throughput(encoder, tokenizer, texts, chosen_length, batch_size)
-    epochs_full = 3
+    epochs_full = int(epochs_with_enough_steps(TrainConfig.model_fields["epochs"].default, profile.num_train, batch_size))
     situation = Situation(
         num_examples=profile.num_train,
         domain_similarity=domain.score,
@@ -152,6 +154,8 @@ def advise(
         full_ft_seconds=expected_seconds("full", throughput, profile.num_train, epochs_full, profile.num_validation, batch_size),
     )
     rule = decide(situation, task)
+    # The engine raises the epochs of short runs (too few optimizer steps); plan with what will run.
+    epochs = int(epochs_with_enough_steps(rule.epochs, profile.num_train, batch_size))
     dapt = None
     if unlabeled is not None:
         from thawkit.data.texts import read_texts
@@ -160,7 +164,7 @@ def advise(
         dapt["unlabeled"] = str(unlabeled)
     alternatives = {
         name: {
-            "expected_seconds": round(expected_seconds(name, throughput, profile.num_train, rule.epochs, profile.num_validation, batch_size), 1),
+            "expected_seconds": round(expected_seconds(name, throughput, profile.num_train, epochs, profile.num_validation, batch_size), 1),
             "expected_memory_gb": expected_memory_gb(name, num_params, hidden, layers, batch_size, seq_len),
         }
         for name in strategies_in_display_order()
@@ -177,7 +181,7 @@ def advise(
     return Advice(
         strategy=rule.strategy,
         learning_rate=get_strategy_class(rule.strategy)().defaults_for(task, num_params)["lr"],
-        epochs=rule.epochs,
+        epochs=epochs,
         batch_size=batch_size,
         max_length=chosen_length,
         expected_seconds=alternatives[rule.strategy]["expected_seconds"],

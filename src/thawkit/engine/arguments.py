@@ -105,6 +105,15 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def epochs_with_enough_steps(epochs: float, num_examples: int, batch_size: int) -> float:
+    """``epochs``, raised for small data until the run has ``MIN_TRAINING_STEPS`` optimizer steps
+    (at most ``MAX_RAISED_EPOCHS``). The advisor plans with it, so its epochs and time are the run's."""
+    per_epoch = math.ceil(num_examples / batch_size) if num_examples > 0 else 0
+    if per_epoch == 0 or per_epoch * epochs >= MIN_TRAINING_STEPS:
+        return epochs
+    return max(epochs, float(min(MAX_RAISED_EPOCHS, math.ceil(MIN_TRAINING_STEPS / per_epoch))))
+
+
 def epochs_for_data(cfg: TrainConfig, num_examples: int, world_size: int = 1) -> tuple[TrainConfig, str | None]:
     """More epochs for small data when --epochs was not given, so the run has at least
     ``MIN_TRAINING_STEPS`` optimizer steps (at most ``MAX_RAISED_EPOCHS`` epochs); early stopping
@@ -112,8 +121,8 @@ def epochs_for_data(cfg: TrainConfig, num_examples: int, world_size: int = 1) ->
     if "epochs" in cfg.model_fields_set or num_examples <= 0:
         return cfg, None
     per_epoch = steps_per_epoch(cfg, num_examples, world_size)
-    epochs = float(min(MAX_RAISED_EPOCHS, math.ceil(MIN_TRAINING_STEPS / per_epoch)))
-    if per_epoch * cfg.epochs >= MIN_TRAINING_STEPS or epochs <= cfg.epochs:
+    epochs = epochs_with_enough_steps(cfg.epochs, num_examples, cfg.batch_size * cfg.gradient_accumulation_steps * world_size)
+    if epochs <= cfg.epochs:
         return cfg, None
     why = (f"{cfg.epochs:g} -> {epochs:g} epochs: {num_examples} training examples give {per_epoch} optimizer steps an "
            f"epoch, and runs under {MIN_TRAINING_STEPS} steps left strategies at the majority class (pass --epochs to override)")

@@ -250,7 +250,8 @@ def prepare_run(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool,
         log.debug("Defaults: lr %g, head LR x%g (%s)", cfg.lr, cfg.head_lr_mult, measured["source"])
     timings["load_model"] = time.perf_counter() - mark
     guards = GuardReport(strict=cfg.strict)
-    guards.add(check_learning_rate(cfg.strategy, cfg.resolved_lr(), strategy.sane_max_lr))
+    # A default measured for this task and model size is sane for it (NER partial on MiniLM: 1e-3).
+    guards.add(check_learning_rate(cfg.strategy, cfg.resolved_lr(), max(strategy.sane_max_lr, measured["lr"])))
     guards.add(check_tokenizer(tokenizer, model, task.sample_texts(data)))
     counts = task.class_counts(data)
     class_weights = None
