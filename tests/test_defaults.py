@@ -215,3 +215,8 @@ def test_default_epochs_rise_on_a_tiny_training_set(tiny_bert, toy_csv, tmp_path
     given = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="partial", epochs=1, max_length=32,
                           out=tmp_path / "given", progress="off", measure_forgetting=False)
     assert given.info["config"]["epochs"] == 1 and given.info["epochs_source"] is None
+    # A head fitted in closed form runs no epochs: nothing is raised, and thawkit.json does not say so.
+    closed = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="frozen", strategy_options={"pooling": "mean", "head": "logreg"},
+                           max_length=32, out=tmp_path / "closed", progress="off", measure_forgetting=False)
+    assert "closed-form" in closed.info["head_fit"]
+    assert closed.info["config"]["epochs"] == 3 and closed.info["epochs_source"] is None

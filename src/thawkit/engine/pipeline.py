@@ -229,9 +229,8 @@ def prepare_run(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool,
         task.add_training_examples(data, extra_train)
     if cfg.metric is None:
         cfg = cfg.model_copy(update={"metric": task.selection_metric(data)})
+    epochs_given = cfg.epochs
     cfg, epochs_source = epochs_for_data(cfg, len(data.train), world_size_from_env())
-    if epochs_source:
-        log.info("Small training set: %s", epochs_source)
     timings["load_data"] = time.perf_counter() - mark
     mark = time.perf_counter()
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
@@ -239,6 +238,10 @@ def prepare_run(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool,
         raise ConfigError(f"--task {task.name} needs a fast tokenizer (offsets); {cfg.tokenizer or cfg.model} has none; "
                           "fix: use a model that ships tokenizer.json")
     model = task.build_model(cfg, data, strategy)
+    if epochs_source and getattr(strategy, "fits_head_in_closed_form", False):  # no epochs run: nothing to raise
+        cfg, epochs_source = cfg.model_copy(update={"epochs": epochs_given}), None
+    if epochs_source:
+        log.info("Small training set: %s", epochs_source)
     limit = getattr(model.config, "max_position_embeddings", None)
     if not length_given and limit and cfg.max_length > limit:  # the task's default, on a model with fewer positions
         cfg = cfg.model_copy(update={"max_length": int(limit)})
