@@ -109,12 +109,15 @@ def test_head_multiplier_flag_reaches_the_run(tiny_bert, toy_csv, tmp_path):
 def test_default_learning_rate_follows_model_size(tiny_bert, toy_csv, tmp_path):
     full = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="full", epochs=1, max_length=32,
                          out=tmp_path / "full", progress="off", measure_forgetting=False)
-    assert full.info["learning_rate"] == 1e-4  # a small encoder: full fine-tuning's measured small-model LR
+    # A small encoder: the classification table's full entry (1e-4, its fresh head at 10x; docs/defaults.md)
+    assert full.info["learning_rate"] == 1e-4 and full.info["config"]["head_lr_mult"] == 10
     partial = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="partial", epochs=1, max_length=32,
                             out=tmp_path / "partial", progress="off", measure_forgetting=False)
-    assert partial.info["learning_rate"] == 5e-5
-    strategy = thawkit.registry.get_strategy_class("full")()
-    assert strategy.default_lr_for(110_000_000) == 3e-5  # BERT-base keeps the usual 3e-5
+    assert partial.info["learning_rate"] == 3e-4 and partial.info["config"]["head_lr_mult"] == 1
+    assert "measured for classification/partial/small" in partial.info["defaults_source"]
+    for name, base_lr in (("full", 3e-5), ("partial", 5e-5)):  # BERT-base keeps the usual LRs and a 1x head
+        base = thawkit.registry.get_strategy_class(name)().defaults_for("classification", 110_000_000)
+        assert (base["lr"], base["head_lr_mult"]) == (base_lr, 1.0)
 
 
 def test_collapsed_model_is_marked_and_strict_stops_it(tiny_bert, toy_csv, tmp_path, capsys):
