@@ -24,7 +24,8 @@ def sst2_subset(shared_datasets, tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("strategy, epochs", [("full", 1), ("frozen", 3)])
+# gradual in one epoch: issue 10's headline failure (0.4975, chance: its head-only stage took the whole epoch).
+@pytest.mark.parametrize("strategy, epochs", [("full", 1), ("frozen", 3), ("gradual", 1)])
 def test_minilm_beats_chance_on_sst2(sst2_subset, tmp_path, strategy, epochs):
     run = thawkit.train(
         data=sst2_subset / "train.tsv", validation=sst2_subset / "validation.tsv", strategy=strategy,
