@@ -9,6 +9,9 @@ from typing import Any
 import torch
 
 
+FEATURE_HEAD_FIT_SECONDS = 2.5
+
+
 @dataclass
 class Throughput:
     train_seconds_per_example: float  # forward + backward, full fine-tuning
@@ -65,7 +68,9 @@ def expected_seconds(strategy: str, throughput: Throughput, num_examples: int, e
     one_pass = throughput.forward_seconds_per_example * num_examples
     validation_pass = throughput.forward_seconds_per_example * num_validation
     if facts.epoch_cost == 0:
-        return (one_pass + validation_pass) * 1.2  # one cached pass; the head on vectors is nearly free
+        # One pass to cache the features, then the head: logistic regression and an MLP fitted on the
+        # vectors, about 2-3 s whatever the size (benchmarks/advisor_time.py, docs/advisor.md).
+        return one_pass + validation_pass + FEATURE_HEAD_FIT_SECONDS
     cached_pass = one_pass if facts.cached_pass else 0.0
     steps = math.ceil(num_examples / batch_size) * epochs
     return (cached_pass + facts.epoch_cost * throughput.train_seconds_per_example * num_examples * epochs
