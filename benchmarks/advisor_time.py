@@ -16,21 +16,20 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from sst2_cli import ENV, THAWKIT, Sst2Work  # noqa: E402
+from sst2_cli import ENV, THAWKIT, Sst2Work
 
 STRATEGIES = ("frozen", "partial", "gradual", "llrd", "lora", "full")
 
 
 def _run(args: list[str]) -> tuple[str, float]:
     started = time.perf_counter()
-    proc = subprocess.run(args, env=ENV, capture_output=True, text=True)
+    proc = subprocess.run(args, env=ENV, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     return proc.stdout, time.perf_counter() - started
@@ -72,15 +71,13 @@ def main() -> None:
         results.setdefault("sst2", {})[str(size)] = check(advise_flags, flags, work.folder, strategies)
         work.finish(results, args.out)
     if args.conll:
-        from defaults_sweep import SHARED, _subset_conll
+        from defaults_sweep import conll_subsets
 
-        folder = Path(tempfile.mkdtemp(prefix="thawkit-advtime-conll-"))
-        validation = _subset_conll(SHARED / "conll2003" / "validation.txt", folder / "validation.txt", 1000)
-        for size in [int(s) for s in args.conll.split(",") if s]:
-            train = _subset_conll(SHARED / "conll2003" / "train.txt", folder / f"train-{size}.txt", size)
+        validation, trains = conll_subsets("advtime", [int(s) for s in args.conll.split(",") if s])
+        for size, train in trains.items():
             data = ["--task", "ner", "--data", str(train), "--validation", str(validation)]
             results.setdefault("conll", {})[str(size)] = check(
-                data, [*data, "--progress", "off", "--no-measure-forgetting"], folder, strategies)
+                data, [*data, "--progress", "off", "--no-measure-forgetting"], train.parent, strategies)
             args.out.write_text(json.dumps(results, indent=2) + "\n")
     results["command"] = " ".join(["python", "benchmarks/advisor_time.py", *sys.argv[1:]])
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,15 @@ def _subset_conll(source: Path, target: Path, n: int) -> Path:
     return target
 
 
+def conll_subsets(prefix: str, sizes: list[int]) -> tuple[Path, dict[int, Path]]:
+    """In a new temporary folder: the first 1,000 CoNLL-2003 validation sentences and, per size, the
+    first ``size`` training sentences (the CoNLL files the size and advisor benchmarks share)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"thawkit-{prefix}-conll-"))
+    validation = _subset_conll(SHARED / "conll2003" / "validation.txt", folder / "validation.txt", 1000)
+    return validation, {size: _subset_conll(SHARED / "conll2003" / "train.txt", folder / f"train-{size}.txt", size)
+                        for size in sizes}
+
+
 def _split_squad(source: Path, work: Path, train_questions: int, validation_questions: int) -> tuple[Path, Path]:
     """Split SQuAD by article: whole articles go to train until ``train_questions``, then to validation."""
     articles = json.loads(source.read_text(encoding="utf-8"))["data"]

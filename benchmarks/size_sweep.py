@@ -21,11 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from sst2_cli import ENV, THAWKIT, Sst2Work  # noqa: E402
+from sst2_cli import ENV, THAWKIT, Sst2Work
 
 
 def _run(args: list[str]) -> str:
-    proc = subprocess.run(args, env=ENV, capture_output=True, text=True)
+    proc = subprocess.run(args, env=ENV, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     return proc.stdout
@@ -74,16 +74,12 @@ def main() -> None:
         print(f"sst2 {size}: " + json.dumps(entry), flush=True)
         work.finish(results, args.out)
     if args.conll:
-        from defaults_sweep import SHARED, _subset_conll
+        from defaults_sweep import conll_subsets
 
-        import tempfile
-
-        folder = Path(tempfile.mkdtemp(prefix="thawkit-size-conll-"))
-        validation = _subset_conll(SHARED / "conll2003" / "validation.txt", folder / "validation.txt", 1000)
-        for size in [int(s) for s in args.conll.split(",") if s]:
-            train = _subset_conll(SHARED / "conll2003" / "train.txt", folder / f"train-{size}.txt", size)
+        validation, trains = conll_subsets("size", [int(s) for s in args.conll.split(",") if s])
+        for size, train in trains.items():
             entry = compare(["--task", "ner", "--data", str(train), "--validation", str(validation), "--progress", "off",
-                             "--no-measure-forgetting"], folder / f"compare-{size}", args.epochs)
+                             "--no-measure-forgetting"], train.parent / f"compare-{size}", args.epochs)
             entry["epochs"] = args.epochs
             results["conll"][str(size)] = entry
             print(f"conll {size}: " + json.dumps(entry), flush=True)
