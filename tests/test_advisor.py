@@ -188,11 +188,12 @@ def test_time_estimate_knows_the_cache():
     """Issue 10: the advisor promised 49 min for a gradual run that took 22 s. The estimate must
     charge cached strategies for what they compute: frozen one pass whatever the epochs, partial and
     gradual less than full fine-tuning, and every trained strategy in proportion to its epochs."""
-    from thawkit.advisor.estimate import FEATURE_HEAD_FIT_SECONDS, Throughput, expected_seconds
+    from thawkit.advisor.estimate import FEATURE_HEAD_FIT_SECONDS, RUN_FIXED_SECONDS, Throughput, expected_seconds
 
     probe = Throughput(train_seconds_per_example=0.01, forward_seconds_per_example=0.003, optimizer_step_seconds=0.05)
     seconds = {name: expected_seconds(name, probe, 5000, 3, 1000, 16) for name in ("frozen", "partial", "gradual", "lora", "full")}
-    assert seconds["frozen"] == pytest.approx(0.003 * 6000 + FEATURE_HEAD_FIT_SECONDS)
+    assert seconds["frozen"] == pytest.approx(RUN_FIXED_SECONDS + 0.003 * 6000 + FEATURE_HEAD_FIT_SECONDS)
     assert expected_seconds("frozen", probe, 5000, 10, 1000, 16) == seconds["frozen"]  # no epochs to pay for
     assert seconds["frozen"] < seconds["partial"] < seconds["full"] and seconds["gradual"] < seconds["full"]
-    assert expected_seconds("full", probe, 5000, 6, 1000, 16) == pytest.approx(2 * seconds["full"])
+    doubled = expected_seconds("full", probe, 5000, 6, 1000, 16) - RUN_FIXED_SECONDS
+    assert doubled == pytest.approx(2 * (seconds["full"] - RUN_FIXED_SECONDS))

@@ -10,6 +10,9 @@ import torch
 
 
 FEATURE_HEAD_FIT_SECONDS = 2.5
+# Every run: load the model, tokenize, the final evaluation, write the run folder (about 1 s for MiniLM here);
+# it also keeps the estimate of a run on a few dozen examples above zero.
+RUN_FIXED_SECONDS = 1.0
 
 
 @dataclass
@@ -70,10 +73,10 @@ def expected_seconds(strategy: str, throughput: Throughput, num_examples: int, e
     if facts.epoch_cost == 0:
         # One pass to cache the features, then the head: logistic regression and an MLP fitted on the
         # vectors, about 2-3 s whatever the size (benchmarks/advisor_time.py, docs/advisor.md).
-        return one_pass + validation_pass + FEATURE_HEAD_FIT_SECONDS
+        return RUN_FIXED_SECONDS + one_pass + validation_pass + FEATURE_HEAD_FIT_SECONDS
     cached_pass = one_pass if facts.cached_pass else 0.0
     steps = math.ceil(num_examples / batch_size) * epochs
-    return (cached_pass + facts.epoch_cost * throughput.train_seconds_per_example * num_examples * epochs
+    return (RUN_FIXED_SECONDS + cached_pass + facts.epoch_cost * throughput.train_seconds_per_example * num_examples * epochs
             + steps * throughput.optimizer_step_seconds * max(facts.trainable_share, 0.02) + validation_pass * epochs)
 
 
