@@ -197,3 +197,39 @@ def test_time_estimate_knows_the_cache():
     assert seconds["frozen"] < seconds["partial"] < seconds["full"] and seconds["gradual"] < seconds["full"]
     doubled = expected_seconds("full", probe, 5000, 6, 1000, 16) - RUN_FIXED_SECONDS
     assert doubled == pytest.approx(2 * (seconds["full"] - RUN_FIXED_SECONDS))
+
+
+def test_speed_probe_ignores_a_one_off_stall(tiny_bert):
+    """A busy machine made one timed pass of the probe many times slower and the advisor promised
+    1,352 s for a run of a few minutes; the probe keeps the fastest of several passes."""
+    import time as time_module
+
+    from transformers import AutoModel, AutoTokenizer
+
+    from thawkit.advisor.estimate import probe_throughput
+
+    model, tokenizer = AutoModel.from_pretrained(tiny_bert), AutoTokenizer.from_pretrained(tiny_bert)
+    texts = ["a short sentence about the weather"] * 16
+    quiet = probe_throughput(model, tokenizer, texts, 32)
+    calls = {"n": 0}
+    forward = model.forward
+
+    def stalls_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first timed training pass (after the warm-up)
+            time_module.sleep(0.5)
+        return forward(*args, **kwargs)
+
+    model.forward = stalls_once
+    stalled = probe_throughput(model, tokenizer, texts, 32)
+    assert calls["n"] >= 4
+    assert stalled.train_seconds_per_example < 5 * quiet.train_seconds_per_example + 0.5 / 16 / 10
+
+
+def test_busy_machine_is_reported():
+    from thawkit.advisor.estimate import busy_machine_note
+
+    assert busy_machine_note(load_average=0.5, cores=2) is None
+    assert busy_machine_note(load_average=2.5, cores=2) is None  # this process and the cores' worth of others
+    note = busy_machine_note(load_average=4.0, cores=2)
+    assert note and "load average 4.0 on 2 cores" in note

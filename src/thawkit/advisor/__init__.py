@@ -112,7 +112,7 @@ def advise(
     import torch
     from transformers import AutoModel
 
-    from thawkit.advisor.estimate import expected_memory_gb, expected_seconds, probe_throughput
+    from thawkit.advisor.estimate import busy_machine_note, expected_memory_gb, expected_seconds, probe_throughput
     from thawkit.config import TrainConfig
     from thawkit.engine.arguments import epochs_with_enough_steps
     from thawkit.data.classification import load_classification_data
@@ -121,6 +121,7 @@ def advise(
 
     if gpu and not torch.cuda.is_available():
         raise ConfigError("--gpu given but no CUDA device is visible; fix: drop --gpu or run on a GPU machine")
+    busy = busy_machine_note()  # before this process's own work adds to the load
     budget_seconds = parse_budget(budget)
     memory_gb = parse_memory(memory)
     tokenizer = load_tokenizer(model)
@@ -188,7 +189,7 @@ def advise(
         expected_memory_gb=alternatives[rule.strategy]["expected_memory_gb"],
         rule=rule.name,
         reasons=reasons,
-        warnings=[*rule.warnings, *profile.notes],
+        warnings=[*rule.warnings, *profile.notes, *([busy] if busy else [])],
         suggestions=list(rule.suggestions),
         domain=domain,
         profile=profile,
