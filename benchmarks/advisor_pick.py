@@ -7,6 +7,7 @@ its defaults, selection on the default metric) and reports the advisor's pick ag
 in points of macro-F1.
 
     python benchmarks/advisor_pick.py [--agree 50]
+    python benchmarks/advisor_pick.py --strategies lora,full   # add strategies to the recorded comparison
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agree", default="50", choices=["50", "66", "75", "All"])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "advisor_pick.json")
+    parser.add_argument("--strategies", default="all",
+                        help="compare only these; their rows are merged into the strategies already recorded in --out")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="thawkit-advisor-pick-"))
     try:
@@ -73,7 +76,7 @@ def main() -> None:
         flags = ["--data", str(train), "--validation", str(validation)]
         advice = json.loads(_run([THAWKIT, "advise", *flags, "--json"]))
         started = time.perf_counter()
-        _run([THAWKIT, "compare", *flags, "--strategies", "all", "--out", str(folder / "compare"), "--no-advise",
+        _run([THAWKIT, "compare", *flags, "--strategies", args.strategies, "--out", str(folder / "compare"), "--no-advise",
               "--progress", "off"])
         wall = time.perf_counter() - started
         payload = json.loads((folder / "compare" / "results.json").read_text())
@@ -81,6 +84,9 @@ def main() -> None:
         rows = {r["strategy"]: {"macro_f1": round(r[f"validation_{metric}_mean"], 4), "seconds": round(r["train_seconds_mean"], 1),
                                 "expected_seconds": advice["alternatives"][r["strategy"]]["expected_seconds"]}
                 for r in payload["results"]}
+        if args.strategies != "all" and args.out.exists():  # the same split and defaults: one comparison run in parts
+            recorded = json.loads(args.out.read_text()).get("strategies", {})
+            rows = {**{k: v for k, v in recorded.items() if k not in rows}, **rows}
         best = max(rows, key=lambda s: rows[s]["macro_f1"])
         result = {
             "data": f"financial_phrasebank Sentences_{args.agree}Agree, seeded 80/20 stratified split",
