@@ -31,9 +31,9 @@ def _run(args: list[str]) -> str:
     return proc.stdout
 
 
-def compare(flags: list[str], out: Path, epochs: float) -> dict:
+def compare(flags: list[str], out: Path, epochs: float, strategies: str = "all") -> dict:
     started = time.perf_counter()
-    _run([THAWKIT, "compare", *flags, "--strategies", "all", "--epochs", str(epochs), "--out", str(out), "--no-advise"])
+    _run([THAWKIT, "compare", *flags, "--strategies", strategies, "--epochs", str(epochs), "--out", str(out), "--no-advise"])
     payload = json.loads((out / "results.json").read_text())
     metric = payload["metric"]
     rows = {r["strategy"]: {"metric": r[f"validation_{metric}_mean"], "seconds": round(r["train_seconds_mean"], 1)}
@@ -44,6 +44,8 @@ def compare(flags: list[str], out: Path, epochs: float) -> dict:
 
 def check_advisor(entry: dict, pick: str) -> dict:
     best = max(v["metric"] for v in entry["strategies"].values())
+    if pick not in entry["strategies"]:
+        return {"advisor_pick": pick, "advisor_points_below_best": None, "advisor_within_1_point": None}
     picked = entry["strategies"][pick]["metric"]
     return {"advisor_pick": pick, "advisor_points_below_best": round(100 * (best - picked), 2),
             "advisor_within_1_point": best - picked <= 0.01}
@@ -54,6 +56,7 @@ def main() -> None:
     parser.add_argument("--sst2", default="200,1000,5000,20000")
     parser.add_argument("--conll", default="1000,5000")
     parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--strategies", default="all", help="compare only these (the advisor's pick must be among them)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "size_sweep.json")
     args = parser.parse_args()
     results: dict = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -61,7 +64,7 @@ def main() -> None:
     results.setdefault("conll", {})
     for size in [int(s) for s in args.sst2.split(",") if s]:
         work = Sst2Work(f"size{size}", size)
-        entry = compare(work.data_flags(), work.folder / "compare", args.epochs)
+        entry = compare(work.data_flags(), work.folder / "compare", args.epochs, args.strategies)
         advice = json.loads(_run([THAWKIT, "advise", "--data", str(work.train), "--text-col", "sentence", "--label-col", "label", "--json"]))
         entry.update(check_advisor(entry, advice["strategy"]), advisor_rule=advice["rule"], epochs=args.epochs)
         # The advisor's time estimates (for its own epoch count; scaled to this run's) against the measured seconds.
@@ -79,7 +82,7 @@ def main() -> None:
         validation, trains = conll_subsets("size", [int(s) for s in args.conll.split(",") if s])
         for size, train in trains.items():
             entry = compare(["--task", "ner", "--data", str(train), "--validation", str(validation), "--progress", "off",
-                             "--no-measure-forgetting"], train.parent / f"compare-{size}", args.epochs)
+                             "--no-measure-forgetting"], train.parent / f"compare-{size}", args.epochs, args.strategies)
             entry["epochs"] = args.epochs
             results["conll"][str(size)] = entry
             print(f"conll {size}: " + json.dumps(entry), flush=True)
