@@ -25,10 +25,10 @@ PROFILES = [
     (situation(100), "small-data", "frozen"),
     (situation(500, similarity=0.3), "small-data-far-domain", "lora"),
     (situation(499), "small-data", "frozen"),
-    (situation(999), "medium-data", "gradual"),  # moved by the size sweep (benchmarks/size_sweep.py)
-    (situation(1000), "medium-data", "gradual"),
+    (situation(999), "medium-data", "partial"),  # the size sweep and the defaults' seeds (docs/benchmarks.md)
+    (situation(1000), "medium-data", "partial"),
     (situation(5000, similarity=0.3), "medium-data-far-domain", "full"),
-    (situation(9999), "medium-data", "gradual"),
+    (situation(9999), "medium-data", "partial"),
     (situation(10_000), "large-data", "full"),
     (situation(200_000, similarity=0.2), "large-data-far-domain", "full"),
     (situation(200_000, memory=1.0, model_memory=4.0), "memory-short", "lora"),
