@@ -84,8 +84,8 @@ RULES: list[Rule] = [
     Rule(
         "medium-data", lambda s: s.num_examples < 10_000, "partial",
         "500-10,000 examples: partial freezing trains the top layers on cached lower-layer states; with the measured "
-        "defaults it is level with gradual unfreezing and within 1 point of full fine-tuning (SST-2 1,000 and 2,000 "
-        "over 3 seeds, Financial PhraseBank) at about 0.6x gradual's and 0.5x full's time",
+        "defaults it is level with gradual unfreezing and within 1 point of full fine-tuning (SST-2 1,000; SST-2 2,000 "
+        "over 3 seeds; Financial PhraseBank) at about 0.6x gradual's and 0.5x full's time",
         epochs=4,
         suggestions=("full fine-tuning is the alternative when time allows; compare both with thawkit compare",),
     ),
