@@ -139,7 +139,9 @@ def main() -> None:
     parser.add_argument("--skip-defaults", action="store_true", help="only the sweep")
     parser.add_argument("--defaults-at", default="default,1", help="epoch counts the defaults run at ('default': none given)")
     parser.add_argument("--seeds", default="42", help="seeds of the defaults runs (42 is recorded without a suffix)")
+    parser.add_argument("--sweep-seeds", default="42", help="seeds of each sweep point (42 is recorded without a seed field)")
     args = parser.parse_args()
+    sweep_seeds = [int(x) for x in args.sweep_seeds.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -152,12 +154,14 @@ def main() -> None:
                 entry = results.setdefault(strategy, {"sweep": [], "defaults": {}})
                 if not args.skip_sweep:
                     lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else None
-                    for setting in grid(strategy, args.points, lrs, tuple(float(m) for m in args.mults.split(",")), base["task"]):
-                        if args.epochs:
-                            setting = {**setting, "epochs": args.epochs}
-                        outcome = run_one({**base, "strategy": strategy, **setting}, work / "run")
-                        entry["sweep"].append({**setting, **outcome})
-                        print(name, strategy, setting, outcome, flush=True)
+                    for point in grid(strategy, args.points, lrs, tuple(float(m) for m in args.mults.split(",")), base["task"]):
+                        for seed in sweep_seeds:
+                            setting = {**point, **({"epochs": args.epochs} if args.epochs else {}),
+                                       **({"seed": seed} if seed != 42 else {})}
+                            outcome = run_one({**base, "strategy": strategy, **setting}, work / "run")
+                            entry["sweep"].append({**setting, **outcome})
+                            print(name, strategy, setting, outcome, flush=True)
+                            path.write_text(json.dumps(results, indent=2, default=str) + "\n")
                 at = [None if e == "default" else float(e) for e in args.defaults_at.split(",")]
                 for epochs in (() if args.skip_defaults else at):
                     for seed in (int(x) for x in args.seeds.split(",")):
