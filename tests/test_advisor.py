@@ -146,7 +146,7 @@ def test_masked_lm_signal_where_the_checkpoint_has_a_head(tmp_path, tiny_bert):
 @pytest.mark.parametrize("task, n, strategy, rule", [
     ("ner", 1000, "llrd", "ner"), ("ner", 50_000, "llrd", "ner"),
     ("similarity", 50, "frozen", "tiny-data"), ("similarity", 2000, "gradual", "similarity"),
-    ("qa", 1000, "full", "qa"),
+    ("qa", 1000, "llrd", "qa"),
 ])
 def test_task_rules_follow_the_measurements(task, n, strategy, rule):
     chosen = decide(situation(n), task)
@@ -199,6 +199,9 @@ def test_time_estimate_knows_the_cache():
     assert doubled == pytest.approx(2 * (seconds["full"] - RUN_FIXED_SECONDS))
 
 
+STALL_SECONDS = 3.0
+
+
 def test_speed_probe_ignores_a_one_off_stall(tiny_bert):
     """A busy machine made one timed pass of the probe many times slower and the advisor promised
     1,352 s for a run of a few minutes; the probe keeps the fastest of several passes."""
@@ -217,13 +220,15 @@ def test_speed_probe_ignores_a_one_off_stall(tiny_bert):
     def stalls_once(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:  # the first timed training pass (after the warm-up)
-            time_module.sleep(0.5)
+            time_module.sleep(STALL_SECONDS)
         return forward(*args, **kwargs)
 
     model.forward = stalls_once
     stalled = probe_throughput(model, tokenizer, texts, 32)
     assert calls["n"] >= 4
-    assert stalled.train_seconds_per_example < 5 * quiet.train_seconds_per_example + 0.5 / 16 / 10
+    # Kept, the stall alone would add STALL_SECONDS / 16 per example; the slack (a tenth of that) absorbs a busy
+    # machine's noise on passes of a few milliseconds (0.5 s with 0.003 s of slack failed under a parallel benchmark).
+    assert stalled.train_seconds_per_example < 5 * quiet.train_seconds_per_example + STALL_SECONDS / 16 / 10
 
 
 def test_busy_machine_is_reported():

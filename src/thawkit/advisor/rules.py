@@ -145,9 +145,10 @@ TASK_RULES: dict[str, list[Rule]] = {
     "qa": [
         _MEMORY_RULE,
         Rule(
-            "qa", lambda s: True, "full",
-            "span extraction needs every layer to adapt; full fine-tuning is the measured QA default (docs/defaults.md)",
-            suggestions=("llrd is the alternative; compare with thawkit compare --task qa",),
+            "qa", lambda s: True, "llrd",
+            "QA measured on SQuAD (1,000 questions, 3 epochs, one seed): llrd F1 64.5, full 62.0, gradual 59.8, "
+            "partial 47.5, frozen 11.6: span extraction needs every layer to adapt, lower layers at a lower rate did best",
+            suggestions=("full fine-tuning is the alternative; compare both with thawkit compare --task qa",),
         ),
     ],
 }
