@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import random
@@ -139,6 +140,8 @@ def main() -> None:
     parser.add_argument("--skip-defaults", action="store_true", help="only the sweep")
     parser.add_argument("--defaults-at", default="default,1", help="epoch counts the defaults run at ('default': none given)")
     parser.add_argument("--seeds", default="42", help="seeds of the defaults runs (42 is recorded without a suffix)")
+    parser.add_argument("--options", default=None,
+                        help='JSON list of strategy options swept at each point, e.g. \'[{"feature_layer": -1}, {"feature_layer": -3}]\'')
     parser.add_argument("--sweep-seeds", default="42", help="seeds of each sweep point (42 is recorded without a seed field)")
     args = parser.parse_args()
     sweep_seeds = [int(x) for x in args.sweep_seeds.split(",")]
@@ -154,14 +157,15 @@ def main() -> None:
                 entry = results.setdefault(strategy, {"sweep": [], "defaults": {}})
                 if not args.skip_sweep:
                     lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else None
-                    for point in grid(strategy, args.points, lrs, tuple(float(m) for m in args.mults.split(",")), base["task"]):
-                        for seed in sweep_seeds:
-                            setting = {**point, **({"epochs": args.epochs} if args.epochs else {}),
-                                       **({"seed": seed} if seed != 42 else {})}
-                            outcome = run_one({**base, "strategy": strategy, **setting}, work / "run")
-                            entry["sweep"].append({**setting, **outcome})
-                            print(name, strategy, setting, outcome, flush=True)
-                            path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+                    option_sets = json.loads(args.options) if args.options else [None]
+                    points = grid(strategy, args.points, lrs, tuple(float(m) for m in args.mults.split(",")), base["task"])
+                    for point, options, seed in itertools.product(points, option_sets, sweep_seeds):
+                        setting = {**point, **({"strategy_options": {**point.get("strategy_options", {}), **options}} if options else {}),
+                                   **({"epochs": args.epochs} if args.epochs else {}), **({"seed": seed} if seed != 42 else {})}
+                        outcome = run_one({**base, "strategy": strategy, **setting}, work / "run")
+                        entry["sweep"].append({**setting, **outcome})
+                        print(name, strategy, setting, outcome, flush=True)
+                        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
                 at = [None if e == "default" else float(e) for e in args.defaults_at.split(",")]
                 for epochs in (() if args.skip_defaults else at):
                     for seed in (int(x) for x in args.seeds.split(",")):

@@ -223,3 +223,56 @@ def test_default_epochs_rise_on_a_tiny_training_set(tiny_bert, toy_csv, tmp_path
                            max_length=32, out=tmp_path / "closed", progress="off", measure_forgetting=False)
     assert "closed-form" in closed.info["head_fit"]
     assert closed.info["config"]["epochs"] == 3 and closed.info["epochs_source"] is None
+
+
+def test_frozen_feature_layer_feeds_the_head_from_a_lower_layer(tiny_bert, tmp_path):
+    """``feature_layer`` k keeps layers 1..k: the head reads what was layer k's output in the full model, the
+    saved run is a standard model of depth k, and a layer the model lacks is a one-line error."""
+    import torch
+    from transformers import AutoModel, AutoModelForTokenClassification
+
+    from thawkit.models.layout import find_layer_list, keep_layers
+    from test_matrix import CONLL
+
+    full = AutoModel.from_pretrained(str(tiny_bert)).eval()
+    depth = len(find_layer_list(full)[1])
+    assert depth >= 2  # the case this test is about
+    inputs = {"input_ids": torch.tensor([[2, 7, 11, 5, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        layer_one = full(**inputs, output_hidden_states=True).hidden_states[1]
+        keep_layers(full, [0])
+        assert torch.allclose(full(**inputs).last_hidden_state, layer_one, atol=1e-6)
+
+    (tmp_path / "train.txt").write_text((CONLL + "\n") * 4)
+    common = dict(task="ner", data=tmp_path / "train.txt", model=str(tiny_bert), strategy="frozen", epochs=1, max_length=32,
+                  progress="off", measure_forgetting=False)
+    run = thawkit.train(**common, strategy_options={"feature_layer": -depth}, out=tmp_path / "bottom")
+    assert run.info["strategy_resolved"]["feature_layer"] == 1
+    assert run.info["strategy_resolved"]["encoder_layers"] == depth
+    saved = AutoModelForTokenClassification.from_pretrained(str(tmp_path / "bottom"))
+    assert saved.config.num_hidden_layers == 1 and len(find_layer_list(saved)[1]) == 1
+    assert thawkit.load(tmp_path / "bottom").predict("Peter visited Paris") == run.predict("Peter visited Paris")
+    with pytest.raises(thawkit.ThawkitError, match="--feature-layer"):
+        thawkit.train(**common, strategy_options={"feature_layer": depth + 1}, out=tmp_path / "too-deep")
+    assert not (tmp_path / "too-deep").exists()
+
+
+def test_measured_strategy_options_apply_unless_given(tiny_bert, tmp_path):
+    """measured_defaults.json carries strategy options too (frozen NER: features from a lower layer); on a
+    shallower model the measured layer is clamped, and an option the user gives wins."""
+    from thawkit.strategies import get_strategy_class
+    from thawkit.strategies.base import measured_defaults
+    from test_matrix import CONLL
+
+    measured = measured_defaults()["ner"]["frozen"]["small"]["options"]["feature_layer"]
+    assert measured < -1  # below the top layer
+    assert get_strategy_class("frozen")().defaults_for("ner", 1_000_000)["options"] == {"feature_layer": measured}
+    assert get_strategy_class("frozen")().defaults_for("ner", 110_000_000)["options"] == {}
+    (tmp_path / "train.txt").write_text((CONLL + "\n") * 4)
+    common = dict(task="ner", data=tmp_path / "train.txt", model=str(tiny_bert), strategy="frozen", epochs=1, max_length=32,
+                  progress="off", measure_forgetting=False)
+    run = thawkit.train(**common, out=tmp_path / "measured")
+    depth = run.info["strategy_resolved"]["encoder_layers"]
+    assert run.info["strategy_resolved"]["feature_layer"] == max(1, depth + 1 + measured)
+    given = thawkit.train(**common, strategy_options={"feature_layer": -1}, out=tmp_path / "given")
+    assert given.info["strategy_resolved"]["feature_layer"] == depth

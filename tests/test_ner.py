@@ -125,3 +125,23 @@ def test_minilm_ner_on_conll(shared_datasets, tmp_path):
     assert run.metrics["validation"]["f1"] > 0.5
     entities = run.predict("Peter Blackburn flew to Brussels on Monday")[0]["entities"]
     assert any(e["type"] == "PER" and e["text"].startswith("Peter") for e in entities)
+
+
+@pytest.mark.real
+def test_frozen_minilm_ner_reads_a_lower_layer_than_the_top(shared_datasets, tmp_path):
+    """The measured frozen NER default (features from layer -3 of MiniLM-L6) beats the top layer, which
+    the sentence-embedding checkpoint tuned for pooled sentence meaning (docs/defaults.md: 0.659 vs 0.496)."""
+    def take(source, target, count):
+        blocks = [b.strip() for b in (shared_datasets / "conll2003" / source).read_text().split("\n\n") if b.strip()]
+        target.write_text("\n\n".join(blocks[:count]) + "\n")
+        return target
+
+    common = dict(task="ner", data=take("train.txt", tmp_path / "train.txt", 1000),
+                  validation=take("validation.txt", tmp_path / "validation.txt", 500), strategy="frozen",
+                  max_length=64, progress="off", measure_forgetting=False)
+    default = thawkit.train(**common, out=tmp_path / "default")
+    top = thawkit.train(**common, strategy_options={"feature_layer": -1}, out=tmp_path / "top")
+    f1 = default.metrics["validation"]["f1"], top.metrics["validation"]["f1"]
+    print("frozen conll entity F1, measured layer / top layer", f1)
+    assert default.info["strategy_resolved"]["feature_layer"] == 4
+    assert f1[0] > f1[1] + 0.05

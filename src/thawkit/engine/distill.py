@@ -56,21 +56,17 @@ def evenly_spaced(total: int, keep: int) -> list[int]:
 def student_from_teacher(teacher: RunBase, keep: int, folder: Path, task: Task, cfg: TrainConfig) -> tuple[Path, list[int]]:
     """The teacher with ``keep`` of its encoder layers, saved where ``--model`` can load it, and the
     teacher layer each student layer came from."""
-    from thawkit.models.layout import find_layer_list
+    from thawkit.models.layout import find_layer_list, keep_layers
 
     model = teacher.model
     if hasattr(model, "merge_and_unload"):  # a LoRA teacher: its adapters merged into a copy
         model = copy.deepcopy(model).merge_and_unload()
     student = copy.deepcopy(model)
-    name, layers = find_layer_list(student)
+    layers = find_layer_list(student)[1]
     if keep < 1 or keep > len(layers):
         raise ConfigError(f"--student layers:{keep}: the teacher has {len(layers)} layers; fix: 1 to {len(layers)}")
     kept = evenly_spaced(len(layers), keep)
-    parent = student.get_submodule(name.rsplit(".", 1)[0]) if "." in name else student
-    setattr(parent, name.rsplit(".", 1)[-1], type(layers)([layers[i] for i in kept]))
-    for attribute in ("num_hidden_layers", "n_layers"):
-        if hasattr(student.config, attribute):
-            setattr(student.config, attribute, keep)
+    keep_layers(student, kept)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     task.save_model(student, folder, cfg.resolved())  # the task's own layout (similarity: with its pooling)

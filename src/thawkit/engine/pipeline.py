@@ -251,6 +251,7 @@ def prepare_run(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool,
         given = {k: v for k, v in (("lr", cfg.lr), ("head_lr_mult", cfg.head_lr_mult)) if v is not None}
         cfg = cfg.model_copy(update={"lr": measured["lr"], "head_lr_mult": measured["head_lr_mult"], **given})
         log.debug("Defaults: lr %g, head LR x%g (%s)", cfg.lr, cfg.head_lr_mult, measured["source"])
+    strategy.adopt_measured_options(measured["options"])  # e.g. frozen NER/QA: features from a lower layer
     timings["load_model"] = time.perf_counter() - mark
     guards = GuardReport(strict=cfg.strict)
     # A default measured for this task and model size is sane for it (NER partial on MiniLM: 1e-3).

@@ -92,6 +92,18 @@ def find_backbone_prefix(model: nn.Module, layer_list_name: str) -> str:
     return ".".join(parts[:-2])
 
 
+def keep_layers(model: nn.Module, kept: list[int]) -> None:
+    """Keep only the encoder layers ``kept`` (indices, bottom to top), in place. The config says the new
+    depth, so the model saves and loads as a standard Hugging Face model of that depth."""
+    name, layers = find_layer_list(model)
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    setattr(parent, name.rsplit(".", 1)[-1], type(layers)([layers[i] for i in kept]))
+    config = getattr(model, "config", None)
+    for attribute in ("num_hidden_layers", "n_layers"):
+        if config is not None and hasattr(config, attribute):
+            setattr(config, attribute, len(kept))
+
+
 def build_layout(model: nn.Module) -> BlockLayout:
     layer_list_name, layer_list = find_layer_list(model)
     backbone_prefix = find_backbone_prefix(model, layer_list_name)

@@ -28,7 +28,7 @@ _STRATEGIES = Registry("strategy", ("Config", "plan", "default_lr", "sane_max_lr
 
 @functools.lru_cache(maxsize=1)
 def measured_defaults() -> dict[str, Any]:
-    """task -> strategy -> model size ("small" under 50M parameters, "base") -> {lr, head_lr_mult}."""
+    """task -> strategy -> model size ("small" under 50M parameters, "base") -> {lr, head_lr_mult, options}."""
     path = Path(__file__).with_name("measured_defaults.json")
     table = json.loads(path.read_text(encoding="utf-8"))
     return {task: entries for task, entries in table.items() if not task.startswith("_")}
@@ -117,6 +117,7 @@ class StaticStrategyMixin:
     merge_adapters: bool = False  # merge adapters into the base weights at save time
     trains_all_activations: bool = False  # backward runs through every layer (memory estimate)
     cached_pass: bool = False  # one pass through the frozen bottom precedes training
+    measured_options: Mapping[str, Any] = {}  # options that came from measured_defaults.json, not the user
 
     # The head's LR multiplier where measured_defaults.json has no entry: 1x. The table raises it where
     # measured better (full classification on small encoders, LoRA NER: 10x; docs/defaults.md).
@@ -138,12 +139,21 @@ class StaticStrategyMixin:
         return {
             "lr": float(entry.get("lr", self.default_lr_for(num_params))),
             "head_lr_mult": float(entry.get("head_lr_mult", self.default_head_lr_mult)),
+            "options": dict(entry.get("options", {})),
             "source": f"measured for {task}/{self.name}/{size} model (strategies/measured_defaults.json)" if entry
             else f"{self.name}'s default",
         }
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()  # type: ignore[attr-defined]
+
+    def adopt_measured_options(self, options: Mapping[str, Any]) -> None:
+        """Strategy options measured for this task and model size (``defaults_for``'s ``options``), where
+        the user set none; a given option wins."""
+        unset = {key: value for key, value in options.items() if key not in self.config.model_fields_set}
+        self.measured_options = unset
+        if unset:
+            self.config = type(self.config).model_validate({**self.config.model_dump(exclude_unset=True), **unset})
 
     def resolved_options(self) -> dict:
         """Options as they apply to this run (``auto`` settings resolved); recorded in thawkit.json."""

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from thawkit.models.layout import HEAD, BlockLayout
+from thawkit.errors import ConfigError
+from thawkit.models.layout import HEAD, BlockLayout, find_layer_list, keep_layers
 from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
 
 if TYPE_CHECKING:
@@ -32,6 +33,19 @@ class FrozenConfig(StrategyConfig):
         json_schema_extra={"flag": "--head"},
     )
     mlp_hidden: int = Field(default=256, gt=0, description="hidden units of the mlp head", json_schema_extra={"flag": "--mlp-hidden"})
+    feature_layer: int | None = Field(
+        default=None,
+        description="encoder layer whose output feeds the head (1: the lowest, -1: the top; the layers above it are "
+        "dropped); default: the measured value for the task (NER and QA on small encoders: -3), else the top",
+        json_schema_extra={"flag": "--feature-layer"},
+    )
+
+    @field_validator("feature_layer")
+    @classmethod
+    def _layer_not_zero(cls, value: int | None) -> int | None:
+        if value == 0:
+            raise ValueError("layers count from 1 (the lowest) or from -1 (the top); fix: e.g. --feature-layer -3")
+        return value
 
 
 def resolve_features(pooling: str, head: str, checkpoint_mode: str | None, multi_label: bool) -> tuple[str, str]:
@@ -98,6 +112,23 @@ class FrozenBackbone(StaticStrategyMixin):
 
         built_head = "linear" if head == "select" else head  # replaced by the head that wins on validation
         return load_pooled_classifier(name, num_labels, id2label, problem_type, pooling, built_head, cfg.mlp_hidden, 0.1)
+
+    def prepare(self, model: nn.Module, peft_task_type: str | None = None) -> nn.Module:
+        """Drop the layers above ``feature_layer``: the head reads that layer's output, and the saved model is
+        a standard one of that depth (smaller and faster to serve)."""
+        cfg: Any = self.config
+        if cfg.feature_layer is None:
+            return model
+        total = len(find_layer_list(model)[1])
+        layer = cfg.feature_layer if cfg.feature_layer > 0 else total + 1 + cfg.feature_layer
+        if "feature_layer" in self.measured_options:  # measured on a 6-layer encoder; a shallower one keeps one
+            layer = min(max(layer, 1), total)
+        if not 1 <= layer <= total:
+            raise ConfigError(f"--feature-layer {cfg.feature_layer}: the model has {total} encoder layers; "
+                              f"fix: 1 to {total}, or -1 to -{total} counting from the top")
+        keep_layers(model, list(range(layer)))
+        self.resolved.update(feature_layer=layer, encoder_layers=total)
+        return model
 
     def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
         return blocks_plan(layout, [HEAD])
