@@ -110,15 +110,17 @@ def test_every_strategy_trains_ner_and_saves_a_loadable_run(tiny_bert, ner_file,
     assert isinstance(tagger(text), list)
 
 
+def _conll_head(shared_datasets, source, target, count):
+    """The first ``count`` sentences of a CoNLL-2003 file, written to ``target``."""
+    blocks = [b.strip() for b in (shared_datasets / "conll2003" / source).read_text().split("\n\n") if b.strip()]
+    target.write_text("\n\n".join(blocks[:count]) + "\n")
+    return target
+
+
 @pytest.mark.real
 def test_minilm_ner_on_conll(shared_datasets, tmp_path):
-    def take(source, target, count):
-        blocks = [b.strip() for b in (shared_datasets / "conll2003" / source).read_text().split("\n\n") if b.strip()]
-        target.write_text("\n\n".join(blocks[:count]) + "\n")
-        return target
-
-    train = take("train.txt", tmp_path / "train.txt", 2000)
-    validation = take("validation.txt", tmp_path / "validation.txt", 500)
+    train = _conll_head(shared_datasets, "train.txt", tmp_path / "train.txt", 2000)
+    validation = _conll_head(shared_datasets, "validation.txt", tmp_path / "validation.txt", 500)
     run = thawkit.train(task="ner", data=train, validation=validation, strategy="full", lr=1e-4, epochs=1,
                         batch_size=16, max_length=64, out=tmp_path / "run", measure_forgetting=False)
     print("conll entity F1", run.metrics["validation"]["f1"])
@@ -131,13 +133,8 @@ def test_minilm_ner_on_conll(shared_datasets, tmp_path):
 def test_frozen_minilm_ner_reads_a_lower_layer_than_the_top(shared_datasets, tmp_path):
     """The measured frozen NER default (features from layer -3 of MiniLM-L6) beats the top layer, which
     the sentence-embedding checkpoint tuned for pooled sentence meaning (docs/defaults.md: 0.659 vs 0.496)."""
-    def take(source, target, count):
-        blocks = [b.strip() for b in (shared_datasets / "conll2003" / source).read_text().split("\n\n") if b.strip()]
-        target.write_text("\n\n".join(blocks[:count]) + "\n")
-        return target
-
-    common = dict(task="ner", data=take("train.txt", tmp_path / "train.txt", 1000),
-                  validation=take("validation.txt", tmp_path / "validation.txt", 500), strategy="frozen",
+    common = dict(task="ner", data=_conll_head(shared_datasets, "train.txt", tmp_path / "train.txt", 1000),
+                  validation=_conll_head(shared_datasets, "validation.txt", tmp_path / "validation.txt", 500), strategy="frozen",
                   max_length=64, progress="off", measure_forgetting=False)
     default = thawkit.train(**common, out=tmp_path / "default")
     top = thawkit.train(**common, strategy_options={"feature_layer": -1}, out=tmp_path / "top")
