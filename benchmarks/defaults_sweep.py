@@ -125,7 +125,10 @@ def run_one(options: dict, out: Path) -> dict:
         return {"error": str(exc), "seconds": round(time.perf_counter() - started, 1)}
     validation = run.metrics["validation"]
     return {"value": validation.get(report), "metric": report, "macro_f1": validation.get("macro_f1"), "failed": run.info.get("failed"),
-            "seconds": round(time.perf_counter() - started, 1), "resolved": run.info.get("strategy_resolved")}
+            "seconds": round(time.perf_counter() - started, 1), "resolved": run.info.get("strategy_resolved"),
+            # What the run actually used, so a defaults entry says which defaults it measured.
+            "used": {"lr": run.info.get("learning_rate"), "head_lr_mult": run.info.get("config", {}).get("head_lr_mult"),
+                     "epochs": run.info.get("config", {}).get("epochs"), "defaults_source": run.info.get("defaults_source")}}
 
 
 def main() -> None:
