@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import thawkit
@@ -13,6 +14,7 @@ from thawkit.cli.app import main
 from thawkit.guards.imbalance import check_collapse
 from thawkit.models.backbone import checkpoint_pooling
 from thawkit.strategies.frozen import resolve_features
+from thawkit.tasks.ner import ner_detailed_metrics
 from thawkit.testing import make_tiny_model, write_toy_csv
 
 
@@ -87,6 +89,21 @@ def test_majority_class_model_is_a_failure():
     assert "'a' for every validation example" in finding.message
     healthy = {"confusion_matrix": {"format": "rows = gold, columns = predicted", "labels": ["a", "b"], "matrix": [[25, 5], [3, 7]]}}
     assert check_collapse(healthy) == []
+
+
+def test_tagger_that_finds_no_entity_is_a_failure():
+    labels = ["O", "B-PER", "I-PER"]
+    gold = np.array([[-100, 1, 2, 0, -100], [-100, 0, 1, 0, -100]])
+    all_o = np.zeros((2, 5, 3))
+    all_o[..., 0] = 1.0
+    metrics = ner_detailed_metrics(all_o, gold, labels)
+    assert (metrics["gold_entities"], metrics["predicted_entities"], metrics["f1"]) == (2, 0, 0.0)
+    [finding] = check_collapse(metrics)
+    assert finding.guard == "majority-class" and "none of its 2 entities" in finding.message
+    one_hit = all_o.copy()
+    one_hit[0, 1] = [0.0, 1.0, 0.0]  # one B-PER found: a weak tagger, not a collapsed one
+    assert check_collapse(ner_detailed_metrics(one_hit, gold, labels)) == []
+    assert check_collapse({"predicted_entities": 0, "gold_entities": 0}) == []  # nothing to find
 
 
 def test_info_describes_a_pooled_logistic_regression_run(tiny_bert, toy_csv, tmp_path, capsys):

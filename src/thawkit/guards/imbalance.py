@@ -47,7 +47,15 @@ def balanced_class_weights(class_counts: list[int]) -> list[float]:
 
 
 def check_collapse(validation: dict) -> list[Finding]:
-    """A model that predicts one class for every validation example learned nothing but the prior."""
+    """A model that predicts one class for every validation example learned nothing but the prior
+    (for NER: a tagger that finds no entity where the validation set has some, every token "O")."""
+    if validation.get("predicted_entities") == 0 and validation.get("gold_entities", 0) > 0:
+        return [Finding(
+            "majority-class",
+            f"the model tags every validation token 'O' and finds none of its {validation['gold_entities']} entities "
+            "(entity F1 0.000): it learned the tag prior, not the task",
+            "train longer or with a higher --lr (the NER defaults are measured: drop --lr to use them)",
+        )]
     confusion = validation.get("confusion_matrix") or {}
     matrix, labels = confusion.get("matrix"), confusion.get("labels") or []
     if not str(confusion.get("format", "")).startswith("rows = gold") or not matrix or len(matrix) < 2:

@@ -54,9 +54,13 @@ def ner_scalar_metrics(logits: np.ndarray, label_ids: np.ndarray, labels: list[s
 
 def ner_detailed_metrics(logits: np.ndarray, label_ids: np.ndarray, labels: list[str]) -> dict[str, Any]:
     from seqeval.metrics import classification_report
+    from seqeval.metrics.sequence_labeling import get_entities
 
     result: dict[str, Any] = ner_scalar_metrics(logits, label_ids, labels)
     gold, pred = _tag_sequences(logits.argmax(-1), label_ids, labels)
+    # Counts the majority-class guard reads: a tagger that finds no entity at all learned only the "O" prior.
+    result["gold_entities"] = int(len(get_entities(gold)))
+    result["predicted_entities"] = int(len(get_entities(pred)))
     report = classification_report(gold, pred, output_dict=True, zero_division=0)
     result["per_type"] = {
         name: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]), "support": int(v["support"])}
