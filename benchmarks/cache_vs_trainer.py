@@ -47,7 +47,7 @@ def run_thawkit(spec: dict) -> dict:
 
     import thawkit
     import thawkit.api  # noqa: F401
-    import thawkit.engine.cached_training  # noqa: F401
+    import thawkit.engine.cache.cached_training  # noqa: F401
 
     started = time.perf_counter()
     run = thawkit.train(

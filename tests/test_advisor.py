@@ -9,7 +9,10 @@ import pytest
 
 import thawkit
 from thawkit.advisor import parse_budget, parse_memory
-from thawkit.advisor.rules import FAR_DOMAIN, RULES, Situation, dapt_advice, decide
+from thawkit.advisor.rules import FAR_DOMAIN, Situation, dapt_advice, decide
+from thawkit.tasks import get_task
+
+RULES = get_task("classification").advisor_rules()  # the default task's rules, as data in its own module
 from thawkit.cli.app import main
 from thawkit.errors import ConfigError
 
@@ -105,7 +108,7 @@ def test_advise_cli_and_strategy_auto(tmp_path, capsys):
     assert advice["expected_seconds"] > 0 and advice["expected_memory_gb"] > 0
     # The advice plans the run that will happen: the engine's batch size, and the epochs raised for
     # small data (the small-data rule's 5 epochs at 17 steps each are under the minimum run length).
-    from thawkit.engine.arguments import MIN_TRAINING_STEPS
+    from thawkit.engine.core.arguments import MIN_TRAINING_STEPS
 
     steps_per_epoch = math.ceil(advice["profile"]["num_train"] / advice["batch_size"])
     assert advice["batch_size"] == 16 and steps_per_epoch * 5 < MIN_TRAINING_STEPS

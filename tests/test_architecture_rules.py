@@ -69,6 +69,38 @@ def test_nothing_outside_strategies_branches_on_a_strategy_name():
     assert problems == []
 
 
+def _literal_branches(names: set[str], skip_folder: str) -> list[str]:
+    """Comparisons against, and tables keyed by, any of ``names`` in modules outside ``skip_folder``."""
+
+    def literal_names(node: ast.AST) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value} & names
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return {n for element in node.elts for n in literal_names(element)}
+        return set()
+
+    problems = []
+    for path in MODULES:
+        if skip_folder in path.relative_to(SRC).parts:
+            continue
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.Compare):
+                found = set().union(*(literal_names(c) for c in [node.left, *node.comparators]))
+                if found:
+                    problems.append(f"{path.relative_to(SRC)}:{node.lineno} compares with {sorted(found)}")
+            if isinstance(node, ast.Dict) and len({n for k in node.keys if k is not None for n in literal_names(k)}) >= 2:
+                problems.append(f"{path.relative_to(SRC)}:{node.lineno} a table keyed by names")
+    return problems
+
+
+def test_nothing_outside_tasks_branches_on_a_task_name():
+    """Serving routes, card tags, advisor rules and export outputs come from the task's own roles."""
+    from thawkit.tasks import get_task
+
+    names = set(thawkit.available_tasks()) | {get_task(name).run_type for name in thawkit.available_tasks()}
+    assert _literal_branches(names, "tasks") == []
+
+
 def _options(command: str) -> set[str]:
     from thawkit.cli.app import app
     from typer.main import get_command

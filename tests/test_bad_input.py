@@ -90,7 +90,7 @@ def test_disk_full_is_one_line_exit_2_and_earlier_runs_survive(tiny_bert, tmp_pa
     """ENOSPC while writing the run (injected): exit 2, one line, no partial folder, the old run intact."""
     import errno
 
-    import thawkit.engine.artifacts as artifacts
+    import thawkit.engine.core.artifacts as artifacts
 
     good = write(tmp_path / "good.csv", GOOD)
     out = tmp_path / "run"

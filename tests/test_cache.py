@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import thawkit
-from thawkit.engine.cache import FeatureStore, compute_states
-from thawkit.engine.cached_training import SwitchableCollator, pad_states
-from thawkit.engine.surgery import ModelSurgery
+from thawkit.engine.cache.store import FeatureStore, compute_states
+from thawkit.engine.cache.cached_training import SwitchableCollator, pad_states
+from thawkit.engine.cache.surgery import ModelSurgery
 from thawkit.models.layout import build_layout
 
 TEXTS = [
@@ -260,7 +260,7 @@ def test_temporaries_of_killed_writers_are_removed(tmp_path):
 
     import numpy as np
 
-    from thawkit.engine.cache import FeatureStore, LayerStates
+    from thawkit.engine.cache.store import FeatureStore, LayerStates
 
     dead = subprocess.Popen(["true"])
     dead.wait()

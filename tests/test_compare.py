@@ -176,7 +176,7 @@ def test_peak_memory_is_measured_per_run():
     """Each run of a comparison reports its own peak, not the process's running maximum."""
     import numpy as np
 
-    from thawkit.engine.arguments import peak_memory_mb, reset_peak_memory
+    from thawkit.engine.core.arguments import peak_memory_mb, reset_peak_memory
 
     reset_peak_memory()
     block = np.ones(400_000_000 // 8)  # 400 MB touched

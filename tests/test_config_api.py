@@ -18,7 +18,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "configs"
 def test_every_shipped_preset_validates(preset):
     config = make_config(load_yaml_config(preset), source=str(preset))
     assert config.strategy in thawkit.available_strategies()
-    config.strategy_config()  # strategy options validate too
+    thawkit.registry.get_strategy_class(config.strategy).Config(**config.strategy_options)  # strategy options validate too
 
 
 def test_yaml_config_with_flag_overrides(tiny_bert, toy_csv, tmp_path):
@@ -38,7 +38,8 @@ def test_yaml_config_with_flag_overrides(tiny_bert, toy_csv, tmp_path):
 
 def test_public_api_is_explicit():
     assert sorted(thawkit.__all__) == sorted(
-        ["__version__", "train", "load", "lr_find", "dapt", "distill", "Run", "RunBase", "TrainConfig", "ThawkitError", "DataError", "ConfigError",
+        ["__version__", "train", "plan", "load", "lr_find", "dapt", "distill", "Run", "RunBase", "RunPlan", "TrainConfig", "ThawkitError",
+         "DataError", "ConfigError",
          "RunDirError", "available_strategies", "available_tasks", "register_strategy", "register_task"]
     )
     for name in thawkit.__all__:

@@ -194,24 +194,28 @@ def test_a_measured_default_does_not_trip_the_learning_rate_guard(tiny_bert, tmp
     assert "learning-rate" in [g["guard"] for g in high.info["guards"]]
 
 
-def test_small_data_gets_enough_optimizer_steps():
-    from thawkit.config import TrainConfig
-    from thawkit.engine.arguments import MAX_RAISED_EPOCHS, MIN_TRAINING_STEPS, epochs_for_data
+def test_small_data_gets_enough_optimizer_steps(tiny_bert, toy_csv, tmp_path):
+    from thawkit.engine.core.arguments import MAX_RAISED_EPOCHS, MIN_TRAINING_STEPS
+    from thawkit.testing import write_toy_csv
 
-    cfg = TrainConfig(data="x.csv")  # epochs not given
-    raised, why = epochs_for_data(cfg, 200)  # 13 steps an epoch at batch 16: 39 steps at 3 epochs
-    assert raised.epochs == MAX_RAISED_EPOCHS and why and "13 optimizer steps" in why
-    medium, _ = epochs_for_data(cfg, 700)  # 44 steps an epoch: 4 epochs reach 150
-    assert medium.epochs == 4 and 44 * 4 >= MIN_TRAINING_STEPS
-    assert epochs_for_data(cfg, 5000) == (cfg, None)  # enough steps at the default
-    given = TrainConfig(data="x.csv", epochs=3)
-    assert epochs_for_data(given, 200) == (given, None)  # --epochs always wins
+    def planned(n: int, **options):
+        data = write_toy_csv(tmp_path / f"train{n}.csv", n=n)
+        return thawkit.plan(data=data, validation=toy_csv, model=str(tiny_bert), **options)
+
+    small = planned(200)  # 13 steps an epoch at batch 16: 39 steps at 3 epochs
+    assert small.config.epochs == MAX_RAISED_EPOCHS and "13 optimizer steps" in small.source("epochs")
+    medium = planned(700)  # 44 steps an epoch: 4 epochs reach 150
+    assert medium.config.epochs == 4 and 44 * 4 >= MIN_TRAINING_STEPS
+    large = planned(5000)  # enough steps at the default
+    assert large.config.epochs == 3 and large.source("epochs") == "default"
+    given = planned(200, epochs=3)
+    assert given.config.epochs == 3 and given.source("epochs") == "argument"  # --epochs always wins
 
 
 def test_early_stopping_waits_for_warmup_and_a_minimum_of_steps():
     from types import SimpleNamespace
 
-    from thawkit.engine.best import BestStateCallback
+    from thawkit.engine.core.best import BestStateCallback
 
     def run(count_from: int) -> list[bool]:
         best = BestStateCallback([], "accuracy", greater_is_better=True, patience=2, restore=False, count_from_step=count_from)

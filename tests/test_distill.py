@@ -9,7 +9,7 @@ import pytest
 
 import thawkit
 from thawkit.cli.app import main
-from thawkit.engine.distill import evenly_spaced
+from thawkit.engine.programs.distill import evenly_spaced
 from thawkit.testing import make_tiny_model, write_toy_csv
 
 
@@ -45,7 +45,7 @@ def test_layers_student_keeps_the_teachers_metric(teacher, tmp_path):
 def test_soft_targets_are_used(teacher, tmp_path, monkeypatch):
     """alpha=1: the labels play no part; the student still learns, from the teacher alone."""
     teacher_run, data = teacher
-    import thawkit.engine.distill_loss as loss_module
+    import thawkit.engine.core.distill_loss as loss_module
 
     seen = {"distilled": 0}
     original = loss_module.Distillation.loss

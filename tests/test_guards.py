@@ -88,7 +88,7 @@ def test_guards_warn_by_default_and_fail_under_strict(tiny_bert, toy_csv, tmp_pa
 
 
 def test_divergence_stops_training_without_output(tiny_bert, toy_csv, tmp_path, monkeypatch):
-    from thawkit.engine import trainer as trainer_module
+    from thawkit.engine.core import trainer as trainer_module
 
     # Make the loss explode after a few steps, as a far-too-high learning rate does.
     original = trainer_module.Trainer.compute_loss

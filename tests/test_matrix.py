@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 import thawkit
+from thawkit.cli.app import main
 from thawkit.errors import ThawkitError
 from thawkit.guards.forgetting import encoder_state
 from thawkit.testing import make_tiny_model, toy_sentiment_rows
@@ -93,7 +95,7 @@ def _block(name: str) -> str:
 
 @pytest.mark.parametrize("row", list(STRATEGY_ROWS))
 @pytest.mark.parametrize("task", list(TASK_ROWS))
-def test_task_with_strategy(task, row, tiny_bert, tmp_path):
+def test_task_with_strategy(task, row, tiny_bert, tmp_path, capsys):
     from transformers import AutoModel
 
     strategy, options = STRATEGY_ROWS[row]
@@ -127,6 +129,14 @@ def test_task_with_strategy(task, row, tiny_bert, tmp_path):
     assert card.startswith("---\n") and "model-index:" in card and f"strategy-{strategy}" in card
     if options.get("merge"):
         assert run.info["merged_lora"] and not (tmp_path / "run" / "adapter_config.json").exists()
+    if row in ("full", "lora"):  # the card's usage snippet runs as written (a standard folder and an adapter)
+        snippet = card.split("## Use", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0]
+        argv = shlex.split(snippet.replace("RUN_FOLDER", str(saved)))
+        assert argv[:2] == ["thawkit", "predict"]
+        capsys.readouterr()
+        main(argv[1:])  # returns normally: exit code 0
+        printed = capsys.readouterr().out.strip().splitlines()
+        assert printed and all(isinstance(json.loads(line), dict) for line in printed)
 
 
 def _numbers(value) -> list[float]:

@@ -18,7 +18,7 @@ import torch
 
 import thawkit
 from thawkit.compare import compare
-from thawkit.engine.ray_cluster import SHIP_RUNS_ENV
+from thawkit.engine.programs.ray_cluster import SHIP_RUNS_ENV
 
 pytestmark = pytest.mark.ray
 

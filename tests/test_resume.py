@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import thawkit
-from thawkit.engine.resume import STATE_FILE, complete_checkpoints
-from thawkit.engine.trainer import StrategyTrainer
+from thawkit.engine.core.resume import STATE_FILE, complete_checkpoints
+from thawkit.engine.core.trainer import StrategyTrainer
 from thawkit.errors import ThawkitError
 
 
@@ -95,7 +95,7 @@ def _kill_during_evaluation(monkeypatch, at_call: int) -> None:
 
 
 def _kill_during_write(monkeypatch) -> None:
-    import thawkit.engine.artifacts as artifacts
+    import thawkit.engine.core.artifacts as artifacts
 
     original = artifacts.write_json
 
@@ -191,7 +191,7 @@ def test_sigkill_then_resume_from_the_command_line(reference, tiny_bert, toy_csv
     out = tmp_path / "run"
     script = (
         "import os, signal, sys\n"
-        "from thawkit.engine.trainer import StrategyTrainer\n"
+        "from thawkit.engine.core.trainer import StrategyTrainer\n"
         "original = StrategyTrainer._save_checkpoint\n"
         "def save(self, model, trial):\n"
         "    original(self, model, trial)\n"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import thawkit
-from thawkit.engine.cache import fast_bf16_available
+from thawkit.models.hardware import fast_bf16_available
 
 
 def test_precision_auto_follows_the_hardware_and_fp32_is_exact(tiny_bert, toy_csv, tmp_path):
@@ -15,7 +15,8 @@ def test_precision_auto_follows_the_hardware_and_fp32_is_exact(tiny_bert, toy_cs
                   progress="off", measure_forgetting=False, early_stopping_patience=0, select_best=False)
     auto = thawkit.train(**common, out=tmp_path / "auto")
     expected = "bf16 autocast, fp32 weights" if fast_bf16_available() else "fp32"
-    assert auto.info["precision"] == expected and auto.info["config"]["precision"] == "auto"
+    assert auto.info["precision"] == expected and auto.info["config"]["precision"] == ("bf16" if fast_bf16_available() else "fp32")
+    assert auto.info["plan"]["settings"]["precision"]["source"].startswith("auto: ")  # the plan says why
     fp32_a = thawkit.train(**common, precision="fp32", out=tmp_path / "a")
     fp32_b = thawkit.train(**common, precision="fp32", out=tmp_path / "b")
     assert fp32_a.info["precision"] == "fp32"
@@ -42,7 +43,7 @@ def test_bf16_autocast_trains_as_well_as_fp32(tiny_bert, tmp_path):
 
 
 def test_ner_batches_are_grouped_by_length(tiny_bert, tmp_path, monkeypatch):
-    import thawkit.engine.loop as loop
+    import thawkit.engine.core.loop as loop
 
     seen = {}
     original = loop.example_lengths

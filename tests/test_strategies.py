@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import thawkit
-from thawkit.engine.stages import StageController
-from thawkit.engine.trainability import build_param_groups
+from thawkit.engine.core.stages import StageController
+from thawkit.engine.core.trainability import build_param_groups
 from thawkit.models.backbone import load_sequence_classifier
 from thawkit.models.layout import EMBEDDINGS, HEAD, build_layout
 from thawkit.registry import get_strategy_class
@@ -203,7 +203,7 @@ def test_gradual_thaws_every_layer_within_a_one_epoch_run(tiny_bert, toy_csv, tm
     assert run.history[-1]["trainable_blocks"] == [EMBEDDINGS, "layer.0", "layer.1", HEAD]
 
 
-def test_head_learns_at_a_multiple_of_the_base_rate(tiny_bert):
+def test_head_learns_at_a_multiple_of_the_base_rate(tiny_bert, toy_csv):
     model = _pretrained(tiny_bert)
     layout = build_layout(model)
     controller = StageController(get_strategy_class("full")(), model, layout, 1e-4, 0.0, set(), head_lr_mult=10.0)
@@ -211,6 +211,8 @@ def test_head_learns_at_a_multiple_of_the_base_rate(tiny_bert):
     lr_of = {id(p): g["lr"] for g in controller.initial_param_groups() for p in g["params"]}
     assert [lr_of[id(params[n])] for n in layout.params[HEAD]] == pytest.approx([1e-3] * len(layout.params[HEAD]))
     assert [lr_of[id(params[n])] for n in layout.params["layer.0"]] == pytest.approx([1e-4] * len(layout.params["layer.0"]))
-    # The default comes from the strategy (measured: 1x, docs/defaults.md); the flag overrides it.
-    assert thawkit.TrainConfig(data="x.csv", strategy="gradual").resolved_head_lr_mult() == 1.0
-    assert thawkit.TrainConfig(data="x.csv", strategy="gradual", head_lr_mult=5).resolved_head_lr_mult() == 5.0
+    # The default comes from the measured table (gradual: 1x, docs/defaults.md); the flag overrides it.
+    common = dict(data=toy_csv, model=str(tiny_bert), strategy="gradual")
+    assert thawkit.plan(**common).config.head_lr_mult == 1.0
+    assert thawkit.plan(**common).source("head_lr_mult").startswith("measured for classification/gradual/small")
+    assert thawkit.plan(**common, head_lr_mult=5).config.head_lr_mult == 5.0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from thawkit.version import __version__  # noqa: E402
 
-from thawkit.api import dapt, distill, load, lr_find, train
+from thawkit.api import dapt, distill, load, lr_find, plan, train
 from thawkit.config import TrainConfig
+from thawkit.runplan import RunPlan
 from thawkit.errors import ConfigError, DataError, RunDirError, ThawkitError
 from thawkit.registry import available_strategies, available_tasks, register_strategy, register_task
 from thawkit.tasks import RunBase
@@ -15,6 +16,8 @@ Run = RunBase  # every task's run shares this interface (predict, evaluate, metr
 __all__ = [
     "__version__",
     "train",
+    "plan",
+    "RunPlan",
     "load",
     "lr_find",
     "dapt",

@@ -1,76 +1,54 @@
-"""The Python API: ``thawkit.train(...)`` and ``thawkit.load(path)``; the CLI calls the same functions."""
+"""The Python API: ``thawkit.train(...)`` and ``thawkit.load(path)``; the CLI calls the same functions.
+
+Every function that trains plans its run first (``thawkit.planner.plan_run``): settings are
+resolved there, once, with their sources, and options a command would not honour are refused.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from thawkit.config import TrainConfig, make_config
 from thawkit.errors import ConfigError
+from thawkit.planner import given_values, plan_run
 from thawkit.rundir import read_run_files
+from thawkit.runplan import RunPlan
 from thawkit.tasks import RunBase, task_for_run
 
 log = logging.getLogger("thawkit")
 
 
-def _merged(config: TrainConfig | dict[str, Any] | None, options: dict[str, Any]) -> dict[str, Any]:
-    """A config (object or dict) with keyword options on top; None options mean "not given"."""
-    values = config.model_dump(exclude_unset=True) if isinstance(config, TrainConfig) else dict(config or {})
-    values.update({k: v for k, v in options.items() if v is not None})
-    return values
+def plan(config: TrainConfig | dict[str, Any] | None = None, *, command: str = "train", sources: Mapping[str, str] | None = None,
+         **options: Any) -> RunPlan:
+    """The plan ``train`` would run (every setting with its source), without training or DAPT."""
+    return plan_run(given_values(config, options), command, sources, dry_run=True)
 
 
-def train(config: TrainConfig | dict[str, Any] | None = None, **options: Any) -> RunBase:
+def train(config: TrainConfig | dict[str, Any] | None = None, *, sources: Mapping[str, str] | None = None,
+          **options: Any) -> RunBase:
     """Train with a strategy on any task and write a run directory.
 
     Pass a ``TrainConfig``, a dict, or keyword options (the CLI flags' names with underscores);
-    keyword options override the config. Returns the trained run (``predict``, ``metrics``, ...).
+    keyword options override the config. ``sources`` says where given values came from (the CLI
+    passes "command line" / "config file PATH"). Returns the trained run (``predict``, ``metrics``, ...).
     """
-    from thawkit.engine.pipeline import run_training
+    from thawkit.engine.core.pipeline import run_training
 
-    values = _merged(config, options)
-    if values.get("resume") is not None:
-        values = _resumed_values(values)
-    cfg = make_config(values)
-    advice = None
-    dapt_facts = None
-    if cfg.dapt_text is not None:  # domain-adaptive pretraining first, then fine-tune the adapted encoder
-        cfg, dapt_facts = _adapt_first(cfg)
-    if cfg.strategy == "auto":
-        cfg, advice = _resolve_auto(cfg)
-    facts = {"advice": advice.as_dict() if advice is not None else None, "dapt": dapt_facts}
-    if cfg.ray_workers is not None:  # the same pipeline on Ray Train workers (docs/scaling.md)
-        from thawkit.engine.ray_cluster import train_on_ray
+    planned = plan_run(given_values(config, options), "train", sources)
+    if planned.config.ray_workers is not None:  # the same pipeline on Ray Train workers (docs/scaling.md)
+        from thawkit.engine.programs.ray_cluster import train_on_ray
 
-        return load(train_on_ray(cfg, facts))
-    return run_training(cfg, facts)
-
-
-# What may differ when a run is resumed: how it is shown, not what it computes.
-_RESUME_MAY_CHANGE = {"resume", "progress", "overwrite"}
-
-
-def _resumed_values(values: dict[str, Any]) -> dict[str, Any]:
-    """--resume continues the run with the config it started with."""
-    import json
-
-    from thawkit.engine.resume import find_resume_point, saved_config
-
-    _final, partial, _checkpoint = find_resume_point(Path(values["resume"]))
-    saved = saved_config(partial)
-    for key, value in values.items():
-        if key not in _RESUME_MAY_CHANGE and json.dumps(value, default=str) != json.dumps(saved.get(key), default=str):
-            raise ConfigError(f"--resume continues the run as it was started ({key} = {saved.get(key)!r}); "
-                              f"fix: drop --{key.replace('_', '-')}, or train a new run")
-    return {**saved, **{k: v for k, v in values.items() if k in _RESUME_MAY_CHANGE}}
+        return load(train_on_ray(planned))
+    return run_training(planned)
 
 
 def dapt(text: str | Path, model: str | None = None, out: str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Continued masked-LM pretraining on unlabeled text; returns its facts and metrics (before/after)."""
     import time
 
-    from thawkit.engine.dapt import DaptSettings, run_dapt
+    from thawkit.engine.programs.dapt import DaptSettings, run_dapt
     from thawkit.logging_setup import quiet_libraries
     from thawkit.models.backbone import DEFAULT_MODEL
 
@@ -79,51 +57,55 @@ def dapt(text: str | Path, model: str | None = None, out: str | Path | None = No
     return run_dapt(DaptSettings(text=Path(text), model=model or DEFAULT_MODEL, out=destination, **options))
 
 
-def _adapt_first(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
-    from thawkit.rundir import default_run_dir
-
-    target = Path(cfg.out) if cfg.out is not None else default_run_dir(f"{cfg.task}-{cfg.strategy}")
-    adapted = target.parent / f"{target.name}-dapt"
-    facts = dapt(cfg.dapt_text, model=cfg.model, out=adapted, max_length=cfg.max_length or 128, seed=cfg.seed,
-                 text_col=cfg.text_col, overwrite=cfg.overwrite)
-    log.info("DAPT: %s -> %s (held-out MLM loss %.3f -> %.3f)", cfg.model, adapted,
-             facts["metrics"]["before"]["domain_held_out"]["mlm_loss"], facts["metrics"]["after"]["domain_held_out"]["mlm_loss"])
-    return cfg.model_copy(update={"model": str(adapted), "out": target, "dapt_text": None}), facts
-
-
 def distill(teacher: str | Path, student: str = "layers:3", config: TrainConfig | dict[str, Any] | None = None,
-            unlabeled: str | Path | None = None, **options: Any) -> tuple[RunBase, dict[str, Any]]:
+            unlabeled: str | Path | None = None, *, sources: Mapping[str, str] | None = None,
+            **options: Any) -> tuple[RunBase, dict[str, Any]]:
     """Train a smaller student on the teacher's soft targets (classification, NER, similarity);
     ``unlabeled``: text the teacher labels to extend the training split. Returns the student run
     and the distillation facts (size, measured speed-up, share of the teacher's metric kept)."""
-    from thawkit.engine.distill import run_distill
-    from thawkit.logging_setup import quiet_libraries
-    from thawkit.rundir import read_run_files
-    from thawkit.tasks import task_for_run
+    import time
 
-    values = _merged(config, options)
-    values.setdefault("strategy", "full")
+    from thawkit.engine.programs.distill import load_teacher, prepare_student, run_distill
+    from thawkit.logging_setup import quiet_libraries
+    from thawkit.planner.commands import COMMANDS, refuse_unhonoured
+    from thawkit.tasks import get_task
+
+    values = given_values(config, options)
+    origin = dict(sources or {})
+    refuse_unhonoured(COMMANDS["distill"], values)  # before any work: the teacher is not even read
+    if "model" in values:
+        raise ConfigError("distill's student is --student (layers:N or a model); fix: drop --model")
+    if "strategy" not in values:
+        values["strategy"], origin["strategy"] = "full", "thawkit distill's default"
+    if values["strategy"] == "auto":
+        raise ConfigError("distill trains the student with a named strategy; fix: --strategy full (the default)")
     if "task" not in values:  # the teacher's task
         values["task"] = task_for_run(read_run_files(Path(teacher))[1].get("task", "")).name
-    cfg = make_config(values)
-    if cfg.strategy == "auto":
-        raise ConfigError("distill trains the student with a named strategy; fix: --strategy full (the default)")
+        origin["task"] = "the teacher's task"
     quiet_libraries()
-    return run_distill(cfg, Path(teacher), student, Path(unlabeled) if unlabeled is not None else None)
+    task = get_task(values["task"])
+    teacher_run = load_teacher(Path(teacher), task)
+    out = Path(values.get("out") or Path("runs") / f"distill-{time.strftime('%Y%m%d-%H%M%S')}")
+    picked = prepare_student(teacher_run, student, out, task)
+    values.update(model=picked.model, out=str(out))
+    origin.update(model=f"thawkit distill: the student ({student})", out=origin.get("out", "thawkit distill's default"))
+    extra_train = task.teacher_labelled(teacher_run, Path(unlabeled), make_config(values)) if unlabeled is not None else None
+    planned = plan_run(values, "distill", origin, extra_train=extra_train,
+                       facts={"unlabeled": str(unlabeled)} if unlabeled is not None else None)
+    return run_distill(planned, Path(teacher), teacher_run, picked)
 
 
 def lr_find(config: TrainConfig | dict[str, Any] | None = None, steps: int = 100, start_lr: float = 1e-7,
-            end_lr: float | None = None, **options: Any) -> Any:
-    """LR range test for a strategy on your data (a diagnostic; see thawkit.engine.lr_find)."""
-    from thawkit.engine.lr_find import lr_find as run_range_test
+            end_lr: float | None = None, *, sources: Mapping[str, str] | None = None, **options: Any) -> Any:
+    """LR range test for a strategy on your data (a diagnostic; see thawkit.engine.programs.lr_find)."""
+    from thawkit.engine.programs.lr_find import lr_find as run_range_test
     from thawkit.logging_setup import quiet_libraries
 
-    values = _merged(config, options)
-    cfg = make_config(values)
-    if cfg.strategy == "auto":
+    values = given_values(config, options)
+    if values.get("strategy") == "auto":
         raise ConfigError("lr-find needs a named strategy; fix: pass --strategy")
     quiet_libraries()
-    return run_range_test(cfg, steps=steps, start_lr=start_lr, end_lr=end_lr)
+    return run_range_test(plan_run(values, "lr-find", sources), steps=steps, start_lr=start_lr, end_lr=end_lr)
 
 
 def load(path: str | Path) -> RunBase:
@@ -131,26 +113,9 @@ def load(path: str | Path) -> RunBase:
     from thawkit.logging_setup import quiet_libraries
 
     run, info, labels = read_run_files(path)
-    task = task_for_run(info.get("task", "sequence-classification"))
+    task = task_for_run(info.get("task", ""))
     quiet_libraries()
     return task.load_run(run, info, labels)
 
 
-def _resolve_auto(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
-    """``--strategy auto``: the advisor's strategy, and its epochs and max length unless given."""
-    from thawkit.advisor import advise
-
-    advice = advise(
-        cfg.data, model=cfg.model, text_col=cfg.text_col, text_pair_col=cfg.text_pair_col, label_col=cfg.label_col,
-        validation=cfg.validation, seed=cfg.seed, max_length=cfg.max_length, task=cfg.task,
-    )
-    update: dict[str, Any] = {"strategy": advice.strategy}
-    if "epochs" not in cfg.model_fields_set:
-        update["epochs"] = advice.epochs
-    if cfg.max_length is None:
-        update["max_length"] = advice.max_length
-    log.info("strategy auto -> %s (%s)", advice.strategy, advice.reasons[-1])
-    return make_config({**cfg.model_dump(exclude_unset=True), **update}), advice
-
-
-__all__ = ["train", "load", "lr_find", "dapt", "distill"]
+__all__ = ["train", "plan", "load", "lr_find", "dapt", "distill"]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from thawkit.errors import ConfigError, join_problems
 from thawkit.models.backbone import DEFAULT_MODEL
 from thawkit.strategies import get_strategy_class
-from thawkit.tasks import available_tasks, get_task
+from thawkit.tasks import available_tasks
 
 
 class TrainConfig(BaseModel):
@@ -146,6 +146,11 @@ class TrainConfig(BaseModel):
             raise ValueError("a step count must be at least 1")
         return value
 
+    def data_split_seed(self) -> int:
+        """The seed of the validation split: --split-seed, else --seed (the one place this default lives;
+        readers call it, since the advisor and export read data with configs that were never planned)."""
+        return self.split_seed if self.split_seed is not None else self.seed
+
     def checkpoint_plan(self) -> tuple[str, int | None, float | None]:
         """(Trainer save strategy, save steps, seconds between timed checkpoints)."""
         every = self.checkpoint_every
@@ -164,22 +169,6 @@ class TrainConfig(BaseModel):
             return self
         _check_strategy_options(self.strategy, self.strategy_options)
         return self
-
-    def strategy_config(self) -> Any:
-        return get_strategy_class(self.strategy).Config(**self.strategy_options)
-
-    def resolved_head_lr_mult(self) -> float:
-        return self.head_lr_mult if self.head_lr_mult is not None else get_strategy_class(self.strategy).default_head_lr_mult
-
-    def resolved_lr(self) -> float:
-        return self.lr if self.lr is not None else get_strategy_class(self.strategy).default_lr
-
-    def resolved(self) -> "TrainConfig":
-        """The task's default max length filled in, so the saved config says what ran."""
-        if self.max_length is not None:
-            return self
-        return self.model_copy(update={"max_length": get_task(self.task).default_max_length})
-
 
 def _check_strategy_options(strategy: str, options: dict[str, Any]) -> None:
     strategy_cls = get_strategy_class(strategy)
@@ -251,8 +240,9 @@ class CompareConfig(TrainConfig):
     budget: str | None = Field(default=None, description="total time budget shared by the runs, e.g. 20m")
     successive_halving: bool = Field(default=False, description="train all briefly, keep the better half, double the epochs, ...")
     workers: int = Field(default=1, ge=1, le=64, description="training processes side by side")
-    ray: bool = Field(default=False, description="run every strategy x seed job as a Ray task (with --successive-halving: "
-                      "a Ray Tune search with the ASHA scheduler); needs the [ray] extra")
+    ray: bool | None = Field(default=None, description="run every strategy x seed job as a Ray task (with --successive-halving: "
+                             "a Ray Tune search with the ASHA scheduler); needs the [ray] extra (default: on when --ray-address "
+                             "is given)")
     advise: bool = Field(default=True, description="put the advisor's recommendation next to the measured winner")
     out: Path | None = Field(default=None, description="comparison directory (default: runs/compare-<time>)")
 
@@ -262,7 +252,18 @@ class CompareConfig(TrainConfig):
             _check_strategy_options(name, options)
         return self
 
+    def comparison_dir(self) -> Path:
+        """--out, else runs/compare-<time> (the one place this default lives)."""
+        import time
+
+        return Path(self.out) if self.out is not None else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def on_ray(self) -> bool:
+        """--ray, or an address that says where to run (the one place this default lives)."""
+        return self.ray if self.ray is not None else self.ray_address is not None
+
     def train_values(self) -> dict[str, Any]:
-        """The ``TrainConfig`` part, for one job."""
+        """The ``TrainConfig`` options given to the comparison, for each of its jobs (the rest each job's plan resolves)."""
         own = set(CompareConfig.model_fields) - set(TrainConfig.model_fields)
-        return {k: v for k, v in self.model_dump().items() if k not in own and k not in ("strategy_options", "resume")}
+        return {k: v for k, v in self.model_dump(exclude_unset=True).items()
+                if k not in own and k not in ("strategy", "strategy_options", "resume")}

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thawkit.advisor.profile import DataProfile, build_profile, build_text_profile
+from thawkit.advisor.profile import DataProfile, build_profile
 from thawkit.advisor.rules import Situation, dapt_advice, decide
 from thawkit.advisor.similarity import DomainSimilarity, measure_domain_similarity
 from thawkit.models.backbone import load_mlm_if_trained
@@ -70,8 +70,9 @@ def _round_max_length(p99: float, model_limit: int) -> int:
 
 
 def _task_profile(task: str, data: str | Path, validation: str | Path | None, text_col: str | None,
-                  text_pair_col: str | None, label_col: str | None, seed: int, model: str, tokenizer: Any, max_length: int | None, limit: int) -> tuple[list[str], DataProfile, int]:
-    """Training texts, profile and max length of a non-classification task's data, read by the task itself."""
+                  text_pair_col: str | None, label_col: str | None, seed: int, model: str, tokenizer: Any, max_length: int | None,
+                  limit: int) -> tuple[Any, list[str], DataProfile, int]:
+    """The task, its training texts, the data profile and the max length to recommend, read by the task itself."""
     from thawkit.config import make_config
     from thawkit.tasks import get_task
 
@@ -80,16 +81,16 @@ def _task_profile(task: str, data: str | Path, validation: str | Path | None, te
     cfg = make_config({"task": task, "data": data, "seed": seed, "model": model,
                        **{k: v for k, v in given.items() if v is not None}})
     loaded = handler.load_data(cfg)
-    texts = handler.sample_texts(loaded, limit=5000)
+    inputs = handler.advice_input(loaded)
+    labels, counts = list(loaded.labels or []), handler.class_counts(loaded)
     if max_length is not None:
         chosen = max_length
-    elif task == "qa":  # long contexts are split into overlapping windows, not truncated: the task's own length
+    elif not handler.length_from_data:  # the task's own length (QA windows long contexts instead of truncating)
         chosen = min(handler.default_max_length, limit)
     else:
-        chosen = _round_max_length(build_text_profile(texts, 0, 0, [], None, tokenizer, limit).token_length["p99"], limit)
-    profile = build_text_profile(texts, len(loaded.train), len(loaded.validation), list(loaded.labels or []),
-                                 handler.class_counts(loaded), tokenizer, chosen)
-    return texts, profile, chosen
+        chosen = _round_max_length(build_profile(inputs, 0, 0, [], None, tokenizer, limit).token_length["p99"], limit)
+    profile = build_profile(inputs, len(loaded.train), len(loaded.validation), labels, counts, tokenizer, chosen)
+    return handler, inputs.texts, profile, chosen
 
 
 def advise(
@@ -105,7 +106,7 @@ def advise(
     max_length: int | None = None,
     seed: int = 42,
     unlabeled: str | Path | None = None,
-    task: str = "classification",
+    task: str | None = None,
 ) -> Advice:
     """The recommendation for ``data`` (a ``task``'s training file): strategy, LR, epochs, batch size,
     max length, expected time and memory on this machine, and the reasons."""
@@ -114,11 +115,11 @@ def advise(
 
     from thawkit.advisor.estimate import busy_machine_note, expected_memory_gb, expected_seconds, probe_throughput
     from thawkit.config import TrainConfig
-    from thawkit.engine.arguments import epochs_with_enough_steps
-    from thawkit.data.classification import load_classification_data
+    from thawkit.engine.core.arguments import epochs_with_enough_steps
     from thawkit.models.backbone import from_pretrained_checked, load_tokenizer, resolve_model_path
     from thawkit.strategies import get_strategy_class, strategies_in_display_order
 
+    task = task or TrainConfig.model_fields["task"].default
     if gpu and not torch.cuda.is_available():
         raise ConfigError("--gpu given but no CUDA device is visible; fix: drop --gpu or run on a GPU machine")
     busy = busy_machine_note()  # before this process's own work adds to the load
@@ -127,17 +128,8 @@ def advise(
     tokenizer = load_tokenizer(model)
     encoder = from_pretrained_checked(AutoModel, model)
     limit = int(getattr(encoder.config, "max_position_embeddings", 512) or 512)
-    if task == "classification":
-        loaded = load_classification_data(
-            data, validation=validation, text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, seed=seed
-        )
-        first_profile = build_profile(loaded.train, loaded.validation, loaded.labels, tokenizer, max_length or 128)
-        chosen_length = max_length or _round_max_length(first_profile.token_length["p99"], limit)
-        profile = build_profile(loaded.train, loaded.validation, loaded.labels, tokenizer, chosen_length)
-        texts = loaded.train["text"].tolist()
-    else:
-        texts, profile, chosen_length = _task_profile(task, data, validation, text_col, text_pair_col, label_col, seed, model,
-                                                      tokenizer, max_length, limit)
+    handler, texts, profile, chosen_length = _task_profile(task, data, validation, text_col, text_pair_col, label_col, seed, model,
+                                                           tokenizer, max_length, limit)
     domain = measure_domain_similarity(texts, tokenizer, encoder, load_mlm_if_trained(resolve_model_path(model)), seed=seed)
     num_params = sum(p.numel() for p in encoder.parameters())
     hidden = int(getattr(encoder.config, "hidden_size", None) or encoder.config.dim)
@@ -154,7 +146,7 @@ def advise(
         budget_seconds=budget_seconds,
         full_ft_seconds=expected_seconds("full", throughput, profile.num_train, epochs_full, profile.num_validation, batch_size),
     )
-    rule = decide(situation, task)
+    rule = decide(situation, handler)
     # The engine raises the epochs of short runs (too few optimizer steps); plan with what will run.
     epochs = int(epochs_with_enough_steps(rule.epochs, profile.num_train, batch_size))
     dapt = None
@@ -171,8 +163,7 @@ def advise(
         for name in strategies_in_display_order()
     }
     reasons = [
-        f"{profile.num_train:,} training examples in {profile.num_classes} classes" if task == "classification"
-        else f"{profile.num_train:,} training examples ({task}" + (f", {profile.num_classes} tags)" if profile.num_classes else ")"),
+        handler.describe_data(profile.num_train, profile.num_classes),
         f"domain similarity {domain.score:.2f} (1 = general English; "
         + ", ".join(f"{k} {v:.2f}" for k, v in domain.parts.items()) + ")",
         rule.reason,
@@ -181,7 +172,7 @@ def advise(
         reasons.append(f"budget {budget}: full fine-tuning is expected to take {situation.full_ft_seconds / 60:.1f} min")
     return Advice(
         strategy=rule.strategy,
-        learning_rate=get_strategy_class(rule.strategy)().defaults_for(task, num_params)["lr"],
+        learning_rate=get_strategy_class(rule.strategy)().defaults_for(handler.name, num_params)["lr"],
         epochs=epochs,
         batch_size=batch_size,
         max_length=chosen_length,

@@ -27,7 +27,7 @@ def probe_throughput(model: Any, tokenizer: Any, texts: list[str], max_length: i
     """Time one forward+backward and one inference forward on a real batch (after a warm-up), in the
     arithmetic training will use (bf16 autocast where the hardware is fast at it), and scale to the
     data's mean length: training batches are grouped by length, so cost follows the real tokens."""
-    from thawkit.engine.cache import fast_bf16_available
+    from thawkit.models.hardware import fast_bf16_available
 
     bf16 = fast_bf16_available()
     batch = tokenizer(texts[:batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")

@@ -14,7 +14,7 @@ from thawkit.cli.display import console
 
 def advise(
     data: Path = typer.Option(..., "--data", help="labeled training file"),
-    task: str = typer.Option("classification", "--task", help="task: classification, ner, qa or similarity"),
+    task: Optional[str] = typer.Option(None, "--task", help="task: classification (the default), ner, qa or similarity"),
     validation: Optional[Path] = typer.Option(None, "--validation", help="validation file (default: a seeded split of --data)"),
     model: str = typer.Option("minilm-l6", "--model", help="backbone: hub id, folder or alias"),
     text_col: Optional[str] = typer.Option(None, "--text-col"),
@@ -71,7 +71,7 @@ def advise(
     if advice.dapt is not None:
         verdict = "[green]recommended[/green]" if advice.dapt["recommended"] else "not recommended"
         console.print(f"  domain-adaptive pretraining on {unlabeled}: {verdict}: {advice.dapt['reason']}")
-    task_flag = f" --task {task}" if task != "classification" else ""
+    task_flag = f" --task {task}" if task else ""
     command = f"thawkit train{task_flag} --data {data} --strategy {advice.strategy} --epochs {advice.epochs} --max-length {advice.max_length}"
     if advice.dapt is not None and advice.dapt["recommended"]:
         command += f" --dapt-text {unlabeled}"

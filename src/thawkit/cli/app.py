@@ -18,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("train")(train_cmds.train)
+app.command("plan")(train_cmds.plan_command)
 app.command("demo")(demo_cmd.demo)
 app.command("advise")(advise_cmd.advise)
 app.command("compare")(compare_cmds.compare)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from thawkit.cli.display import console
 from thawkit.cli.options import CONFIG_FILE, command, config_parameters, config_values, strategy_parameters, strategy_values
+from thawkit.config import flag_of
 from thawkit.errors import ConfigError
 
 
@@ -53,7 +54,10 @@ def _compare(config: Optional[Path] = None, **given: Any) -> None:
     from thawkit.strategies import available_strategies
 
     values: dict[str, Any] = load_yaml_config(config, CompareConfig) if config is not None else {}
-    values.update(config_values(CompareConfig, given))
+    sources = {name: f"config file {config}" for name in values}
+    flags = config_values(CompareConfig, given)
+    values.update(flags)
+    sources.update({name: f"command line ({flag_of(name)})" for name in flags})
     if values.get("data") is None and values.get("resume") is None:
         raise ConfigError("no training data; fix: pass --data FILE or set data: in the --config file")
     names = values.get("strategies") or ["all"]
@@ -62,7 +66,7 @@ def _compare(config: Optional[Path] = None, **given: Any) -> None:
     for strategy, chosen in strategy_values(given, names).items():
         options.setdefault(strategy, {}).update(chosen)
     values["strategy_options"] = options
-    comparison = run_compare(values)
+    comparison = run_compare(values, sources=sources)
     print_comparison(comparison.rows, comparison.winner, comparison.advice, comparison.metric, comparison.path)
 
 

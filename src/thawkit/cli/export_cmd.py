@@ -22,7 +22,7 @@ def export(
     if not onnx:
         raise ConfigError("name the format; fix: thawkit export RUN --onnx --out DIR")
     try:
-        from thawkit.engine.export import export_onnx
+        from thawkit.engine.programs.export import export_onnx
     except ImportError as exc:
         raise ConfigError(f"export needs onnxruntime and onnx ({exc.name} is missing); fix: pip install 'thawkit[export]'") from None
     facts = export_onnx(run, out, quantize, overwrite)

@@ -78,7 +78,7 @@ def run_format(path: Path, facts: dict) -> str:
 
 def _interrupted(run: Path) -> None:
     """An interrupted run: what it reached and how to continue it."""
-    from thawkit.engine.resume import complete_checkpoints
+    from thawkit.engine.core.resume import complete_checkpoints
     from thawkit.rundir import partial_dir_for
 
     partial = partial_dir_for(run)

@@ -2,43 +2,88 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Optional
 
-
+import typer
 
 from thawkit.cli.display import console, metrics_table, per_class_table
 from thawkit.cli.options import CONFIG_FILE, command, config_parameters, config_values, strategy_parameters, strategy_values
+from thawkit.config import flag_of
 from thawkit.errors import ConfigError
 
+
 def _train_values(config: Optional[Path], given: dict[str, Any], resumable: bool = False,
-                 data_fix: str = "pass --data FILE or set data: in the --config file") -> dict[str, Any]:
-    """YAML, then flags, then the named strategy's own flags: the values train, lr-find and distill share."""
+                 data_fix: str = "pass --data FILE or set data: in the --config file") -> tuple[dict[str, Any], dict[str, str]]:
+    """YAML, then flags, then the named strategy's own flags: the values train, lr-find and distill
+    share, and where each came from (for the plan's sources)."""
     from thawkit.config import TrainConfig, load_yaml_config
 
     values: dict[str, Any] = load_yaml_config(config, TrainConfig) if config is not None else {}
-    values.update(config_values(TrainConfig, given))
+    sources = {name: f"config file {config}" for name in values}
+    flags = config_values(TrainConfig, given)
+    values.update(flags)
+    sources.update({name: f"command line ({flag_of(name)})" for name in flags})
     if values.get("data") is None and not (resumable and values.get("resume") is not None):
         raise ConfigError(f"no training data; fix: {data_fix}")
     strategy = values.get("strategy", TrainConfig.model_fields["strategy"].default)
-    values["strategy_options"] = {**(values.get("strategy_options") or {}), **strategy_values(given, [strategy]).get(strategy, {})}
-    return values
+    chosen = strategy_values(given, [strategy]).get(strategy, {})
+    values["strategy_options"] = {**(values.get("strategy_options") or {}), **chosen}
+    if chosen:
+        sources["strategy_options"] = "command line"
+    return values, sources
 
 
-def _train(config: Optional[Path] = None, **given: Any) -> None:
+def _train(config: Optional[Path] = None, dry_run: bool = False, **given: Any) -> None:
     """Train a model on your data with one strategy (any task) and write a run directory."""
+    from thawkit.api import plan as plan_only
     from thawkit.api import train as train_run
 
-    _summary(train_run(_train_values(config, given, resumable=True)))
+    values, sources = _train_values(config, given, resumable=True)
+    if dry_run:
+        print_plan(plan_only(values, sources=sources))
+        return
+    _summary(train_run(values, sources=sources))
+
+
+def _plan(config: Optional[Path] = None, **given: Any) -> None:
+    """Show the plan train would run, every setting with where its value comes from, without training (= train --dry-run)."""
+    _train(config, dry_run=True, **given)
+
+
+DRY_RUN = inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+    False, "--dry-run", help="print the plan (every setting and where its value comes from) and stop; nothing is trained"))
 
 
 def _build_train() -> Any:
     from thawkit.config import TrainConfig
 
-    return command(_train, [CONFIG_FILE], config_parameters(TrainConfig), strategy_parameters())
+    return command(_train, [CONFIG_FILE, DRY_RUN], config_parameters(TrainConfig), strategy_parameters())
+
+
+def _build_plan() -> Any:
+    from thawkit.config import TrainConfig
+
+    return command(_plan, [CONFIG_FILE], config_parameters(TrainConfig), strategy_parameters())
 
 
 train = _build_train()
+plan_command = _build_plan()
+
+
+def print_plan(plan: Any) -> None:
+    """One line per setting a rule or the user decided (value, then where it came from), then how
+    many kept their field default. Plain lines: long paths stay greppable."""
+    rows = plan.rows()
+    decided = [row for row in rows if row[2] != "default"]
+    console.print(f"[bold]plan[/bold]: thawkit {plan.command}, task {plan.config.task}, strategy {plan.config.strategy}")
+    width = max(len(name) for name, _, _ in decided)
+    for name, value, source in decided:
+        console.print(f"  {name:<{width}}  {value}  [dim]({source})[/dim]", soft_wrap=True, highlight=False, markup=True)
+    if plan.cache_reason:
+        console.print(f"  frozen-layer cache: {plan.cache_reason}", soft_wrap=True)
+    console.print(f"{len(rows) - len(decided)} other settings keep their defaults (docs/config.md)")
 
 
 def _summary(run: Any) -> None:
@@ -78,7 +123,8 @@ def _lr_find(config: Optional[Path] = None, steps: int = 100, start_lr: float = 
 
     from thawkit.api import lr_find
 
-    finding = lr_find(_train_values(config, given), steps=steps, start_lr=start_lr, end_lr=end_lr)
+    values, sources = _train_values(config, given)
+    finding = lr_find(values, steps=steps, start_lr=start_lr, end_lr=end_lr, sources=sources)
     shown = finding.lrs[:: max(1, len(finding.lrs) // 12)]
     for lr in shown:
         console.print(f"  lr {lr:9.2e}  loss {finding.losses[finding.lrs.index(lr)]:.4f}")
@@ -119,10 +165,10 @@ def _distill(config: Optional[Path] = None, teacher: Optional[Path] = None, stud
     """Distill a fine-tuned classification, NER or similarity run (the teacher) into a smaller student; the student is a normal run."""
     from thawkit.api import distill
 
-    values = _train_values(config, given, data_fix="pass --data FILE (examples labelled like the teacher's)")
+    values, sources = _train_values(config, given, data_fix="pass --data FILE (examples labelled like the teacher's)")
     if teacher is None:
         raise ConfigError("no teacher; fix: pass --teacher RUN (a finished classification, NER or similarity run)")
-    run, facts = distill(teacher, student, values, unlabeled=unlabeled)
+    run, facts = distill(teacher, student, values, unlabeled=unlabeled, sources=sources)
     _summary(run)
     share = f"{100 * facts['retained_share']:.1f}%" if facts["retained_share"] is not None else "n/a"
     console.print(f"student {facts['student_params']:,} params vs teacher {facts['teacher_params']:,}; keeps {share} of the "

@@ -1,31 +1,43 @@
 """One comparison job: a training run in this process, wherever the scheduler put the process
-(a process pool, a Ray task, a Ray Tune trial)."""
+(a process pool, a Ray task, a Ray Tune trial). Every job is planned (``thawkit.planner``) where
+it runs, with the comparison's sources and facts (a DAPT shared by every job)."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from thawkit.config import make_config
+JOB_KEYS = ("sources", "facts")  # what a job carries besides its TrainConfig values
 
 
-def train_job(values: dict[str, Any], threads: int | None = None, hooks: Any = None) -> str:
+def job_values(job: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig values of a job (without the scheduler's bookkeeping)."""
+    return {k: v for k, v in job.items() if k not in (*JOB_KEYS, "finished")}
+
+
+def plan_job(job: dict[str, Any], command: str = "compare") -> Any:
+    from thawkit.planner import plan_run
+
+    return plan_run(job_values(job), command, job.get("sources"), facts=job.get("facts"))
+
+
+def train_job(job: dict[str, Any], threads: int | None = None, hooks: Any = None) -> str:
     """One training run (importable at top level, so process pools and Ray can call it);
-    ``hooks``: what a scheduler adds to its loop (``thawkit.engine.loop.RunHooks``)."""
+    ``hooks``: what a scheduler adds to its loop (``thawkit.engine.core.loop.RunHooks``)."""
     os.environ.setdefault("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0"))
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    from thawkit.engine.pipeline import run_training
+    from thawkit.engine.core.pipeline import run_training
     from thawkit.logging_setup import quiet_libraries
 
     quiet_libraries()
-    run = run_training(make_config(values), hooks=hooks)
+    run = run_training(plan_job(job), hooks=hooks)
     metric = run.info["metric"]
     value = run.metrics["validation"].get(metric)
     seconds = run.info["train_seconds"] + (run.info.get("cache") or {}).get("pass_seconds", 0.0)
     shown = f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
-    print(f"  {values['strategy']:8s} seed {values['seed']}: done, val {metric} {shown} "
+    print(f"  {job['strategy']:8s} seed {job['seed']}: done, val {metric} {shown} "
           f"in {seconds:.1f}s ({run.info['config']['epochs']:g} epochs)", flush=True)
     return str(run.path)

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from thawkit.config import CompareConfig, make_config
-from thawkit.engine.ray_cluster import connect_ray, must_ship, pack_folder, unpack_folder
+from thawkit.engine.programs.ray_cluster import connect_ray, must_ship, pack_folder, unpack_folder
 
 log = logging.getLogger("thawkit")
 
 # What does not change the frozen-layer passes a job reads: one warm-up per distinct rest.
-_PER_JOB = ("seed", "out", "resume", "finished", "progress", "time_limit_seconds")
+_PER_JOB = ("seed", "out", "resume", "finished", "progress", "time_limit_seconds", "sources")
 
 
 def _resources(cfg: CompareConfig) -> dict[str, float]:
@@ -34,7 +34,8 @@ def warm_up(jobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     output share them; a gradual run's pass serves a later partial run's boundaries)."""
     import torch
 
-    from thawkit.engine.cache_shipping import warm_cache
+    from thawkit.compare.jobs import plan_job
+    from thawkit.engine.programs.cache_shipping import warm_cache
     from thawkit.logging_setup import quiet_libraries
 
     quiet_libraries()
@@ -42,20 +43,21 @@ def warm_up(jobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     distinct: dict[str, dict[str, Any]] = {}
     for job in jobs:
         rest = {k: v for k, v in job.items() if k not in _PER_JOB}  # strategy options stay: partial's k moves the boundary
-        distinct.setdefault(json.dumps(rest, sort_keys=True, default=str), {**job, "out": None, "progress": "off"})
+        distinct.setdefault(json.dumps(rest, sort_keys=True, default=str),
+                            {k: v for k, v in job.items() if k not in ("out", "progress", "finished", "resume")})
     bundles: dict[str, dict[str, Any]] = {}
     for values in distinct.values():
-        bundles.update(warm_cache(make_config({k: v for k, v in values.items() if k not in ("finished", "resume")})))
+        bundles.update(warm_cache(plan_job(values, "warm-cache")))
     return bundles
 
 
 def _task(job: dict[str, Any], bundles: dict[str, dict[str, Any]], driver_node: str) -> tuple[str, bytes | None]:
     """One job on a Ray worker: install the shipped cache, train, hand the run folder back if the
     driver cannot read this node's files."""
-    from thawkit.compare.jobs import train_job
-    from thawkit.engine.cache_shipping import install_cache
+    from thawkit.compare.jobs import job_values, train_job
+    from thawkit.engine.programs.cache_shipping import install_cache
 
-    install_cache(make_config(job), bundles)
+    install_cache(make_config(job_values(job)), bundles)
     path = train_job(job, _threads(job))
     return path, pack_folder(Path(path)) if must_ship(driver_node) else None
 
@@ -79,12 +81,12 @@ def _trial(config: dict[str, Any], cache: list[Any], driver_node: str) -> None:
     import ray
     from ray import tune
 
-    from thawkit.compare.jobs import train_job
-    from thawkit.engine.loop import RunHooks
-    from thawkit.engine.cache_shipping import install_cache
+    from thawkit.compare.jobs import job_values, train_job
+    from thawkit.engine.core.loop import RunHooks
+    from thawkit.engine.programs.cache_shipping import install_cache
 
     job = config["job"]
-    install_cache(make_config(job), ray.get(cache[0]))
+    install_cache(make_config(job_values(job)), ray.get(cache[0]))
 
     def report(point: dict[str, Any]) -> None:
         value = point["value"]

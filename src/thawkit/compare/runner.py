@@ -9,11 +9,12 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from thawkit.compare.jobs import train_job
-from thawkit.config import CompareConfig, make_config
+from thawkit.config import CompareConfig, TrainConfig, make_config
 from thawkit.errors import ConfigError
+from thawkit.planner.commands import COMMANDS, refuse_unhonoured
 
 log = logging.getLogger("thawkit")
 
@@ -34,7 +35,7 @@ COMPARE_CONFIG = "compare_config.json"  # the comparison's config, kept until it
 
 
 def _has_checkpoint(run_out: Path) -> bool:
-    from thawkit.engine.resume import complete_checkpoints
+    from thawkit.engine.core.resume import complete_checkpoints
     from thawkit.rundir import partial_dir_for
 
     return bool(complete_checkpoints(partial_dir_for(run_out) / "checkpoints"))
@@ -63,7 +64,7 @@ def _run_jobs(jobs: list[dict[str, Any]], cfg: CompareConfig) -> list[str]:
 def _run_pending(jobs: list[dict[str, Any]], cfg: CompareConfig) -> list[str]:
     if not jobs:
         return []
-    if cfg.ray:
+    if cfg.on_ray():
         from thawkit.compare.ray_jobs import run_tasks
 
         return run_tasks(jobs, cfg)
@@ -85,19 +86,37 @@ def _strategies(cfg: CompareConfig) -> list[str]:
     return sorted(dict.fromkeys(names), key=lambda n: (get_strategy_class(n).order, n))
 
 
-def compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any) -> Comparison:
-    """Train every strategy × seed on identical splits; write results.csv/json and the report."""
+def compare(config: CompareConfig | dict[str, Any] | None = None, *, sources: Mapping[str, str] | None = None,
+            **options: Any) -> Comparison:
+    """Train every strategy × seed on identical splits; write results.csv/json and the report.
+    ``sources``: where given values came from (the CLI's "command line" / "config file PATH")."""
     from thawkit.rundir import exclusive
 
     given = {**(config.model_dump(exclude_unset=True) if isinstance(config, CompareConfig) else dict(config or {})), **options}
     target = given.get("out") or given.get("resume")
     if target is None:
-        return _compare(config, **options)
+        return _compare(config, sources, **options)
     with exclusive(Path(target)):
-        return _compare(config, **options)
+        return _compare(config, sources, **options)
 
 
-def _compare(config: CompareConfig | dict[str, Any] | None = None, **options: Any) -> Comparison:
+def _shared_dapt(cfg: CompareConfig, base: dict[str, Any], final: Path, resuming: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """--dapt-text: adapt the encoder once, beside the comparison (OUT-dapt); every job fine-tunes the
+    adapted encoder (its thawkit.json names it and carries the DAPT facts)."""
+    from thawkit.planner import adapt_backbone, dapt_folder, plan_run
+
+    if cfg.dapt_text is None:
+        return base, None
+    first = _strategies(cfg)[0]
+    base = {**base, "dapt_text": None}
+    probe = plan_run({**base, "strategy": first, "strategy_options": cfg.strategy_options.get(first, {}), "out": None},
+                     "compare", dry_run=True)  # the max length the jobs will use
+    model, facts = adapt_backbone(probe.config, Path(cfg.dapt_text), dapt_folder(final), reuse=resuming)
+    return {**base, "model": model}, facts
+
+
+def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapping[str, str] | None = None,
+             **options: Any) -> Comparison:
     from thawkit.advisor import parse_budget
     from thawkit.compare.report import write_report
     from thawkit.compare.results import aggregate, load_run_summary, name_winner, write_results
@@ -110,17 +129,15 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, **options: An
         values = _resumed_comparison(Path(values["resume"]), values)
     cfg: CompareConfig = make_config(values, "comparison", CompareConfig)
     strategies = _strategies(cfg)
-    if cfg.ray_address is not None and not cfg.ray:
-        cfg = cfg.model_copy(update={"ray": True})  # an address says where to run: on Ray
-    if cfg.ray and (cfg.workers > 1):
+    if cfg.on_ray() and (cfg.workers > 1):
         raise ConfigError("--ray and --workers both choose where jobs run; fix: pass one of them")
-    if cfg.ray_workers is not None:
-        raise ConfigError("--ray-workers trains one model on several workers (thawkit train); compare runs each job on "
-                          "one; fix: drop --ray-workers, use --ray (and --ray-cpus per job)")
+    if not resuming:  # a resumed comparison's values are its saved config, checked when it started
+        refuse_unhonoured(COMMANDS["compare"], {k: v for k, v in values.items() if k in TrainConfig.model_fields})
     base = cfg.train_values()
+    given_sources = {k: "resumed comparison" if resuming else (sources or {}).get(k, "argument") for k in values}
     metric = cfg.metric  # None: the task's selection metric, read back from the first runs
     budget_seconds = parse_budget(cfg.budget)
-    final = Path(cfg.out) if cfg.out is not None else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    final = cfg.comparison_dir()
     check_destination(final, cfg.overwrite)
     partial = partial_dir_for(final)
     if not resuming:
@@ -129,24 +146,36 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, **options: An
                               f"'thawkit compare --resume {final}', or start over with --overwrite")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        from thawkit.engine.resume import write_config
+        from thawkit.engine.core.resume import write_json_atomically
 
-        write_config(partial, cfg.model_copy(update={"resume": None, "out": final}).model_dump(mode="json"))
-        os.replace(partial / "train_config.json", partial / COMPARE_CONFIG)
+        # What was given (not the field defaults): a resumed comparison plans its jobs as this one does.
+        write_json_atomically(partial / COMPARE_CONFIG, {**cfg.model_dump(mode="json", exclude_unset=True), "resume": None,
+                                                         "out": str(final)})
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     epochs_given = "epochs" in cfg.model_fields_set or cfg.successive_halving
 
+    base, dapt_facts = _shared_dapt(cfg, base, final, resuming)
+    job_sources = {k: v for k, v in given_sources.items() if k in base}
+    if dapt_facts is not None:
+        job_sources["model"] = f"compare --dapt-text: adapted once on {cfg.dapt_text}, shared by every job ({base['model']})"
+
     def job(strategy: str, seed: int, epochs: float, folder: str, time_limit: float | None) -> dict[str, Any]:
         out = partial / folder / f"{strategy}-seed{seed}"
+        per_job = {"strategy": "compare: one job per strategy", "seed": "compare: base seed + seed index",
+                   "split_seed": "compare: identical splits for every job", "out": "compare: the job's folder",
+                   "progress": "compare: one line per evaluation", "overwrite": "compare: each job writes a new folder",
+                   **({"time_limit_seconds": "compare: the budget's share per job"} if time_limit else {}), **({"epochs": f"compare: rung of {epochs:g} epochs"}
+                                                                      if folder != "runs" else {})}
         return {
+            "sources": {**job_sources, **per_job}, "facts": {"dapt": dapt_facts},
             # Resuming: finished runs are reused, interrupted ones continue from their checkpoint.
             **({"finished": str(out)} if resuming and (out / "thawkit.json").exists() else {}),
             **({"resume": str(out)} if resuming and _has_checkpoint(out) else {}),
             **base, "strategy": strategy, "strategy_options": cfg.strategy_options.get(strategy, {}), "seed": seed,
-            "split_seed": cfg.split_seed if cfg.split_seed is not None else cfg.seed,  # identical splits for every run
+            "split_seed": cfg.data_split_seed(),  # identical splits for every run
             # Epochs not given: each run picks its own (more for small data, as `thawkit train` does).
             **({"epochs": epochs} if epochs_given or folder != "runs" else {}),
-            "time_limit_seconds": time_limit or cfg.time_limit_seconds,
+            **({"time_limit_seconds": time_limit or cfg.time_limit_seconds} if (time_limit or cfg.time_limit_seconds) else {}),
             "out": str(partial / folder / f"{strategy}-seed{seed}"), "overwrite": False,
             "progress": "lines" if cfg.progress != "off" else "off",
         }
@@ -156,7 +185,7 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, **options: An
     summaries: list[dict[str, Any]] = []
     search: dict[str, Any] | None = None
     try:
-        if cfg.successive_halving and len(strategies) > 1 and cfg.ray:
+        if cfg.successive_halving and len(strategies) > 1 and cfg.on_ray():
             from thawkit.compare.ray_jobs import asha_search
 
             limit = budget_seconds / (len(strategies) * len(seeds)) if budget_seconds else None
@@ -209,7 +238,7 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, **options: An
             "strategies": strategies, "seeds": seeds, "budget": cfg.budget, "successive_halving": cfg.successive_halving,
             "wall_seconds": round(time.perf_counter() - started, 2), "advice": advice,
             "ray": {"address": cfg.ray_address or "local", "cpus_per_job": cfg.ray_cpus, "gpus_per_job": cfg.ray_gpus,
-                    **({"search": search} if search is not None else {})} if cfg.ray else None,
+                    **({"search": search} if search is not None else {})} if cfg.on_ray() else None,
             "config": cfg.model_dump(mode="json"),
         }
         write_results(rows, winner, metric, partial, meta)

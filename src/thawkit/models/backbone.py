@@ -154,3 +154,25 @@ def checkpoint_pooling(name: str) -> CheckpointPooling | None:
     mode = "cls" if config.get("pooling_mode_cls_token") else "max" if config.get("pooling_mode_max_tokens") else "mean"
     normalize = any(m.get("type", "").endswith(".Normalize") for m in modules)
     return CheckpointPooling(mode, normalize)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What planning needs to know of a backbone without loading its weights."""
+
+    num_params: int  # the backbone's parameters (no task head): selects the measured-defaults row by size
+    max_positions: int | None  # tokens the model can take (None: no fixed limit declared)
+    model_type: str
+
+
+def model_facts(name: str) -> ModelFacts:
+    """The backbone's size and length limit, from its config alone (the model is built on the meta
+    device: no weights are read or allocated)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    config = from_pretrained_checked(AutoConfig, name)
+    with torch.device("meta"):
+        skeleton = AutoModel.from_config(config)
+    positions = getattr(config, "max_position_embeddings", None)
+    return ModelFacts(sum(p.numel() for p in skeleton.parameters()), int(positions) if positions else None, config.model_type)

@@ -1,23 +1,18 @@
-"""The FastAPI application: endpoints per task, limits, Prometheus metrics, dynamic batching."""
+"""The FastAPI application: every task's routes (``Task.routes``), limits, Prometheus metrics, dynamic batching."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
-
 from thawkit.serve.batching import Batcher, Item, QueueFull
 from thawkit.serve.models import ServedModel
-
-# thawkit.json's task -> what the endpoints call it
-CLASSIFICATION, NER, QA, SIMILARITY = "sequence-classification", "token-classification", "question-answering", "sentence-similarity"
-
+from thawkit.tasks.roles import Route
+from thawkit.tasks.roles.serving import RequestError
 
 @dataclass
 class ServeLimits:
@@ -31,55 +26,8 @@ class ServeLimits:
     max_wait_ms: float = 0.0
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = Field(default=None, description="the served run to use (GET /v1/models); optional with one run of the task")
-
-
-class PredictRequest(_Request):
-    inputs: Union[str, list[str], list[list[str]]]
-    raw_scores: bool = False
-
-
-class EmbedRequest(_Request):
-    inputs: Union[str, list[str]]
-    normalize: bool = True
-
-
-class OpenAIEmbeddingRequest(_Request):
-    input: Union[str, list[str]]
-    encoding_format: Literal["float"] = "float"
-    user: str | None = None
-
-
-class SimilarityInputs(BaseModel):
-    source_sentence: str
-    sentences: list[str]
-
-
-class SimilarityRequest(_Request):
-    inputs: SimilarityInputs
-
-
-class NerRequest(_Request):
-    inputs: Union[str, list[str]]
-
-
-class QAPair(BaseModel):
-    question: str
-    context: str
-
-
-class QARequest(_Request):
-    question: str | None = None
-    context: str | None = None
-    inputs: list[QAPair] | None = None
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
+class ApiError(RequestError):
+    """A request the server refuses before any task's route sees it (unknown model, limits)."""
 
 
 def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None) -> FastAPI:
@@ -132,8 +80,8 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
             requests.labels(request.url.path, str(response.status_code)).inc()
         return response
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(RequestError)
+    async def _api_error(_request: Request, exc: RequestError) -> JSONResponse:
         return _error(exc.status, exc.message, exc.kind)
 
     @app.exception_handler(RequestValidationError)
@@ -198,82 +146,54 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
             queue_depth.labels(name).set(batcher_for(model).depth())
         return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/predict")
-    async def predict(body: PredictRequest) -> Any:
-        model = pick(body.model, CLASSIFICATION)
-        single = isinstance(body.inputs, str)
-        rows = [body.inputs] if single else list(body.inputs)
-        if all(isinstance(r, list) for r in rows):
-            if any(len(r) != 2 for r in rows):
-                raise ApiError(422, "a pair input must be [text, text_pair]")
-            texts, pairs = [r[0] for r in rows], [r[1] for r in rows]
-        elif all(isinstance(r, str) for r in rows):
-            texts, pairs = rows, None
-        else:
-            raise ApiError(422, "inputs: all strings or all [text, pair] lists")
-        labels = list(model.run.labels)
-        if body.raw_scores:
-            logits, _ = await run_batch(model, "logits", texts, pairs)
-            answers = [sorted(({"label": l, "score": float(s)} for l, s in zip(labels, row)), key=lambda d: -d["score"]) for row in logits]
-        else:
-            predictions, _ = await run_batch(model, "predict", texts, pairs)
-            answers = [sorted(({"label": l, "score": float(s)} for l, s in p["scores"].items()), key=lambda d: -d["score"])
-                       for p in predictions]
-        return answers[0] if single else answers
-
-    @app.post("/embed")
-    async def embed(body: EmbedRequest) -> list[list[float]]:
-        model = pick(body.model, SIMILARITY)
-        if not body.normalize:
-            raise ApiError(422, "normalize: false is not offered; similarity runs embed normalised vectors (what they were trained to compare)")
-        texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
-        vectors, _ = await run_batch(model, "embed", texts)
-        return vectors
-
-    @app.post("/v1/embeddings")
-    async def openai_embeddings(body: OpenAIEmbeddingRequest) -> dict[str, Any]:
-        model = pick(body.model, SIMILARITY)
-        texts = [body.input] if isinstance(body.input, str) else list(body.input)
-        vectors, tokens = await run_batch(model, "embed", texts)
-        return {"object": "list", "model": model.name,
-                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-
-    @app.post("/similarity")
-    async def similarity(body: SimilarityRequest) -> list[float]:
-        model = pick(body.model, SIMILARITY)
-        vectors, _ = await run_batch(model, "embed", [body.inputs.source_sentence, *body.inputs.sentences])
-        source = vectors[0]
-        return [float(sum(a * b for a, b in zip(source, v))) for v in vectors[1:]]
-
-    @app.post("/ner")
-    async def ner(body: NerRequest) -> Any:
-        model = pick(body.model, NER)
-        single = isinstance(body.inputs, str)
-        texts = [body.inputs] if single else list(body.inputs)
-        results, _ = await run_batch(model, "predict", texts)
-        entities = [r["entities"] for r in results]
-        return entities[0] if single else entities
-
-    @app.post("/qa")
-    async def qa(body: QARequest) -> Any:
-        model = pick(body.model, QA)
-        single = body.inputs is None
-        if single:
-            if body.question is None or body.context is None:
-                raise ApiError(422, "pass question and context, or inputs: [{question, context}, ...]")
-            pairs = [QAPair(question=body.question, context=body.context)]
-        else:
-            pairs = list(body.inputs or [])
-        results, _ = await run_batch(model, "predict", [p.question for p in pairs], [p.context for p in pairs])
-        answers = [{"answer": r["answer"], "start": r["start"], "end": r["end"], "score": _finite(r["score"])} for r in results]
-        return answers[0] if single else answers
+    mounted: dict[str, str] = {}
+    for task in registered_task_handlers():
+        for route in task.routes():
+            if route.path in mounted:
+                raise RuntimeError(f"route {route.path} is declared by tasks {mounted[route.path]} and {task.name}")
+            mounted[route.path] = task.name
+            app.post(route.path, summary=route.summary or None)(_endpoint(route, task.run_type, pick, run_batch))
 
     return app
 
 
-def _finite(value: Any) -> Any:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+@dataclass
+class _Call:
+    """What a task's route handler gets (``thawkit.tasks.roles.ServedCall``): the picked run and the batcher."""
+
+    model: ServedModel
+    run_batch: Any
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.model.run.labels)
+
+    async def batch(self, kind: str, texts: list[str], pairs: list[str] | None = None) -> tuple[list[Any], int]:
+        return await self.run_batch(self.model, kind, texts, pairs)
+
+
+def _endpoint(route: Route, run_type: str, pick: Any, run_batch: Any) -> Any:
+    """A FastAPI endpoint for a task's route: the body validated against the route's schema, the run
+    picked among the served runs of that task."""
+    import inspect
+
+    async def endpoint(body: Any) -> Any:
+        return await route.handler(body, _Call(pick(body.model, run_type), run_batch))
+
+    endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=route.request)])
+    endpoint.__name__ = route.path.strip("/").replace("/", "_") or "root"
+    return endpoint
+
+
+def registered_task_handlers() -> list[Any]:
+    from thawkit.tasks import available_tasks, get_task
+
+    return [get_task(name) for name in available_tasks()]
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:

@@ -1,7 +1,7 @@
 """The strategy interface: which parameters train at each stage, and at which learning rate.
 
 Trainability is data. A strategy returns a ``TrainablePlan`` for a stage; one function
-(``thawkit.engine.trainability.apply_plan``) applies it to the model and the optimizer. Stages
+(``thawkit.engine.core.trainability.apply_plan``) applies it to the model and the optimizer. Stages
 advance per epoch, or every ``stage_every_steps`` optimizer steps when a strategy sets it.
 """
 
@@ -11,7 +11,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -63,37 +63,6 @@ class TrainablePlan:
         return [b for b in layout.blocks if any(n in self.trainable for n in layout.params[b])]
 
 
-@runtime_checkable
-class Strategy(Protocol):
-    """A strategy carries its own facts, so guards, the advisor and reports never branch on its name."""
-
-    name: ClassVar[str]
-    Config: ClassVar[type[StrategyConfig]]
-    default_lr: ClassVar[float]
-    sane_max_lr: ClassVar[float]  # the LR guard warns far above this (BERT-style encoders, AdamW)
-    epoch_cost: ClassVar[float]  # time of one epoch relative to full fine-tuning, with the cache
-    trainable_share: ClassVar[float]  # rough share of parameters that train (memory estimate)
-    color: ClassVar[str]  # in reports
-    order: ClassVar[int]  # position in tables and compare (widest cache passes first)
-    config: StrategyConfig
-
-    def prepare(self, model: nn.Module, peft_task_type: str | None = None) -> nn.Module:
-        """Return the model to train (LoRA wraps it; other strategies return it unchanged)."""
-        ...
-
-    def num_stages(self, layout: BlockLayout) -> int:
-        """How many distinct stages the plan has (1 for a static strategy)."""
-        ...
-
-    def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
-        ...
-
-    @property
-    def stage_every_steps(self) -> int | None:
-        """Advance the stage every N optimizer steps; None advances it every epoch."""
-        ...
-
-
 def blocks_plan(
     layout: BlockLayout, blocks: list[str] | set[str], lr_scale_by_block: Mapping[str, float] | None = None
 ) -> TrainablePlan:
@@ -105,10 +74,24 @@ def blocks_plan(
     return TrainablePlan(trainable=frozenset(layout.names(blocks)), lr_scale=scales)
 
 
-class StaticStrategyMixin:
-    """Defaults for strategies whose plan never changes during training."""
+class Strategy:
+    """The one strategy interface: a base class with the defaults most strategies share.
 
+    A strategy carries its own facts, so guards, the advisor and reports never branch on its name.
+    ``plan(layout, stage)`` is the one method each strategy must write; multi-stage strategies
+    (gradual unfreezing) also override ``num_stages``, ``stage_every_steps`` and ``plan_schedule``.
+    """
+
+    name: ClassVar[str]  # set by @register_strategy
+    Config: ClassVar[type[StrategyConfig]] = StrategyConfig
+    default_lr: ClassVar[float]
+    sane_max_lr: ClassVar[float]  # the LR guard warns far above this (BERT-style encoders, AdamW)
+    epoch_cost: ClassVar[float]  # time of one epoch relative to full fine-tuning, with the cache
+    trainable_share: ClassVar[float]  # rough share of parameters that train (memory estimate)
+    color: ClassVar[str]  # in reports
+    order: ClassVar[int]  # position in tables and compare (widest cache passes first)
     config: StrategyConfig
+
     # Capabilities the engine and reports read (no one branches on a strategy's name):
     uses_pooled_head: bool = False  # brings its own pooled-feature model (see load_model)
     fits_head_in_closed_form: bool = False  # the head is fitted on cached features, not trained by the Trainer
@@ -117,7 +100,7 @@ class StaticStrategyMixin:
     merge_adapters: bool = False  # merge adapters into the base weights at save time
     trains_all_activations: bool = False  # backward runs through every layer (memory estimate)
     cached_pass: bool = False  # one pass through the frozen bottom precedes training
-    measured_options: Mapping[str, Any] = {}  # options that came from measured_defaults.json, not the user
+    measured_options: Mapping[str, Any] = {}  # options that came from measured_defaults.json, not the user (set by the plan)
 
     # The head's LR multiplier where measured_defaults.json has no entry: 1x. The table raises it where
     # measured better (full classification on small encoders, LoRA NER: 10x; docs/defaults.md).
@@ -125,10 +108,20 @@ class StaticStrategyMixin:
     # Small encoders (under 50M parameters, e.g. MiniLM-L6) tolerate and need a higher LR; None: default_lr.
     small_model_lr: float | None = None
 
+    def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
+        raise NotImplementedError(f"strategy {type(self).__name__} must define plan(layout, stage)")
+
+    def load_model(self, name: str, num_labels: int, id2label: dict[int, str], problem_type: str) -> "nn.Module | None":
+        """A model of the strategy's own (frozen pooled-feature heads); None: the task's standard model."""
+        return None
+
+    def resolve_for(self, model_name: str, multi_label: bool) -> None:
+        """Settle ``auto`` options that depend on the checkpoint and the data (called by the planner and the task)."""
+
     def default_lr_for(self, num_params: int) -> float:
         """The measured default LR for a model of this size (docs/defaults.md)."""
         small = self.small_model_lr is not None and num_params < 50_000_000
-        return self.small_model_lr if small else self.default_lr  # type: ignore[attr-defined, return-value]
+        return self.small_model_lr if small else self.default_lr  # type: ignore[return-value]
 
     def defaults_for(self, task: str, num_params: int) -> dict[str, Any]:
         """LR and head multiplier for this task and model size: the measured table
@@ -141,19 +134,11 @@ class StaticStrategyMixin:
             "head_lr_mult": float(entry.get("head_lr_mult", self.default_head_lr_mult)),
             "options": dict(entry.get("options", {})),
             "source": f"measured for {task}/{self.name}/{size} model (strategies/measured_defaults.json)" if entry
-            else f"{self.name}'s default",
+            else f"{self.name}'s default (strategies/{self.name}.py)",
         }
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
-        self.config = config if config is not None else self.Config()  # type: ignore[attr-defined]
-
-    def adopt_measured_options(self, options: Mapping[str, Any]) -> None:
-        """Strategy options measured for this task and model size (``defaults_for``'s ``options``), where
-        the user set none; a given option wins."""
-        unset = {key: value for key, value in options.items() if key not in self.config.model_fields_set}
-        self.measured_options = unset
-        if unset:
-            self.config = type(self.config).model_validate({**self.config.model_dump(exclude_unset=True), **unset})
+        self.config = config if config is not None else self.Config()
 
     def resolved_options(self) -> dict:
         """Options as they apply to this run (``auto`` settings resolved); recorded in thawkit.json."""

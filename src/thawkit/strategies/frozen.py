@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from thawkit.errors import ConfigError
 from thawkit.models.layout import HEAD, BlockLayout, find_layer_list, keep_layers
-from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
+from thawkit.strategies.base import Strategy, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
 
 if TYPE_CHECKING:
     from torch import nn
@@ -61,7 +61,7 @@ def resolve_features(pooling: str, head: str, checkpoint_mode: str | None, multi
 
 
 @register_strategy("frozen")
-class FrozenBackbone(StaticStrategyMixin):
+class FrozenBackbone(Strategy):
     """Only the head trains (or is fitted) on frozen features; a head alone takes a much higher LR."""
 
     Config = FrozenConfig
@@ -97,15 +97,20 @@ class FrozenBackbone(StaticStrategyMixin):
     def resolved_options(self) -> dict[str, Any]:
         return dict(self.resolved)
 
-    def load_model(self, name: str, num_labels: int, id2label: dict[int, str], problem_type: str) -> nn.Module | None:
-        """A pooled-feature classifier, or None for the architecture's own head (the default Auto model)."""
+    def resolve_for(self, model_name: str, multi_label: bool) -> None:
+        """``auto`` pooling and head from the checkpoint's own pooling and the data (multi-label: no logreg)."""
         from thawkit.models.backbone import checkpoint_pooling
 
         cfg: Any = self.config
-        checkpoint = checkpoint_pooling(name)
-        pooling, head = resolve_features(cfg.pooling, cfg.head, checkpoint.mode if checkpoint else None,
-                                         problem_type == "multi_label_classification")
+        checkpoint = checkpoint_pooling(model_name)
+        pooling, head = resolve_features(cfg.pooling, cfg.head, checkpoint.mode if checkpoint else None, multi_label)
         self.resolved = {"pooling": pooling, "head": head, "checkpoint_pooling": checkpoint.mode if checkpoint else None}
+
+    def load_model(self, name: str, num_labels: int, id2label: dict[int, str], problem_type: str) -> nn.Module | None:
+        """A pooled-feature classifier, or None for the architecture's own head (the default Auto model)."""
+        cfg: Any = self.config
+        self.resolve_for(name, problem_type == "multi_label_classification")
+        pooling, head = self.resolved["pooling"], self.resolved["head"]
         if pooling == "cls" and head == "linear":  # the architecture's own pooler + classifier
             return None
         from thawkit.models.pooled import load_pooled_classifier

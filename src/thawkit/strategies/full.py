@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from thawkit.models.layout import BlockLayout
-from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
+from thawkit.strategies.base import Strategy, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
 
 
 class FullConfig(StrategyConfig):
@@ -11,7 +11,7 @@ class FullConfig(StrategyConfig):
 
 
 @register_strategy("full")
-class FullFineTuning(StaticStrategyMixin):
+class FullFineTuning(Strategy):
     """Everything trains. Best with a few thousand examples or more; the most memory and time."""
 
     Config = FullConfig

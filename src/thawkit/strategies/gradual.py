@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from thawkit.models.layout import EMBEDDINGS, HEAD, BlockLayout, layer_block
-from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
+from thawkit.strategies.base import Strategy, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
 
 
 class GradualConfig(StrategyConfig):
@@ -57,7 +57,7 @@ def gradual_blocks(layout: BlockLayout, stage: int) -> list[str]:
 
 
 @register_strategy("gradual")
-class GradualUnfreezing(SpreadStages, StaticStrategyMixin):
+class GradualUnfreezing(SpreadStages, Strategy):
     """Thawing from the top limits catastrophic forgetting of the lower, more general layers."""
 
     Config = GradualConfig

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from thawkit.models.layout import EMBEDDINGS, HEAD, BlockLayout, layer_block
-from thawkit.strategies.base import StaticStrategyMixin, TrainablePlan, blocks_plan, register_strategy
+from thawkit.strategies.base import Strategy, TrainablePlan, blocks_plan, register_strategy
 from thawkit.strategies.gradual import GradualConfig, SpreadStages, gradual_blocks
 
 
@@ -30,7 +30,7 @@ def layer_lr_scales(layout: BlockLayout, decay: float) -> dict[str, float]:
 
 
 @register_strategy("llrd")
-class LayerwiseLRDecay(SpreadStages, StaticStrategyMixin):
+class LayerwiseLRDecay(SpreadStages, Strategy):
     """Lower layers change less: they hold general features that transfer."""
 
     Config = LLRDConfig

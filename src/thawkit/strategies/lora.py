@@ -12,7 +12,7 @@ from pydantic import Field
 
 from thawkit.errors import ConfigError
 from thawkit.models.layout import BlockLayout, head_module_names
-from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, register_strategy
+from thawkit.strategies.base import Strategy, StrategyConfig, TrainablePlan, register_strategy
 
 if TYPE_CHECKING:
     from torch import nn
@@ -54,7 +54,7 @@ def detect_target_modules(model: nn.Module) -> list[str]:
 
 
 @register_strategy("lora")
-class LoRA(StaticStrategyMixin):
+class LoRA(Strategy):
     """Trains ~1% of the parameters; the base stays shared, so many adapters can serve one base."""
 
     Config = LoRAConfig

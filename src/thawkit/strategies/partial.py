@@ -6,7 +6,7 @@ from pydantic import Field
 
 from thawkit.errors import ConfigError
 from thawkit.models.layout import EMBEDDINGS, BlockLayout, layer_block
-from thawkit.strategies.base import StaticStrategyMixin, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
+from thawkit.strategies.base import Strategy, StrategyConfig, TrainablePlan, blocks_plan, register_strategy
 
 
 class PartialConfig(StrategyConfig):
@@ -17,7 +17,7 @@ class PartialConfig(StrategyConfig):
 
 
 @register_strategy("partial")
-class PartialFreezing(StaticStrategyMixin):
+class PartialFreezing(Strategy):
     """Lower layers hold general features worth keeping; the top adapts to the task."""
 
     Config = PartialConfig

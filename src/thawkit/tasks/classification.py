@@ -8,7 +8,7 @@ for unmerged LoRA, or a pooled-feature head (``thawkit_head.json``) for ``frozen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from thawkit.errors import ConfigError
 from thawkit.models.backbone import load_sequence_classifier
 from thawkit.models.pooled import HEAD_CONFIG, PooledHeadClassifier
 from thawkit.tasks.base import RunBase, Task, TaskData, register_task
+from thawkit.tasks.classification_advice import CLASSIFICATION_RULES
+from thawkit.tasks.roles import AdviceInput, Route, Rule, ServedCall, ServeRequest
+from thawkit.tasks.roles.serving import RequestError
 from thawkit.tasks.classification_metrics import detailed_metrics, scalar_metrics
 
 if TYPE_CHECKING:
@@ -39,6 +42,34 @@ def tokenize_frame(frame: Any, tokenizer: Any, max_length: int) -> Any:
     return Dataset.from_dict({**encoded, "labels": frame["labels"].tolist()})
 
 
+class PredictRequest(ServeRequest):
+    inputs: Union[str, list[str], list[list[str]]]
+    raw_scores: bool = False
+
+
+async def _predict(body: PredictRequest, call: ServedCall) -> Any:
+    """TEI's /predict: label scores per text (or [text, pair]), best first."""
+    single = isinstance(body.inputs, str)
+    rows = [body.inputs] if single else list(body.inputs)
+    if all(isinstance(r, list) for r in rows):
+        if any(len(r) != 2 for r in rows):
+            raise RequestError(422, "a pair input must be [text, text_pair]")
+        texts, pairs = [r[0] for r in rows], [r[1] for r in rows]
+    elif all(isinstance(r, str) for r in rows):
+        texts, pairs = rows, None
+    else:
+        raise RequestError(422, "inputs: all strings or all [text, pair] lists")
+    if body.raw_scores:
+        logits, _ = await call.batch("logits", texts, pairs)
+        answers = [sorted(({"label": l, "score": float(s)} for l, s in zip(call.labels, row)), key=lambda d: -d["score"])
+                   for row in logits]
+    else:
+        predictions, _ = await call.batch("predict", texts, pairs)
+        answers = [sorted(({"label": l, "score": float(s)} for l, s in p["scores"].items()), key=lambda d: -d["score"])
+                   for p in predictions]
+    return answers[0] if single else answers
+
+
 @register_task("classification")
 class ClassificationTask(Task):
     run_type = "sequence-classification"
@@ -47,6 +78,22 @@ class ClassificationTask(Task):
     peft_task_type = "SEQ_CLS"
     supports_class_weights = True
     supports_distillation = True
+    pipeline_tag = "text-classification"
+    usage_arguments = ("a text to classify",)
+
+    def routes(self) -> tuple[Route, ...]:
+        return (Route("/predict", PredictRequest, _predict, "label scores (TEI schema)"),)
+
+    def advisor_rules(self) -> list[Rule]:
+        return list(CLASSIFICATION_RULES)
+
+    def advice_input(self, data: TaskData) -> AdviceInput:
+        train = data.train
+        return AdviceInput(train["text"].tolist(), train["text_pair"].tolist() if "text_pair" in train else None,
+                           train["label_names"].tolist(), data.validation["text"].tolist())
+
+    def describe_data(self, num_train: int, num_classes: int) -> str:
+        return f"{num_train:,} training examples in {num_classes} classes"
 
     def teacher_labelled(self, teacher: RunBase, path: Path, cfg: "TrainConfig") -> Any:
         """Unlabeled texts with the teacher's most probable label (its soft targets come at training time)."""
@@ -75,7 +122,7 @@ class ClassificationTask(Task):
         loaded = load_classification_data(
             cfg.data, validation=cfg.validation, test=cfg.test, text_col=cfg.text_col, text_pair_col=cfg.text_pair_col,
             label_col=cfg.label_col, multi_label=cfg.multi_label, label_sep=cfg.label_sep, val_fraction=cfg.val_fraction,
-            seed=cfg.split_seed if cfg.split_seed is not None else cfg.seed, fmt=cfg.table_format(),
+            seed=cfg.data_split_seed(), fmt=cfg.table_format(),
         )
         facts = {"problem_type": _problem_type(loaded.multi_label), "text_col": loaded.text_col,
                  "text_pair_col": loaded.text_pair_col, "label_col": loaded.label_col}
@@ -88,10 +135,9 @@ class ClassificationTask(Task):
 
     def build_model(self, cfg: "TrainConfig", data: TaskData, strategy: Any) -> nn.Module:
         problem_type = _problem_type(data.multi_label)
-        if getattr(strategy, "fits_head_in_closed_form", False) and data.multi_label:
+        if strategy.fits_head_in_closed_form and data.multi_label:
             raise ConfigError("head 'logreg' handles single-label data only; fix: use --head linear or --head mlp for multi-label")
-        custom_loader = getattr(strategy, "load_model", None)
-        model = custom_loader(cfg.model, len(data.labels), data.id2label, problem_type) if custom_loader else None
+        model = strategy.load_model(cfg.model, len(data.labels), data.id2label, problem_type)
         return model if model is not None else load_sequence_classifier(cfg.model, len(data.labels), data.id2label, problem_type)
 
     def encode(self, data: TaskData, split: str, tokenizer: Any, cfg: "TrainConfig") -> Any:

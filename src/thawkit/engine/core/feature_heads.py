@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from thawkit.engine.callbacks import HistoryCallback
-from thawkit.engine.stages import StageController
+from thawkit.engine.core.callbacks import HistoryCallback
+from thawkit.engine.core.stages import StageController
 from thawkit.models.pooled import PooledHeadClassifier, build_head, fit_logistic_regression, pool, train_mlp_head
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from transformers import Trainer
 
-from thawkit.engine.stages import StageController
+from thawkit.engine.core.stages import StageController
+
+if TYPE_CHECKING:
+    from thawkit.engine.core.distill_loss import Distillation
+    from thawkit.engine.core.resume import CheckpointState
+    from thawkit.guards.learning_rate import DivergenceMonitor
 
 
 class EpochSeededLengthGroupedSampler:
@@ -44,19 +49,19 @@ class StrategyTrainer(Trainer):
         controller: StageController,
         train_lengths: list[int] | None = None,
         class_weights: list[float] | None = None,
-        divergence: Any = None,
-        materialize: Any = None,
-        checkpoint_state: Any = None,
+        divergence: DivergenceMonitor | None = None,
+        materialize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        checkpoint_state: CheckpointState | None = None,
         keep_checkpoints: int = 1,
-        distillation: Any = None,
+        distillation: Distillation | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.distillation = distillation  # thawkit.engine.distill_loss.Distillation: a teacher's soft targets
+        self.distillation = distillation  # a teacher's soft targets
         if distillation is not None:
             distillation.teacher.eval()
             distillation.autocast_bf16 = bool(self.args.bf16)
-        self.checkpoint_state = checkpoint_state  # thawkit.engine.resume.CheckpointState
+        self.checkpoint_state = checkpoint_state
         self.keep_checkpoints = keep_checkpoints
         self.resume_stage = 0  # set when resuming: the stage whose optimizer groups the checkpoint holds
         self.resume_step = 0
@@ -64,13 +69,12 @@ class StrategyTrainer(Trainer):
         self.controller = controller
         self.train_lengths = train_lengths
         self.class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-        self.divergence = divergence  # thawkit.guards.learning_rate.DivergenceMonitor
+        self.divergence = divergence
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         """Length-grouped batches (random mega-batches sorted by length): little padding, still shuffled."""
         if self.train_lengths is None:
             return super()._get_train_sampler(train_dataset)
-        from transformers.trainer_pt_utils import LengthGroupedSampler
 
         return EpochSeededLengthGroupedSampler(
             self.args.train_batch_size * self.args.gradient_accumulation_steps,
@@ -92,7 +96,7 @@ class StrategyTrainer(Trainer):
             optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k != "lr"}
             self.optimizer = optimizer_cls(self.controller.initial_param_groups(), **optimizer_kwargs)
             if self.resume_stage:
-                from thawkit.engine.resume import rebuild_stages
+                from thawkit.engine.core.resume import rebuild_stages
 
                 rebuild_stages(self.controller, self.optimizer, self.resume_stage, self.resume_step)
             if self.resume_step:  # the stage history as the interrupted run logged it
@@ -104,7 +108,7 @@ class StrategyTrainer(Trainer):
         kill at any point leaves at least one complete checkpoint."""
         from pathlib import Path
 
-        from thawkit.engine.resume import rotate
+        from thawkit.engine.core.resume import rotate
 
         limit, self.args.save_total_limit = self.args.save_total_limit, None
         try:

@@ -26,7 +26,6 @@ class Distillation:
     temperature: float = 2.0
     hidden_weight: float = 0.0
     layer_map: list[int] = field(default_factory=list)  # student layer j was teacher layer layer_map[j]
-    extra_train: Any = None  # teacher-labelled examples added to the training split (--unlabeled)
     autocast_bf16: bool = False  # the teacher's forward in bf16, like the student's (set by the trainer)
 
     def loss(self, model: Any, inputs: dict[str, Any], class_weights: torch.Tensor | None, return_outputs: bool) -> Any:

@@ -7,8 +7,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from thawkit.engine.stages import StageController
-from thawkit.engine.trainability import count_trainable
+from thawkit.engine.core.stages import StageController
+from thawkit.engine.core.trainability import count_trainable
 
 
 class HistoryCallback(TrainerCallback):

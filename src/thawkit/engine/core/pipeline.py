@@ -1,9 +1,10 @@
 """The one training sequence, for every task and every strategy.
 
-config -> task data -> tokenizer -> model -> guards -> strategy -> cache -> Trainer -> final
-metrics -> forgetting -> merge check -> run directory. A task supplies its data, model, encoding,
-collator, metrics and artifact layout (``thawkit.tasks.base.Task``); a strategy supplies its plan
-and facts. Nothing here knows a task's or a strategy's name.
+plan -> tokenizer -> model -> guards -> strategy -> cache -> Trainer -> final metrics ->
+forgetting -> merge check -> run directory. The plan (``thawkit.planner.plan_run``) has resolved
+every setting and loaded the task's data; a task supplies its model, encoding, collator, metrics
+and artifact layout (``thawkit.tasks.base.Task``); a strategy supplies its plan and facts. Nothing
+here defaults a setting, or knows a task's or a strategy's name.
 """
 
 from __future__ import annotations
@@ -19,32 +20,25 @@ from typing import Any
 import torch
 
 from thawkit.config import TrainConfig
-from thawkit.engine.arguments import (
-    check_max_length,
-    epochs_for_data,
-    peak_memory_mb,
-    reachable_stages,
-    reset_peak_memory,
-    steps_per_epoch,
-    training_arguments,
-    world_size_from_env,
-)
-from thawkit.engine.artifacts import measure_forgetting_of, merge_checked, write_run_files
-from thawkit.engine.cached_training import SwitchableCollator, SwitchableDataset, sorted_order
-from thawkit.engine.loop import RunHooks, build_loop, discard_or_keep, prepare_controller, run_loop
-from thawkit.engine.resume import write_config
-from thawkit.engine.trainability import set_requires_grad
-from thawkit.errors import ConfigError
+from thawkit.engine.core.arguments import peak_memory_mb, reachable_stages, reset_peak_memory, steps_per_epoch, training_arguments
+from thawkit.engine.core.distill_loss import Distillation
+from thawkit.engine.core.artifacts import measure_forgetting_of, merge_checked, write_run_files
+from thawkit.engine.cache.cached_training import SwitchableCollator, SwitchableDataset, sorted_order
+from thawkit.engine.core.loop import RunHooks, build_loop, discard_or_keep, prepare_controller, run_loop
+from thawkit.engine.core.resume import write_plan
+from thawkit.engine.core.trainability import set_requires_grad
 from thawkit.guards import GuardReport
 from thawkit.guards.imbalance import balanced_class_weights, check_collapse, check_imbalance, weights_apply
 from thawkit.guards.learning_rate import check_learning_rate
 from thawkit.guards.overfitting import check_overfitting
 from thawkit.guards.tokenizer import check_tokenizer
+from thawkit.errors import ConfigError
 from thawkit.models.backbone import load_tokenizer, resolve_model_path
 from thawkit.models.layout import HEAD
-from thawkit.rundir import check_destination, default_run_dir, exclusive, partial_dir_for
-from thawkit.strategies import get_strategy_class
-from thawkit.tasks import RunBase, Task, TaskData, get_task
+from thawkit.rundir import check_destination, exclusive, partial_dir_for
+from thawkit.runplan import RunPlan, out_dir, world_size
+from thawkit.strategies import Strategy
+from thawkit.tasks import RunBase, Task, TaskData
 
 log = logging.getLogger("thawkit")
 
@@ -53,31 +47,24 @@ log = logging.getLogger("thawkit")
 class Prepared:
     """What the sequence has built before training starts."""
 
-    cfg: TrainConfig
-    task: Task
-    strategy: Any
     data: TaskData
     tokenizer: Any
     model: Any
     guards: GuardReport
     class_weights: list[float] | None
     timings: dict[str, float] = field(default_factory=dict)
-    defaults_source: str = ""
-    epochs_source: str | None = None  # why the epochs differ from the default, if they do
 
 
-def run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None, distillation: Any = None,
+def run_training(plan: RunPlan, extra_facts: dict[str, Any] | None = None, distillation: Distillation | None = None,
                  hooks: RunHooks | None = None) -> RunBase:
-    """Train ``cfg`` (a named strategy, not ``auto``) and write its run directory; with
-    ``distillation`` (``engine.distill_loss.Distillation``: a teacher of the same task and labels), its
-    outputs are soft targets; ``hooks``: what a scheduler (Ray Tune, Ray Train) adds to the loop."""
-    if cfg.out is None:
-        return _run_training(cfg, extra_facts, distillation, hooks)
-    with exclusive(Path(cfg.out)):
-        return _run_training(cfg, extra_facts, distillation, hooks)
+    """Train as ``plan`` says and write its run directory; with ``distillation`` (a teacher of the
+    same task and labels), its outputs are soft targets; ``hooks``: what a scheduler (Ray Tune, Ray
+    Train) adds to the loop; ``extra_facts``: what the caller adds to thawkit.json."""
+    with exclusive(out_dir(plan)):
+        return _run_training(plan, extra_facts, distillation, hooks)
 
 
-def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, distillation: Any = None,
+def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillation: Distillation | None = None,
                   hooks: RunHooks | None = None) -> RunBase:
     from transformers import set_seed
 
@@ -87,18 +74,15 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, distilla
 
     reset_peak_memory()
     started = time.perf_counter()
-    task = get_task(cfg.task)
-    strategy = get_strategy_class(cfg.strategy)(cfg.strategy_config())
-    task.check_config(cfg, strategy)
-    length_given = cfg.max_length is not None
-    cfg = cfg.resolved()
-    final_dir = Path(cfg.out) if cfg.out is not None else default_run_dir(f"{task.name}-{cfg.strategy}")
+    cfg, task = plan.config, plan.task
+    strategy = plan.build_strategy()
+    final_dir = out_dir(plan)
     check_destination(final_dir, cfg.overwrite)
     partial_dir = partial_dir_for(final_dir)
     resume_from = _resume_point(cfg, final_dir, partial_dir)
     set_seed(cfg.seed)
-    prepared = prepare_run(cfg, task, strategy, length_given, distillation.extra_train if distillation is not None else None)
-    cfg, data, tokenizer = prepared.cfg, prepared.data, prepared.tokenizer
+    prepared = prepare_run(plan, strategy)
+    data, tokenizer = prepared.data, prepared.tokenizer
     timings = prepared.timings
 
     model = strategy.prepare(prepared.model, task.peft_task_type)
@@ -112,12 +96,14 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, distilla
     per_epoch = steps_per_epoch(cfg, len(train_ds), args.world_size)
     controller.strategy.plan_schedule(math.ceil(per_epoch * cfg.epochs), layout)  # gradual: stages spread over the run
     runtime, cache_reason = (None, "off: distillation feeds the teacher the raw inputs") if distillation is not None else \
-        attach_cache(cfg, task, controller, tokenizer, train_ds, val_ds, args.world_size)
+        attach_cache(plan, controller, tokenizer, train_ds, val_ds)
     with args.main_process_first(desc="prepare run directory"):
         if is_main and partial_dir.exists() and resume_from is None:
             shutil.rmtree(partial_dir)  # left over from a run that reached no checkpoint, or --overwrite
         if is_main:
-            write_config(partial_dir, cfg.model_copy(update={"resume": None, "out": final_dir}).model_dump(mode="json"))
+            saved = plan.as_dict()
+            saved["config"]["resume"] = None  # a resumed run resumes from its folder, wherever it was started from
+            write_plan(partial_dir, saved)
 
     collator = SwitchableCollator(tokenizer, task.collator(tokenizer)) if task.cacheable else task.collator(tokenizer)
     loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
@@ -153,17 +139,20 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, distilla
             history.records.append({"type": "forgetting", "step": int(trainer.state.global_step), **metrics["forgetting"]})
             timings["forgetting"] = time.perf_counter() - mark
 
-        merge = hasattr(model, "merge_and_unload") and (getattr(strategy, "merge_adapters", False) or task.saves_merged_weights)
+        merge = hasattr(model, "merge_and_unload") and (strategy.merge_adapters or task.saves_merged_weights)
         info = {
-            **_run_info(cfg, task, strategy, data, model),
+            **_run_info(plan, strategy, data, model),
             **_training_facts(trainer, controller, layout, loop, train_seconds, training_loss, args.world_size, ever_trainable),
             "merged_lora": merge,
             "precision": "bf16 autocast, fp32 weights" if args.bf16 else "fp32",
             "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
             "guards": prepared.guards.as_list(),
             "class_weights": prepared.class_weights,
-            "defaults_source": prepared.defaults_source,  # where the LR and head multiplier came from
-            "epochs_source": prepared.epochs_source,
+            "plan": plan.record(),  # every setting a rule decided, with its source
+            "defaults_source": plan.source("lr"),  # where the LR came from
+            "epochs_source": plan.source("epochs") if plan.source("epochs").startswith("small data") else None,
+            "advice": plan.facts.get("advice"),
+            "dapt": plan.facts.get("dapt"),
             "failed": collapse[0].message if collapse else None,
             **(extra_facts or {}),
         }
@@ -175,7 +164,7 @@ def _run_training(cfg: TrainConfig, extra_facts: dict[str, Any] | None, distilla
             # Seconds per phase, up to the write (whose own time is not in the file it writes).
             info["timings"] = {k: round(v, 3) for k, v in {**timings, "total_before_save": time.perf_counter() - started}.items()}
             write_run_files(cfg, partial_dir, final_dir, tokenizer, labels, info, metrics, history.records,
-                            lambda folder: task.save_model(saved, folder, cfg))
+                            lambda folder: task.save_model(saved, folder, cfg.model, cfg.max_length), task)
     except BaseException as exc:
         if is_main:
             discard_or_keep(partial_dir, exc)  # a kill while writing: the checkpoints are still there
@@ -196,7 +185,7 @@ def _without_autocast(model: Any) -> Any:
 def _resume_point(cfg: TrainConfig, final_dir: Path, partial_dir: Path) -> Path | None:
     """The checkpoint to continue from (--resume), or None; a fresh start never deletes an
     interrupted run's checkpoints unless --overwrite says so."""
-    from thawkit.engine.resume import complete_checkpoints, find_resume_point
+    from thawkit.engine.core.resume import complete_checkpoints, find_resume_point
 
     if cfg.resume is not None:
         return find_resume_point(Path(cfg.resume))[2]
@@ -210,7 +199,7 @@ def _resume_point(cfg: TrainConfig, final_dir: Path, partial_dir: Path) -> Path 
 def _prepare_resume(loop: Any, checkpoint: Path) -> None:
     """thawkit's state from the checkpoint; the optimizer groups of its stage are rebuilt when the
     Trainer creates the optimizer, before it loads the optimizer state."""
-    from thawkit.engine.resume import CheckpointState
+    from thawkit.engine.core.resume import CheckpointState
 
     state = CheckpointState.read(checkpoint)
     loop.checkpoint_state.restore(checkpoint)
@@ -219,43 +208,25 @@ def _prepare_resume(loop: Any, checkpoint: Path) -> None:
     log.info("Resuming from %s (stage %s)", checkpoint, state["stage"])
 
 
-def prepare_run(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool, extra_train: Any = None) -> Prepared:
-    """Data, tokenizer, model and the guards that run before training; ``extra_train``: examples added
-    to the training split only (teacher-labelled text)."""
+def prepare_run(plan: RunPlan, strategy: Strategy) -> Prepared:
+    """Tokenizer, model and the guards that run before training, on the plan's data."""
+    cfg, task = plan.config, plan.task
     timings: dict[str, float] = {}
     mark = time.perf_counter()
-    data = task.load_data(cfg)
-    if extra_train is not None:
-        task.add_training_examples(data, extra_train)
-    if cfg.metric is None:
-        cfg = cfg.model_copy(update={"metric": task.selection_metric(data)})
-    epochs_given = cfg.epochs
-    cfg, epochs_source = epochs_for_data(cfg, len(data.train), world_size_from_env())
+    data = plan.data()
     timings["load_data"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+    tokenizer = load_tokenizer(cfg.tokenizer)
     if task.needs_fast_tokenizer and not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(f"--task {task.name} needs a fast tokenizer (offsets); {cfg.tokenizer or cfg.model} has none; "
+        raise ConfigError(f"--task {task.name} needs a fast tokenizer (offsets); {cfg.tokenizer} has none; "
                           "fix: use a model that ships tokenizer.json")
     model = task.build_model(cfg, data, strategy)
-    if epochs_source and getattr(strategy, "fits_head_in_closed_form", False):  # no epochs run: nothing to raise
-        cfg, epochs_source = cfg.model_copy(update={"epochs": epochs_given}), None
-    if epochs_source:
-        log.info("Small training set: %s", epochs_source)
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if not length_given and limit and cfg.max_length > limit:  # the task's default, on a model with fewer positions
-        cfg = cfg.model_copy(update={"max_length": int(limit)})
-    check_max_length(cfg, model)
-    measured = strategy.defaults_for(task.name, sum(p.numel() for p in model.parameters()))
-    if cfg.lr is None or cfg.head_lr_mult is None:  # measured per task, strategy and model size
-        given = {k: v for k, v in (("lr", cfg.lr), ("head_lr_mult", cfg.head_lr_mult)) if v is not None}
-        cfg = cfg.model_copy(update={"lr": measured["lr"], "head_lr_mult": measured["head_lr_mult"], **given})
-        log.debug("Defaults: lr %g, head LR x%g (%s)", cfg.lr, cfg.head_lr_mult, measured["source"])
-    strategy.adopt_measured_options(measured["options"])  # e.g. frozen NER/QA: features from a lower layer
+    if plan.source("epochs").startswith("small data"):
+        log.info("Epochs: %s", plan.source("epochs"))
     timings["load_model"] = time.perf_counter() - mark
     guards = GuardReport(strict=cfg.strict)
     # A default measured for this task and model size is sane for it (NER partial on MiniLM: 1e-3).
-    guards.add(check_learning_rate(cfg.strategy, cfg.resolved_lr(), max(strategy.sane_max_lr, measured["lr"])))
+    guards.add(check_learning_rate(cfg.strategy, cfg.lr, max(strategy.sane_max_lr, plan.measured.get("lr", 0.0))))
     guards.add(check_tokenizer(tokenizer, model, task.sample_texts(data)))
     counts = task.class_counts(data)
     class_weights = None
@@ -266,7 +237,7 @@ def prepare_run(cfg: TrainConfig, task: Task, strategy: Any, length_given: bool,
             # multi-label: positives of label c are up-weighted by negatives / positives
             class_weights = ([(len(data.train) - c) / max(c, 1) for c in ordered] if data.multi_label
                              else balanced_class_weights(ordered))
-    return Prepared(cfg, task, strategy, data, tokenizer, model, guards, class_weights, timings, measured["source"], epochs_source)
+    return Prepared(data, tokenizer, model, guards, class_weights, timings)
 
 
 def encoded_split(task: Task, data: TaskData, split: str, tokenizer: Any, cfg: TrainConfig) -> Any:
@@ -279,23 +250,18 @@ def encoded_split(task: Task, data: TaskData, split: str, tokenizer: Any, cfg: T
     return SwitchableDataset(encoded, order=sorted_order(encoded) if in_length_order else None)
 
 
-def attach_cache(cfg: TrainConfig, task: Task, controller: Any, tokenizer: Any, train_ds: Any, val_ds: Any,
-                  world_size: int, store: Any = None) -> tuple[Any, str]:
-    """The frozen-layer cache where it is on, exact and useful; else None and the reason."""
-    from thawkit.engine.cache import FeatureStore, resolve_storage
-    from thawkit.engine.cached_training import prepare_cached_path
+def attach_cache(plan: RunPlan, controller: Any, tokenizer: Any, train_ds: Any, val_ds: Any, store: Any = None) -> tuple[Any, str]:
+    """The frozen-layer cache where the plan has it on and it is exact and useful; else None and the reason."""
+    from thawkit.engine.cache.cached_training import prepare_cached_path
+    from thawkit.engine.cache.store import FeatureStore
 
+    cfg = plan.config
     if not cfg.cache:
-        return None, "off (--no-cache)"
-    if not task.cacheable:
-        return None, f"--task {task.name} encodes several inputs per example; the cache does not apply"
-    if world_size > 1:
-        return None, "off: distributed runs use the plain path"
-    storage = resolve_storage(cfg.cache_dtype)
+        return None, plan.cache_reason
     runtime, reason = prepare_cached_path(
-        controller, controller.model, tokenizer, {"train": train_ds, "validation": val_ds}, cfg.max_length, storage,
-        store if store is not None else FeatureStore(cfg.cache_dir, cfg.cache_ram_budget_mb), autocast_bf16=storage == "bfloat16",
-        batch_size=cfg.eval_batch_size, reachable_stages=reachable_stages(controller.strategy, cfg, len(train_ds), world_size),
+        controller, controller.model, tokenizer, {"train": train_ds, "validation": val_ds}, cfg.max_length, cfg.cache_dtype,
+        store if store is not None else FeatureStore(cfg.cache_dir, cfg.cache_ram_budget_mb), autocast_bf16=cfg.cache_dtype == "bfloat16",
+        batch_size=cfg.eval_batch_size, reachable_stages=reachable_stages(controller.strategy, cfg, len(train_ds), world_size(cfg)),
     )
     if runtime is not None:
         controller.listeners.append(runtime.follow)
@@ -308,9 +274,9 @@ def attach_cache(cfg: TrainConfig, task: Task, controller: Any, tokenizer: Any, 
 def _closed_form_fit(strategy: Any, loop: Any, controller: Any, cfg: TrainConfig, ever_trainable: set[str]) -> Any:
     """Training replaced by a closed-form head fit, or by one evaluation when nothing can train."""
     trainer, history = loop.trainer, loop.history
-    candidates = getattr(strategy, "feature_head_candidates", ())
+    candidates = strategy.feature_head_candidates
     if candidates:
-        from thawkit.engine.feature_heads import fit_feature_head
+        from thawkit.engine.core.feature_heads import fit_feature_head
 
         return lambda: fit_feature_head(trainer, controller, history, cfg.seed, candidates, cfg.metric)
     if ever_trainable:
@@ -342,15 +308,16 @@ def _sample_batch(collator: Any, dataset: Any, model: Any) -> dict[str, torch.Te
     return {k: v.to(device) for k, v in batch.items() if k != "labels" and isinstance(v, torch.Tensor)}
 
 
-def _run_info(cfg: TrainConfig, task: Task, strategy: Any, data: TaskData, model: Any) -> dict[str, Any]:
+def _run_info(plan: RunPlan, strategy: Strategy, data: TaskData, model: Any) -> dict[str, Any]:
     from thawkit.version import __version__
 
-    closed_form = bool(getattr(strategy, "feature_head_candidates", ()))
+    cfg, task = plan.config, plan.task
+    closed_form = bool(strategy.feature_head_candidates)
     return {
         "thawkit_version": __version__,
         "task": task.run_type,
         "strategy": cfg.strategy,
-        "strategy_options": cfg.strategy_config().model_dump(),
+        "strategy_options": strategy.config.model_dump(),
         "strategy_resolved": strategy.resolved_options(),
         "base_model": cfg.model,
         "base_model_path": resolve_model_path(cfg.model),
@@ -360,7 +327,7 @@ def _run_info(cfg: TrainConfig, task: Task, strategy: Any, data: TaskData, model
         "num_validation_examples": len(data.validation),
         "metric": cfg.metric,
         # A closed-form head (scikit-learn) uses no learning rate.
-        "learning_rate": None if closed_form else cfg.resolved_lr(),
+        "learning_rate": None if closed_form else cfg.lr,
         "head_fit": _head_fit(model) if closed_form else "gradient descent",
         "config": cfg.model_dump(mode="json"),
         **task.run_facts(data),

@@ -26,23 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from thawkit.models.hardware import fast_bf16_available
 from thawkit.models.layout import BlockLayout
 
 if TYPE_CHECKING:
-    from thawkit.engine.surgery import ModelSurgery
+    from thawkit.engine.cache.surgery import ModelSurgery
 
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}  # bf16 stored as raw bits
-
-
-def fast_bf16_available() -> bool:
-    """bf16 matmuls in hardware: a CUDA GPU that supports them, or a CPU with AVX512-BF16 / AMX."""
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_storage(cache_dtype: str) -> str:

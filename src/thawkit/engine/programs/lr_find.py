@@ -16,12 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from thawkit.config import TrainConfig
-from thawkit.engine.arguments import training_arguments
-from thawkit.engine.cached_training import SwitchableCollator
-from thawkit.engine.loop import build_loop, prepare_controller
-from thawkit.strategies import get_strategy_class
-from thawkit.tasks import get_task
+from thawkit.engine.cache.cached_training import SwitchableCollator
+from thawkit.engine.core.arguments import training_arguments
+from thawkit.engine.core.loop import build_loop, prepare_controller
+from thawkit.runplan import RunPlan
 
 
 @dataclass
@@ -47,23 +45,20 @@ class LRFinding:
             f" ({self.diverged_at:g})" if self.diverged_at is not None else " (none reached within the range)")
 
 
-def lr_find(cfg: TrainConfig, steps: int = 100, start_lr: float = 1e-7, end_lr: float | None = None) -> LRFinding:
-    """Run the range test for ``cfg``'s strategy on its data (nothing is saved)."""
+def lr_find(plan: RunPlan, steps: int = 100, start_lr: float = 1e-7, end_lr: float | None = None) -> LRFinding:
+    """Run the range test for the plan's strategy on its data (nothing is saved; the lr-find plan
+    has the cache and the progress display off)."""
     from transformers import set_seed
 
-    from thawkit.engine.pipeline import encoded_split, prepare_run
+    from thawkit.engine.core.pipeline import encoded_split, prepare_run
 
     started = time.perf_counter()
-    task = get_task(cfg.task)
-    strategy_cls = get_strategy_class(cfg.strategy)
-    strategy = strategy_cls(cfg.strategy_config())
-    task.check_config(cfg, strategy)
-    length_given = cfg.max_length is not None
-    cfg = cfg.resolved().model_copy(update={"cache": False, "progress": "off", "out": None})
+    cfg, task = plan.config, plan.task
+    strategy = plan.build_strategy()
     set_seed(cfg.seed)
-    prepared = prepare_run(cfg, task, strategy, length_given)
-    cfg, data, tokenizer = prepared.cfg, prepared.data, prepared.tokenizer
-    end_lr = end_lr or 10 * strategy_cls.sane_max_lr
+    prepared = prepare_run(plan, strategy)
+    data, tokenizer = prepared.data, prepared.tokenizer
+    end_lr = end_lr or 10 * strategy.sane_max_lr
     model = strategy.prepare(prepared.model, task.peft_task_type)
     layout, controller, ever_trainable = prepare_controller(strategy, model, cfg)
     if not ever_trainable:
@@ -115,7 +110,7 @@ def lr_find(cfg: TrainConfig, steps: int = 100, start_lr: float = 1e-7, end_lr: 
                 diverged_at = lr
                 break
     suggested = _steepest(lrs, losses)
-    return LRFinding(cfg.strategy, lrs, losses, suggested, diverged_at, float(cfg.lr), strategy_cls.sane_max_lr,
+    return LRFinding(cfg.strategy, lrs, losses, suggested, diverged_at, float(cfg.lr), strategy.sane_max_lr,
                      round(time.perf_counter() - started, 2))
 
 

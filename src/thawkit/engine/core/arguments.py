@@ -18,14 +18,6 @@ def distributed_cpu() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
-def uses_bf16(cfg: TrainConfig) -> bool:
-    """bf16 autocast for training and evaluation (fp32 master weights and optimizer state): asked
-    for, or ``auto`` on hardware with fast bf16 matmuls (AVX512-BF16/AMX CPUs, bf16 GPUs)."""
-    from thawkit.engine.cache import fast_bf16_available
-
-    return cfg.precision == "bf16" or (cfg.precision == "auto" and fast_bf16_available())
-
-
 def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) -> Any:
     from transformers import TrainingArguments
 
@@ -33,13 +25,13 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
     check_loggers(cfg.report_to)
     save_strategy, save_steps, _ = cfg.checkpoint_plan()
     cpu_ddp = {"use_cpu": True, "ddp_backend": "gloo"} if distributed_cpu() else {}
-    bf16 = uses_bf16(cfg)
+    bf16 = cfg.precision == "bf16"  # resolved by the planner (auto: where the hardware is fast at it)
     if bf16 and not torch.cuda.is_available():
         cpu_ddp.setdefault("use_cpu", True)  # the Trainer accepts bf16 without a GPU only when told it is on the CPU
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
-        learning_rate=cfg.resolved_lr(),
+        learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -47,7 +39,7 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         lr_scheduler_type="linear",
         eval_strategy="epoch",
-        # Resumable checkpoints (thawkit rotates them: engine/resume.py); the best weights are kept in
+        # Resumable checkpoints (thawkit rotates them: engine/core/resume.py); the best weights are kept in
         # memory by BestStateCallback and saved with each checkpoint.
         save_strategy=save_strategy,
         save_steps=save_steps or 500,
@@ -101,32 +93,14 @@ def steps_per_epoch(cfg: TrainConfig, num_examples: int, world_size: int = 1) ->
     return math.ceil(num_examples / (cfg.batch_size * cfg.gradient_accumulation_steps * world_size))
 
 
-def world_size_from_env() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def epochs_with_enough_steps(epochs: float, num_examples: int, batch_size: int) -> float:
     """``epochs``, raised for small data until the run has ``MIN_TRAINING_STEPS`` optimizer steps
-    (at most ``MAX_RAISED_EPOCHS``). The advisor plans with it, so its epochs and time are the run's."""
+    (at most ``MAX_RAISED_EPOCHS``). The planner and the advisor use it, so the advice's epochs and
+    time are the run's."""
     per_epoch = math.ceil(num_examples / batch_size) if num_examples > 0 else 0
     if per_epoch == 0 or per_epoch * epochs >= MIN_TRAINING_STEPS:
         return epochs
     return max(epochs, float(min(MAX_RAISED_EPOCHS, math.ceil(MIN_TRAINING_STEPS / per_epoch))))
-
-
-def epochs_for_data(cfg: TrainConfig, num_examples: int, world_size: int = 1) -> tuple[TrainConfig, str | None]:
-    """More epochs for small data when --epochs was not given, so the run has at least
-    ``MIN_TRAINING_STEPS`` optimizer steps (at most ``MAX_RAISED_EPOCHS`` epochs); early stopping
-    still ends it once validation stops improving. Returns the config and why it changed (or None)."""
-    if "epochs" in cfg.model_fields_set or num_examples <= 0:
-        return cfg, None
-    per_epoch = steps_per_epoch(cfg, num_examples, world_size)
-    epochs = epochs_with_enough_steps(cfg.epochs, num_examples, cfg.batch_size * cfg.gradient_accumulation_steps * world_size)
-    if epochs <= cfg.epochs:
-        return cfg, None
-    why = (f"{cfg.epochs:g} -> {epochs:g} epochs: {num_examples} training examples give {per_epoch} optimizer steps an "
-           f"epoch, and runs under {MIN_TRAINING_STEPS} steps left strategies at the majority class (pass --epochs to override)")
-    return cfg.model_copy(update={"epochs": epochs}), why
 
 
 def stopping_starts_at(cfg: TrainConfig, total_steps: int) -> int:
@@ -140,12 +114,6 @@ def reachable_stages(strategy: Any, cfg: TrainConfig, num_examples: int, world_s
     if every:
         return math.ceil(math.ceil(steps_per_epoch(cfg, num_examples, world_size) * cfg.epochs) / every)
     return math.ceil(cfg.epochs)
-
-
-def check_max_length(cfg: TrainConfig, model: Any) -> None:
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and cfg.max_length is not None and cfg.max_length > limit:
-        raise ConfigError(f"--max-length {cfg.max_length} exceeds the model's {limit} positions; fix: pass --max-length {limit} or less")
 
 
 def peak_memory_mb() -> float:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from thawkit.config import TrainConfig
+from thawkit.runplan import RunPlan, out_dir
 from thawkit.errors import ConfigError
 
 log = logging.getLogger("thawkit")
@@ -81,28 +81,29 @@ def unpack_folder(packed: bytes, folder: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def train_on_ray(cfg: TrainConfig, extra_facts: dict[str, Any] | None = None) -> Path:
-    """Train ``cfg`` on ``cfg.ray_workers`` Ray Train workers (TorchTrainer, DDP on gloo or NCCL);
-    the run folder is the one a single process writes. Returns its path on this machine."""
-    from thawkit.rundir import check_destination, default_run_dir, partial_dir_for
+def train_on_ray(plan: RunPlan, extra_facts: dict[str, Any] | None = None) -> Path:
+    """Train as ``plan`` says on its ``ray_workers`` Ray Train workers (TorchTrainer, DDP on gloo or
+    NCCL); every worker runs the plan it is shipped (planned once, on the driver, for that many
+    processes); the run folder is the one a single process writes. Returns its path on this machine."""
+    from thawkit.rundir import check_destination, partial_dir_for
 
+    cfg = plan.config
     ray = connect_ray(cfg.ray_address)
     try:
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
     except ImportError:
         raise ConfigError("--ray-workers needs Ray Train; fix: pip install 'thawkit[ray]'") from None
-    out = Path(cfg.out) if cfg.out is not None else default_run_dir(f"{cfg.task}-{cfg.strategy}")
-    out = out.absolute()
+    out = out_dir(plan).absolute()
     check_destination(out, cfg.overwrite)
     storage = partial_dir_for(out).parent / f".{out.name}.ray"
-    values = cfg.model_copy(update={"out": out, "ray_workers": None}).model_dump(mode="json")
+    shipped_plan = plan.with_updates("Ray Train: the driver's folder, as an absolute path", out=str(out)).as_dict()
     use_gpu = cfg.ray_gpus > 0
     # Ray Train's print patch ignores print(file=...): Ray's own dis.dis(file=StringIO) lands on the console.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"values": values, "extra_facts": extra_facts, "driver_node": ray.get_runtime_context().get_node_id()},
+        train_loop_config={"plan": shipped_plan, "extra_facts": extra_facts, "driver_node": ray.get_runtime_context().get_node_id()},
         scaling_config=ScalingConfig(num_workers=cfg.ray_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.ray_cpus, **({"GPU": cfg.ray_gpus} if use_gpu else {})}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
@@ -127,15 +128,14 @@ def _train_worker(config: dict[str, Any]) -> None:
     import torch
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
-    from thawkit.config import make_config
-    from thawkit.engine.loop import RunHooks
-    from thawkit.engine.pipeline import run_training
+    from thawkit.engine.core.loop import RunHooks
+    from thawkit.engine.core.pipeline import run_training
 
-    cfg = make_config(config["values"])
+    plan = RunPlan.from_dict(config["plan"])
     context = ray.train.get_context()
-    torch.set_num_threads(max(1, int(cfg.ray_cpus)))
+    torch.set_num_threads(max(1, int(plan.config.ray_cpus)))
     hooks = RunHooks(callbacks=[RayTrainReportCallback()], wrap_trainer=prepare_trainer)
-    run = run_training(cfg, {**(config.get("extra_facts") or {}), "ray_workers": context.get_world_size()}, hooks=hooks)
+    run = run_training(plan, {**(config.get("extra_facts") or {}), "ray_workers": context.get_world_size()}, hooks=hooks)
     metrics = {"validation_" + k: v for k, v in run.metrics.get("validation", {}).items() if isinstance(v, (int, float))}
     if context.get_world_rank() == 0 and must_ship(config["driver_node"]):
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(run.path)))

@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from transformers import DataCollatorWithPadding
 
-from thawkit.engine.cache import (
+from thawkit.engine.cache.store import (
     CacheEntry,
     FeatureStore,
     block_digests,
@@ -21,10 +21,12 @@ from thawkit.engine.cache import (
     data_fingerprint,
     tokenizer_fingerprint,
 )
-from thawkit.engine.stages import StageController
-from thawkit.engine.surgery import ModelSurgery
+from thawkit.engine.cache.surgery import ModelSurgery
 from thawkit.models.layout import EMBEDDINGS, BlockLayout
 from thawkit.strategies.base import TrainablePlan
+
+if TYPE_CHECKING:
+    from thawkit.engine.core.stages import StageController
 
 log = logging.getLogger("thawkit")
 

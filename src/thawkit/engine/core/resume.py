@@ -27,7 +27,7 @@ log = logging.getLogger("thawkit")
 
 STATE_FILE = "thawkit_state.json"
 BEST_FILE = "best_snapshot.safetensors"
-CONFIG_FILE = "train_config.json"  # the resolved config, written when training starts
+PLAN_FILE = "run_plan.json"  # the run's plan (thawkit.runplan.RunPlan.as_dict), written when training starts
 
 
 def _step(folder: Path) -> int:
@@ -72,20 +72,25 @@ def find_resume_point(path: Path) -> tuple[Path, Path, Path]:
                               "folder of an interrupted run that reached a checkpoint (--checkpoint-every), or train from the start")
         checkpoint = complete[-1]
     final = partial.parent / partial.name[1 : -len(".partial")]
-    if not (partial / CONFIG_FILE).exists():
-        raise ConfigError(f"{partial}: no {CONFIG_FILE}, so its configuration is unknown; fix: train from the start")
+    if not (partial / PLAN_FILE).exists():
+        raise ConfigError(f"{partial}: no {PLAN_FILE}, so its configuration is unknown; fix: train from the start")
     return final, partial, checkpoint
 
 
-def saved_config(partial: Path) -> dict[str, Any]:
-    return json.loads((partial / CONFIG_FILE).read_text(encoding="utf-8"))
+def saved_plan(partial: Path) -> dict[str, Any]:
+    """The plan an interrupted run started with (``write_plan``)."""
+    return json.loads((partial / PLAN_FILE).read_text(encoding="utf-8"))
 
 
-def write_config(partial: Path, config: dict[str, Any]) -> None:
-    partial.mkdir(parents=True, exist_ok=True)
-    temporary = partial / f".{CONFIG_FILE}.tmp"
-    temporary.write_text(json.dumps(json_safe(config), indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(temporary, partial / CONFIG_FILE)
+def write_json_atomically(path: Path, values: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.tmp"
+    temporary.write_text(json.dumps(json_safe(values), indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_plan(partial: Path, plan: dict[str, Any]) -> None:
+    write_json_atomically(partial / PLAN_FILE, plan)
 
 
 class CheckpointState:

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 from transformers import TrainerCallback
 
-from thawkit.engine.trainability import (
+from thawkit.engine.core.trainability import (
     add_groups_to_optimizer,
     build_param_groups,
     params_in_optimizer,
@@ -27,7 +27,7 @@ class SkipEmptyStages:
     def __init__(self, strategy: Strategy, offset: int) -> None:
         self.inner, self.offset = strategy, offset
         self.config = strategy.config
-        self.name = getattr(strategy, "name", "")
+        self.name = strategy.name
 
     @classmethod
     def wrap(cls, strategy: Strategy, layout: BlockLayout) -> Strategy:

@@ -126,7 +126,7 @@ def run_dapt(settings: DaptSettings, progress: bool = False) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
     from thawkit.data.probe import general_sentences
-    from thawkit.engine.cache import fast_bf16_available
+    from thawkit.models.hardware import fast_bf16_available
     from thawkit.models.backbone import load_tokenizer, portable_model_name, resolve_model_path
 
     import warnings

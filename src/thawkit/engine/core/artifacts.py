@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from thawkit.engine.core.resume import PLAN_FILE
 from thawkit.rundir import HISTORY_FILE, LABELS_FILE, METRICS_FILE, RUN_FILE, publish, write_history, write_json
 
 
@@ -51,22 +52,18 @@ def measure_forgetting_of(model_name: str, model: Any, tokenizer: Any, frozen_en
     return measure_forgetting(model, pretrained, tokenizer, general_sentences(), mlm)
 
 
-_PIPELINE_TAGS = {"sequence-classification": "text-classification", "token-classification": "token-classification",
-                  "question-answering": "question-answering", "sentence-similarity": "sentence-similarity"}
-
-
-def model_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
+def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter: bool) -> str:
     """README.md for the run: Hugging Face model-card front matter (model-index with the measured
-    metrics) and what a reader needs to trust or reuse it."""
+    metrics) and what a reader needs to trust or reuse it; ``task`` (its serving role) gives the
+    pipeline tag, the library and the usage snippet; ``adapter``: the folder is an unmerged PEFT adapter."""
     import yaml
 
     from thawkit.models.backbone import portable_model_name
 
-    task = info["task"]
-    adapter = bool(info.get("strategy_options", {}).get("r")) and not info.get("merged_lora")
-    library = "peft" if adapter else ("sentence-transformers" if task == "sentence-similarity" else "transformers")
+    tag = task.pipeline_tag
+    library = "peft" if adapter else task.card_library
     results = [
-        {"task": {"type": _PIPELINE_TAGS.get(task, task)},
+        {"task": {"type": tag},
          "dataset": {"name": f"{split} split ({info.get('validation_source', split) if split == 'validation' else 'given with --test'})",
                      "type": "custom"},
          "metrics": [{"type": name, "value": round(float(value), 4)} for name, value in values.items()
@@ -76,14 +73,14 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
     front = {
         "library_name": library,
         "base_model": portable_model_name(info["base_model"]),
-        "pipeline_tag": _PIPELINE_TAGS.get(task, task),
+        "pipeline_tag": tag,
         "tags": ["thawkit", f"strategy-{info['strategy']}"],
         "model-index": [{"name": info.get("run_name", "thawkit run"), "results": results}],
     }
     headline = metrics.get("validation", {}).get(info.get("metric"))
     lines = [
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-        f"# {_PIPELINE_TAGS.get(task, task)} fine-tuned with thawkit", "",
+        f"# {tag} fine-tuned with thawkit", "",
         f"- Base model: `{portable_model_name(info['base_model'])}`",
         f"- Strategy: `{info['strategy']}` {json.dumps(info.get('strategy_resolved') or {}, sort_keys=True)}; "
         f"learning rate {info.get('learning_rate')}; {info.get('global_steps', 0)} steps",
@@ -98,7 +95,7 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
         "", "## Intended use", "",
         "Predictions on text like the training data. Measured only on the splits above; check it on your own "
         "held-out data before relying on it, and expect it to degrade on other domains.", "",
-        "## Load", "", "```bash", "thawkit predict RUN_FOLDER --text 'your text'", "```", "",
+        "## Use", "", "```bash", task.usage_snippet(), "```", "",
         "The folder is a standard Hugging Face " + ("PEFT adapter (`adapter_config.json`, `config.json` holds the labels)"
                                                     if adapter else "model folder") + "; `thawkit.json` records every setting.", "",
     ]
@@ -107,7 +104,7 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any]) -> str:
 
 def write_run_files(
     cfg: Any, partial_dir: Path, final_dir: Path, tokenizer: Any, labels: dict[str, Any], info: dict[str, Any],
-    metrics: dict[str, Any], history: list[dict[str, Any]], save_model: Callable[[Path], None],
+    metrics: dict[str, Any], history: list[dict[str, Any]], save_model: Callable[[Path], None], task: Any,
 ) -> None:
     """Write everything under the partial name, then rename it into place."""
     partial_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +113,8 @@ def write_run_files(
     # evaluated at, so they predict what thawkit does.
     tokenizer.model_max_length = int(cfg.max_length)
     tokenizer.save_pretrained(str(partial_dir))
-    (partial_dir / "README.md").write_text(model_card(info, metrics), encoding="utf-8")
+    adapter = (partial_dir / "adapter_config.json").exists()
+    (partial_dir / "README.md").write_text(model_card(info, metrics, task, adapter), encoding="utf-8")
     write_json(partial_dir / LABELS_FILE, labels)
     write_json(partial_dir / RUN_FILE, info)
     write_json(partial_dir / METRICS_FILE, metrics)
@@ -129,5 +127,5 @@ def write_run_files(
         shutil.move(str(logs), str(partial_dir / "logs"))
     if not cfg.save_checkpoints:
         shutil.rmtree(partial_dir / "checkpoints", ignore_errors=True)
-    (partial_dir / "train_config.json").unlink(missing_ok=True)  # for --resume only; thawkit.json has the config
+    (partial_dir / PLAN_FILE).unlink(missing_ok=True)  # for --resume only; thawkit.json keeps the plan
     publish(partial_dir, final_dir, cfg.overwrite)

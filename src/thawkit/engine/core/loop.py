@@ -1,5 +1,5 @@
 """The training loop every task shares: stage controller, callbacks, the Trainer, cleanup on failure.
-Tasks bring their data, model, collator and metrics (``thawkit.engine.pipeline`` wires them)."""
+Tasks bring their data, model, collator and metrics (``thawkit.engine.core.pipeline`` wires them)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from thawkit.engine.arguments import steps_per_epoch, stopping_starts_at
-from thawkit.engine.best import BestStateCallback
-from thawkit.engine.callbacks import (
+from thawkit.engine.core.arguments import steps_per_epoch, stopping_starts_at
+from thawkit.engine.core.best import BestStateCallback
+from thawkit.engine.core.callbacks import (
     CheckpointAfterEvaluation,
     EvaluationListener,
     HistoryCallback,
@@ -21,19 +21,27 @@ from thawkit.engine.callbacks import (
     TimedCheckpointCallback,
     TimeLimitCallback,
 )
-from thawkit.engine.stages import SkipEmptyStages, StageCallback, StageController
-from thawkit.engine.trainability import set_requires_grad
+from thawkit.engine.core.stages import SkipEmptyStages, StageCallback, StageController
+from thawkit.engine.core.trainability import set_requires_grad
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+    from thawkit.config import TrainConfig
+    from thawkit.engine.core.distill_loss import Distillation
+    from thawkit.models.layout import BlockLayout
+    from thawkit.strategies import Strategy
 
 
-def prepare_controller(strategy: Any, model: Any, cfg: Any) -> tuple[Any, StageController, set[str]]:
+def prepare_controller(strategy: Strategy, model: Any, cfg: TrainConfig) -> tuple[BlockLayout, StageController, set[str]]:
     """Layout, stage controller and the set of parameters any stage trains (all marked trainable,
     since DDP registers what is trainable when it wraps the model)."""
     from thawkit.models.layout import build_layout
 
     layout = build_layout(model)
     strategy = SkipEmptyStages.wrap(strategy, layout)
-    controller = StageController(strategy, model, layout, cfg.resolved_lr(), cfg.weight_decay, decay_names=set(),
-                                 head_lr_mult=cfg.resolved_head_lr_mult())
+    controller = StageController(strategy, model, layout, cfg.lr, cfg.weight_decay, decay_names=set(),
+                                 head_lr_mult=cfg.head_lr_mult)
     controller.plan = strategy.plan(layout, 0)  # validates strategy options against this model
     ever_trainable = controller.ever_trainable()
     set_requires_grad(model, ever_trainable)
@@ -45,7 +53,7 @@ def discard_or_keep(partial_dir: Path, exc: BaseException) -> None:
     interruption or crash keeps its complete checkpoints for --resume."""
     import logging
 
-    from thawkit.engine.resume import complete_checkpoints
+    from thawkit.engine.core.resume import complete_checkpoints
     from thawkit.errors import ThawkitError
 
     kept = complete_checkpoints(partial_dir / "checkpoints")
@@ -89,15 +97,15 @@ def example_lengths(dataset: Any) -> list[int] | None:
 
 
 def build_loop(
-    cfg: Any, controller: StageController, args: Any, train_ds: Any, val_ds: Any, collator: Any, tokenizer: Any,
-    compute_metrics: Callable[[Any], dict[str, float]], metric: str, ever_trainable: set[str],
-    class_weights: list[float] | None = None, materialize: Any = None,
-    distillation: Any = None, hooks: RunHooks | None = None,
+    cfg: TrainConfig, controller: StageController, args: TrainingArguments, train_ds: Any, val_ds: Any, collator: Any,
+    tokenizer: Any, compute_metrics: Callable[[Any], dict[str, float]], metric: str, ever_trainable: set[str],
+    class_weights: list[float] | None = None, materialize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    distillation: Distillation | None = None, hooks: RunHooks | None = None,
 ) -> Loop:
     from transformers import PrinterCallback
 
-    from thawkit.engine.resume import CheckpointState
-    from thawkit.engine.trainer import StrategyTrainer
+    from thawkit.engine.core.resume import CheckpointState
+    from thawkit.engine.core.trainer import StrategyTrainer
     from thawkit.guards.learning_rate import DivergenceMonitor
 
     model = controller.model
@@ -125,7 +133,7 @@ def build_loop(
         callbacks += hooks.callbacks
         if hooks.on_evaluation is not None:
             callbacks.append(EvaluationListener(metric, history, hooks.on_evaluation))
-    divergence = DivergenceMonitor(cfg.resolved_lr())
+    divergence = DivergenceMonitor(cfg.lr)
     checkpoint_state = CheckpointState(controller, history, best, divergence)
     trainer = StrategyTrainer(
         model=model,

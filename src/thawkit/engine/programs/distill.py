@@ -7,13 +7,14 @@ A ``layers:N`` student starts from the teacher itself with N evenly spaced encod
 (DistilBERT's initialisation, Sanh et al. 2019), embeddings and head included. ``--unlabeled``
 text, labelled by the teacher, extends the training split; ``--distill-hidden-weight`` adds
 matching each student layer's hidden states to the teacher layer it came from. The objective:
-``thawkit.engine.distill_loss``.
+``thawkit.engine.core.distill_loss``.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 import os
 import re
 import shutil
@@ -22,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from thawkit.config import TrainConfig
-from thawkit.engine.distill_loss import Distillation
-from thawkit.engine.pipeline import run_training
+from thawkit.engine.core.distill_loss import Distillation
+from thawkit.engine.core.pipeline import run_training
+from thawkit.runplan import RunPlan, out_dir
 from thawkit.errors import ConfigError
 from thawkit.rundir import read_run_files
-from thawkit.tasks import RunBase, Task, get_task, task_for_run
+from thawkit.tasks import RunBase, Task, task_for_run
 
 DISTILLATION_FILE = "distillation.json"
 
@@ -53,7 +55,7 @@ def evenly_spaced(total: int, keep: int) -> list[int]:
     return sorted({min(total - 1, int(round((i + 1) * step)) - 1) for i in range(keep)})
 
 
-def student_from_teacher(teacher: RunBase, keep: int, folder: Path, task: Task, cfg: TrainConfig) -> tuple[Path, list[int]]:
+def student_from_teacher(teacher: RunBase, keep: int, folder: Path, task: Task, max_length: int) -> tuple[Path, list[int]]:
     """The teacher with ``keep`` of its encoder layers, saved where ``--model`` can load it, and the
     teacher layer each student layer came from."""
     from thawkit.models.layout import find_layer_list, keep_layers
@@ -69,7 +71,7 @@ def student_from_teacher(teacher: RunBase, keep: int, folder: Path, task: Task, 
     keep_layers(student, kept)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    task.save_model(student, folder, cfg.resolved())  # the task's own layout (similarity: with its pooling)
+    task.save_model(student, folder, teacher.info.get("config", {}).get("model", ""), max_length)  # the task's own layout
     teacher.tokenizer.save_pretrained(str(folder))
     (folder / "student_layers.json").write_text(json.dumps({"teacher_layers": len(layers), "kept": kept}) + "\n")
     return folder, kept
@@ -104,30 +106,42 @@ def _seconds_per_example(infer: Any, count: int = 256) -> float:
     return (time.perf_counter() - started) / count
 
 
-def run_distill(cfg: TrainConfig, teacher_path: Path, student: str, unlabeled: Path | None = None) -> tuple[RunBase, dict[str, Any]]:
-    task = get_task(cfg.task)
-    teacher = load_teacher(Path(teacher_path), task)
-    init_folder, kept = None, None
-    match = re.fullmatch(r"layers:(\d+)", student.strip())
-    out = Path(cfg.out) if cfg.out is not None else Path("runs") / f"distill-{time.strftime('%Y%m%d-%H%M%S')}"
-    if match:
-        init_folder = out.parent / f"{out.name}-student-base"
-        folder, kept = student_from_teacher(teacher, int(match.group(1)), init_folder, task, cfg)
-        student_model = str(folder)
-    else:
-        student_model = student
-    cfg = cfg.model_copy(update={"model": student_model, "out": out, "cache": False})
-    extra_train = task.teacher_labelled(teacher, Path(unlabeled), cfg) if unlabeled is not None else None
+@dataclass
+class Student:
+    """Where the student starts: a model name or folder, and for ``layers:N`` the teacher layers it kept."""
+
+    spec: str  # what --student said
+    model: str
+    kept: list[int] | None = None
+    init_folder: Path | None = None  # the layers:N initialisation, removed after training unless an adapter needs it
+
+
+def prepare_student(teacher: RunBase, spec: str, out: Path, task: Task) -> Student:
+    """``layers:N``: the teacher with N evenly spaced layers, saved beside ``out``; else the named model."""
+    match = re.fullmatch(r"layers:(\d+)", spec.strip())
+    if not match:
+        return Student(spec, spec)
+    init_folder = out.parent / f"{out.name}-student-base"
+    folder, kept = student_from_teacher(teacher, int(match.group(1)), init_folder, task, teacher.max_length)
+    return Student(spec, str(folder), kept, init_folder)
+
+
+def run_distill(plan: RunPlan, teacher_path: Path, teacher: RunBase, student: Student) -> tuple[RunBase, dict[str, Any]]:
+    """Train the planned student (``plan.config.model`` is the student) on the teacher's soft targets."""
+    cfg, task = plan.config, plan.task
+    out = out_dir(plan)
+    extra_train = plan.loaded.get("extra_train")
     distillation = Distillation(teacher.model, task.distillation_soft_loss, cfg.distill_alpha, cfg.distill_temperature,
-                                cfg.distill_hidden_weight, _layer_map(teacher, student_model, kept, cfg), extra_train)
-    unlabeled_facts = {"unlabeled": str(unlabeled), "teacher_labelled_examples": len(extra_train)} if extra_train is not None else {}
+                                cfg.distill_hidden_weight, _layer_map(teacher, student.model, student.kept, cfg))
+    unlabeled_facts = {"unlabeled": plan.facts.get("unlabeled"), "teacher_labelled_examples": len(extra_train)} \
+        if extra_train is not None else {}
     try:
-        run = run_training(cfg, {"distillation": {"teacher": str(teacher_path), "student": student, **unlabeled_facts}},
+        run = run_training(plan, {"distillation": {"teacher": str(teacher_path), "student": student.spec, **unlabeled_facts}},
                            distillation=distillation)
     finally:
         adapter_run = (out / "adapter_config.json").exists()  # an adapter student needs its base folder to load
-        if init_folder is not None and not adapter_run:
-            shutil.rmtree(init_folder, ignore_errors=True)
+        if student.init_folder is not None and not adapter_run:
+            shutil.rmtree(student.init_folder, ignore_errors=True)
     if list(getattr(run, "labels", [])) != list(getattr(teacher, "labels", [])):
         raise ConfigError(f"the data's labels {run.labels} differ from the teacher's {teacher.labels}; fix: distill on data "
                           "labelled like the teacher's")
@@ -139,11 +153,11 @@ def run_distill(cfg: TrainConfig, teacher_path: Path, student: str, unlabeled: P
     else:
         teacher_value = teacher.metrics.get("validation", {}).get(metric)
         compared_on = "each run's own validation split (pass --validation for the same examples)"
-    data = task.load_data(cfg)
+    data = plan.data()
     teacher_speed = _seconds_per_example(task.speed_probe(teacher, data))
     student_speed = _seconds_per_example(task.speed_probe(run, data))
     facts = {
-        "teacher": str(teacher_path), "student": student, "alpha": cfg.distill_alpha, "temperature": cfg.distill_temperature,
+        "teacher": str(teacher_path), "student": student.spec, "alpha": cfg.distill_alpha, "temperature": cfg.distill_temperature,
         "hidden_weight": cfg.distill_hidden_weight, "layer_map": distillation.layer_map, **unlabeled_facts,
         "teacher_params": sum(p.numel() for p in teacher.model.parameters()),
         "student_params": sum(p.numel() for p in run.model.parameters()),
@@ -159,4 +173,4 @@ def run_distill(cfg: TrainConfig, teacher_path: Path, student: str, unlabeled: P
     return run, facts
 
 
-__all__ = ["run_distill", "student_from_teacher", "evenly_spaced"]
+__all__ = ["Student", "evenly_spaced", "load_teacher", "prepare_student", "run_distill", "student_from_teacher"]

@@ -1,0 +1,1 @@
+"""The frozen-layer cache: feature store, cached training path, model surgery."""
