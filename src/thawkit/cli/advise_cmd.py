@@ -34,7 +34,7 @@ def advise(
 
     from thawkit.tasks import available_tasks
 
-    if task not in available_tasks():
+    if task is not None and task not in available_tasks():
         raise ConfigError(f"--task {task!r} is not a task; fix: use one of {', '.join(available_tasks())}")
     advice = run_advisor(
         data, model=model, validation=validation, text_col=text_col, text_pair_col=text_pair_col, label_col=label_col,
