@@ -12,7 +12,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from thawkit.logging_setup import quiet_libraries  # noqa: E402
-from thawkit.testing import make_tiny_model, write_toy_csv  # noqa: E402
+from thawkit.testing import DECODER_ARCHITECTURES, make_tiny_decoder, make_tiny_model, write_toy_csv  # noqa: E402
 
 quiet_libraries()
 
@@ -23,6 +23,13 @@ SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datas
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-models")
     return {arch: make_tiny_model(root / arch, arch=arch) for arch in ("bert", "roberta", "distilbert", "deberta-v2")}
+
+
+@pytest.fixture(scope="session")
+def tiny_decoders(tmp_path_factory) -> dict[str, Path]:
+    """Random Llama, GPT-2 and Qwen2 decoders with a byte-level BPE tokenizer that has no pad token."""
+    root = tmp_path_factory.mktemp("tiny-decoders")
+    return {arch: make_tiny_decoder(root / arch, arch=arch) for arch in DECODER_ARCHITECTURES}
 
 
 @pytest.fixture(scope="session")

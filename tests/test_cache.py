@@ -62,6 +62,51 @@ def test_cached_logits_equal_plain_logits_at_every_boundary(tiny_models, arch):
     assert states_total_rows(compute_states(surgery, features, [1], False, "float32")[1]) == sum(lengths)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_decoders_run_exactly_from_every_boundary(tiny_decoders, arch):
+    """A decoder keeps its input_ids (its head reads each example's last real token) while the token
+    embedding hands over the cached states; GPT-2 adds no second position embedding."""
+    from thawkit.models.backbone import align_pad_token, load_tokenizer
+
+    model = _classifier(tiny_decoders[arch])
+    tokenizer = load_tokenizer(str(tiny_decoders[arch]))  # no pad token of its own: end-of-text pads
+    align_pad_token(model, tokenizer)
+    layout = build_layout(model)
+    surgery = ModelSurgery(model, layout)
+    assert surgery.supported and surgery.decoder is not None
+    features = [dict(tokenizer(text)) for text in TEXTS]
+    collator = SwitchableCollator(tokenizer)
+    batch = collator(features)
+    with torch.inference_mode():
+        plain = model(**batch).logits
+    boundaries = list(range(layout.num_layers + 1))
+    states = compute_states(surgery, [{"input_ids": f["input_ids"]} for f in features], boundaries, False, "float32", batch_size=3)
+    for boundary in boundaries:
+        surgery.start_at(boundary)
+        try:
+            embeds, mask = pad_states([states[boundary].get(i) for i in range(len(TEXTS))])
+            with torch.inference_mode():
+                cached = model(**surgery.call_inputs(embeds, mask, batch["input_ids"])).logits
+        finally:
+            surgery.restore()
+        torch.testing.assert_close(cached, plain, atol=1e-5, rtol=1e-5, msg=f"{arch} boundary {boundary}")
+    # The final norm belongs to the head (above the last layer), the token embedding to the embeddings.
+    assert any(n.endswith(("norm.weight", "ln_f.weight")) for n in layout.params["head"])
+    assert any("embed_tokens" in n or "wte" in n for n in layout.params["embeddings"])
+
+
+def test_cached_training_matches_plain_training_on_a_decoder(tiny_decoders, toy_csv, tmp_path):
+    common = dict(data=toy_csv, model=str(tiny_decoders["llama"]), strategy="gradual", epochs=3, lr=2e-3, max_length=32,
+                  batch_size=16, seed=3, early_stopping_patience=0, select_best=False, cache_dtype="float32", precision="fp32")
+    cached = thawkit.train(**common, out=tmp_path / "cached", cache=True)
+    plain = thawkit.train(**common, out=tmp_path / "plain", cache=False)
+    assert cached.info["cache"]["used"] is True and plain.info["cache"]["used"] is False
+    plain_params = dict(plain.model.named_parameters())
+    for name, param in cached.model.named_parameters():
+        torch.testing.assert_close(param, plain_params[name], atol=2e-5, rtol=1e-4, msg=name)
+    assert cached.history[-1]["validation"]["loss"] == pytest.approx(plain.history[-1]["validation"]["loss"], abs=1e-4)
+
+
 def states_total_rows(states) -> int:
     return int(states.offsets[-1])
 

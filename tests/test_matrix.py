@@ -139,6 +139,36 @@ def test_task_with_strategy(task, row, tiny_bert, tmp_path, capsys):
         assert printed and all(isinstance(json.loads(line), dict) for line in printed)
 
 
+# Decoders: every task through the same pipeline; a static, a cached and an adapter strategy per task.
+DECODER_STRATEGY_ROWS = ("full", "partial", "lora")
+
+
+@pytest.mark.parametrize("strategy", DECODER_STRATEGY_ROWS)
+@pytest.mark.parametrize("task", list(TASK_ROWS))
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_decoder_backbones(arch, task, strategy, tiny_decoders, tmp_path):
+    write_data, (texts, pairs) = TASK_ROWS[task]
+    (tmp_path / "data").mkdir()
+    files = {"max_length": 32, **write_data(tmp_path / "data")}
+    run = thawkit.train(task=task, model=str(tiny_decoders[arch]), strategy=strategy, epochs=2, lr=5e-3, batch_size=8,
+                        out=tmp_path / "run", early_stopping_patience=0, select_best=False, progress="off", **files)
+    assert run.info["model_type"] == arch and run.info["metric"] in run.metrics["validation"]
+    if strategy == "partial" and TASK_ROWS[task] and thawkit.tasks.get_task(task).cacheable:
+        assert run.info["cache"]["used"] is True, run.info["cache"]
+    if strategy == "partial":  # the frozen bottom layer is the pretrained one (every head loads the real backbone)
+        from transformers import AutoModel
+
+        pretrained = AutoModel.from_pretrained(str(tiny_decoders[arch])).state_dict()
+        trained = dict(run.model.named_parameters())
+        bottom = [k for k in pretrained if k.startswith(("layers.0.", "h.0."))]
+        matched = [(k, n) for k in bottom for n in trained if n.endswith("." + k)]
+        assert bottom and len(matched) == len(bottom)
+        assert all(torch.equal(trained[n], pretrained[k]) for k, n in matched)
+    reloaded = thawkit.load(tmp_path / "run")
+    assert np.allclose(_numbers(reloaded.predict(texts, pairs)), _numbers(run.predict(texts, pairs)), atol=1e-4)
+    assert reloaded.tokenizer.pad_token is not None  # the run's tokenizer pads as training did
+
+
 def _numbers(value) -> list[float]:
     if isinstance(value, dict):
         return [x for k in sorted(value) for x in _numbers(value[k])]

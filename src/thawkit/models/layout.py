@@ -1,7 +1,9 @@
 """Which block every parameter belongs to: ``embeddings``, ``layer.0`` .. ``layer.{L-1}``, ``head``.
 
-Strategies speak in blocks; this module maps blocks to parameter names for any encoder
-(BERT, RoBERTa, DistilBERT, DeBERTa-v2, MiniLM, ...), also after PEFT has wrapped it.
+Strategies speak in blocks; this module maps blocks to parameter names for any encoder (BERT,
+RoBERTa, DistilBERT, DeBERTa-v2, MiniLM, ...) and decoder (Llama, Qwen2, Mistral, SmolLM, GPT-2,
+GPT-NeoX, ...), also after PEFT has wrapped it. A decoder's final norm sits above its last layer
+and belongs to the head, like an encoder's pooler.
 """
 
 from __future__ import annotations
@@ -65,12 +67,12 @@ def find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     candidates = [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, ModuleList) and re.search(r"(^|\.)(layer|layers|block|blocks)$", name)
+        if isinstance(module, ModuleList) and re.search(r"(^|\.)(layer|layers|block|blocks|h)$", name)
     ]
     if not candidates:
         raise ConfigError(
-            f"cannot find the encoder layers of {type(model).__name__}; thawkit supports encoders "
-            "whose layers sit in a ModuleList named 'layer' or 'layers' (BERT, RoBERTa, DistilBERT, DeBERTa, ...)"
+            f"cannot find the layers of {type(model).__name__}; thawkit supports models whose layers sit in a "
+            "ModuleList named 'layer', 'layers' or 'h' (BERT, RoBERTa, DistilBERT, DeBERTa, Llama, Qwen2, GPT-2, ...)"
         )
     return max(candidates, key=lambda item: len(item[1]))
 
@@ -99,7 +101,7 @@ def keep_layers(model: nn.Module, kept: list[int]) -> None:
     parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
     setattr(parent, name.rsplit(".", 1)[-1], type(layers)([layers[i] for i in kept]))
     config = getattr(model, "config", None)
-    for attribute in ("num_hidden_layers", "n_layers"):
+    for attribute in ("num_hidden_layers", "n_layers", "n_layer"):
         if config is not None and hasattr(config, attribute):
             setattr(config, attribute, len(kept))
 
@@ -111,17 +113,25 @@ def build_layout(model: nn.Module) -> BlockLayout:
     layout = BlockLayout(num_layers=len(layer_list), layer_modules=list(layer_list))
     layout.params = {block: [] for block in layout.blocks}
     backbone_dot = backbone_prefix + "." if backbone_prefix else ""
+    final_norms = tuple(f"{backbone_dot}{norm}." for norm in FINAL_NORMS)
     for name, _ in model.named_parameters():
         match = layer_pattern.match(name)
         if match:
             layout.params[layer_block(int(match.group(1)))].append(name)
-        elif backbone_dot and name.startswith(backbone_dot) and ".pooler." not in name:
+        elif backbone_dot and name.startswith(backbone_dot) and ".pooler." not in name and not name.startswith(final_norms):
             layout.params[EMBEDDINGS].append(name)
         else:
             layout.params[HEAD].append(name)
     modules = dict(model.named_modules())
-    layout.embeddings_module = modules.get(f"{backbone_dot}embeddings")
+    # The module whose train/eval mode is the embeddings block's: an encoder's embeddings, GPT-2's
+    # embedding dropout, a rotary decoder's token embedding (no dropout).
+    layout.embeddings_module = next((modules[f"{backbone_dot}{n}"] for n in EMBEDDING_MODULES if f"{backbone_dot}{n}" in modules), None)
     return layout
+
+
+# A decoder's norm after its last layer (Llama/Qwen2/Mistral: norm; GPT-2: ln_f; GPT-NeoX: final_layer_norm).
+FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
+EMBEDDING_MODULES = ("embeddings", "drop", "embed_tokens", "embed_in")
 
 
 def head_module_names(model: nn.Module) -> list[str]:

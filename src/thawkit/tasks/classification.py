@@ -16,7 +16,7 @@ from torch import nn
 
 from thawkit.data.classification import load_classification_data, load_eval_split
 from thawkit.errors import ConfigError
-from thawkit.models.backbone import load_sequence_classifier
+from thawkit.models.backbone import load_peft_run, load_sequence_classifier
 from thawkit.models.pooled import HEAD_CONFIG, PooledHeadClassifier
 from thawkit.tasks.base import RunBase, Task, TaskData, register_task
 from thawkit.tasks.classification_advice import CLASSIFICATION_RULES
@@ -196,10 +196,8 @@ class ClassificationTask(Task):
         if (path / HEAD_CONFIG).exists():
             return PooledHeadClassifier.from_pretrained(path)
         if (path / "adapter_config.json").exists():
-            from peft import PeftModel
-
             base = load_sequence_classifier(info["config"]["model"], len(names), dict(enumerate(names)), info["problem_type"])
-            return PeftModel.from_pretrained(base, str(path))
+            return load_peft_run(base, path)
         return AutoModelForSequenceClassification.from_pretrained(str(path))  # a standard Hugging Face model folder
 
 

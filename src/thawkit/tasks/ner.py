@@ -14,7 +14,7 @@ from torch import nn
 
 from thawkit.data.ner import chunk_and_align, load_ner_data, read_ner_file
 from thawkit.errors import ConfigError
-from thawkit.models.backbone import from_pretrained_checked
+from thawkit.models.backbone import load_peft_run, load_task_model
 from thawkit.tasks.base import RunBase, Task, TaskData, register_task
 from thawkit.tasks.roles import Route, Rule, ServedCall, ServeRequest
 from thawkit.tasks.roles.advice import MEMORY_RULE, budget_short
@@ -175,7 +175,7 @@ class NerTask(Task):
     def build_model(self, cfg: "TrainConfig", data: TaskData, strategy: Any) -> nn.Module:
         from transformers import AutoModelForTokenClassification
 
-        return from_pretrained_checked(AutoModelForTokenClassification, cfg.model, num_labels=len(data.labels),
+        return load_task_model(AutoModelForTokenClassification, cfg.model, num_labels=len(data.labels),
                                        id2label=data.id2label, label2id=data.label2id)
 
     def encode(self, data: TaskData, split: str, tokenizer: Any, cfg: "TrainConfig") -> Any:
@@ -216,11 +216,9 @@ class NerTask(Task):
         from transformers import AutoModelForTokenClassification
 
         if (path / "adapter_config.json").exists():
-            from peft import PeftModel
-
-            base = from_pretrained_checked(AutoModelForTokenClassification, info["config"]["model"], num_labels=len(names),
+            base = load_task_model(AutoModelForTokenClassification, info["config"]["model"], num_labels=len(names),
                                            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-            return PeftModel.from_pretrained(base, str(path))
+            return load_peft_run(base, path)
         return AutoModelForTokenClassification.from_pretrained(str(path))
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from thawkit.data.squad import QAExample, read_squad, write_squad  # noqa: F401  (re-exported: the task's data format)
 from thawkit.errors import ConfigError
-from thawkit.models.backbone import from_pretrained_checked
+from thawkit.models.backbone import load_peft_run, load_task_model
 from thawkit.tasks.base import RunBase, Task, TaskData, register_task
 from thawkit.tasks.roles import Route, Rule, ServedCall, ServeRequest
 from thawkit.tasks.roles.advice import MEMORY_RULE
@@ -239,7 +239,7 @@ class QATask(Task):
     def build_model(self, cfg: "TrainConfig", data: TaskData, strategy: Any) -> nn.Module:
         from transformers import AutoModelForQuestionAnswering
 
-        return from_pretrained_checked(AutoModelForQuestionAnswering, cfg.model)
+        return load_task_model(AutoModelForQuestionAnswering, cfg.model)
 
     def encode(self, data: TaskData, split: str, tokenizer: Any, cfg: "TrainConfig") -> Any:
         from datasets import Dataset
@@ -296,9 +296,7 @@ class QATask(Task):
         from transformers import AutoModelForQuestionAnswering
 
         if (path / "adapter_config.json").exists():
-            from peft import PeftModel
-
-            return PeftModel.from_pretrained(from_pretrained_checked(AutoModelForQuestionAnswering, info["config"]["model"]), str(path))
+            return load_peft_run(load_task_model(AutoModelForQuestionAnswering, info["config"]["model"]), path)
         return AutoModelForQuestionAnswering.from_pretrained(str(path))
 
 

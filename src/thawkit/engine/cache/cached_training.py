@@ -137,7 +137,8 @@ class CachedRuntime:
         embeds, mask = pad_states([states.get(int(i)) for i in index])
         device = inputs["input_ids"].device if "input_ids" in inputs else embeds.device
         batch = {k: v for k, v in inputs.items() if k not in _TOKEN_INPUTS}
-        return {**batch, "inputs_embeds": embeds.to(device), "attention_mask": mask.to(device)}
+        ids = inputs.get("input_ids") if inputs.get("input_ids") is not None and inputs["input_ids"].shape[1] == embeds.shape[1] else None
+        return {**batch, **self.surgery.call_inputs(embeds.to(device), mask.to(device), ids)}
 
     def finish(self) -> None:
         self.surgery.restore()
@@ -189,7 +190,8 @@ def _self_check(
             surgery.start_at(boundary)
             try:
                 embeds, mask = pad_states([states.get(i) for i in range(len(sample))])
-                cached = _logits(model(inputs_embeds=embeds.to(device), attention_mask=mask.to(device)))
+                ids = plain_batch["input_ids"].to(device) if plain_batch["input_ids"].shape[1] == embeds.shape[1] else None
+                cached = _logits(model(**surgery.call_inputs(embeds.to(device), mask.to(device), ids)))
             finally:
                 surgery.restore()
     finally:

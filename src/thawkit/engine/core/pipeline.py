@@ -33,7 +33,7 @@ from thawkit.guards.learning_rate import check_learning_rate
 from thawkit.guards.overfitting import check_overfitting
 from thawkit.guards.tokenizer import check_tokenizer
 from thawkit.errors import ConfigError
-from thawkit.models.backbone import load_tokenizer, resolve_model_path
+from thawkit.models.backbone import align_pad_token, load_tokenizer, resolve_model_path
 from thawkit.models.layout import HEAD
 from thawkit.rundir import check_destination, exclusive, partial_dir_for
 from thawkit.runplan import RunPlan, out_dir, world_size
@@ -221,6 +221,7 @@ def prepare_run(plan: RunPlan, strategy: Strategy) -> Prepared:
         raise ConfigError(f"--task {task.name} needs a fast tokenizer (offsets); {cfg.tokenizer} has none; "
                           "fix: use a model that ships tokenizer.json")
     model = task.build_model(cfg, data, strategy)
+    align_pad_token(model, tokenizer)
     if plan.source("epochs").startswith("small data"):
         log.info("Epochs: %s", plan.source("epochs"))
     timings["load_model"] = time.perf_counter() - mark
