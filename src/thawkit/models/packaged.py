@@ -96,6 +96,9 @@ def _convert(source: Path, target: Path, alias: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if importlib.util.find_spec("gguf") is None:
+        raise ConfigError(f"model alias {alias!r} is a GGUF file, which needs the gguf package to convert; "
+                          "fix: pip install 'thawkit[llm]' (or: pip install gguf)")
     log.warning("Converting the embedded %s (%s) to a safetensors folder, once: %s", alias, source.name, target)
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)

@@ -149,7 +149,9 @@ def _cache(r: Resolution, task: Any, strategy: Any, processes: int) -> str:
         source = r.sources.get("cache", "")
         return f"off ({source})" if source.startswith("thawkit ") else "off (--no-cache)"
     reason = ""
-    if not task.cacheable:
+    if strategy.changes_inputs:
+        reason = f"--strategy {r.values.get('strategy')} prepends virtual tokens to every input; the cache does not apply"
+    elif not task.cacheable:
         reason = f"--task {task.name} encodes several inputs per example; the cache does not apply"
     elif processes > 1:
         reason = "off: distributed runs use the plain path"

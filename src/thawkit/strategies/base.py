@@ -100,6 +100,7 @@ class Strategy:
     merge_adapters: bool = False  # merge adapters into the base weights at save time
     trains_all_activations: bool = False  # backward runs through every layer (memory estimate)
     cached_pass: bool = False  # one pass through the frozen bottom precedes training
+    changes_inputs: bool = False  # the inputs change per step (virtual tokens): the frozen-layer cache cannot apply
     measured_options: Mapping[str, Any] = {}  # options that came from measured_defaults.json, not the user (set by the plan)
 
     # The head's LR multiplier where measured_defaults.json has no entry: 1x. The table raises it where
@@ -114,6 +115,10 @@ class Strategy:
     def load_model(self, name: str, num_labels: int, id2label: dict[int, str], problem_type: str) -> "nn.Module | None":
         """A model of the strategy's own (frozen pooled-feature heads); None: the task's standard model."""
         return None
+
+    def step_hooks(self) -> tuple[Callable[[Any, int], None], ...]:
+        """Called with (model, global step) after every optimizer step, before gradients are cleared."""
+        return ()
 
     def resolve_for(self, model_name: str, multi_label: bool) -> None:
         """Settle ``auto`` options that depend on the checkpoint and the data (called by the planner and the task)."""

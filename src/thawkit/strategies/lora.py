@@ -1,23 +1,24 @@
 """LoRA through ``peft``: low-rank adapters in the attention projections, plus the task head.
 
-The head (classifier, pooler) is listed in ``modules_to_save`` so it trains and is saved with the
-adapter: a reloaded run predicts exactly what the trained one did.
+The head (classifier, pooler; a decoder's final norm and score) is listed in ``modules_to_save`` so
+it trains and is saved with the adapter: a reloaded run predicts exactly what the trained one did.
+``--lora-rslora`` scales by alpha / sqrt(r) (rank-stabilised LoRA, Kalajdzievski 2023).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from thawkit.errors import ConfigError
-from thawkit.models.layout import BlockLayout, head_module_names
-from thawkit.strategies.base import Strategy, StrategyConfig, TrainablePlan, register_strategy
+from thawkit.models.layout import head_module_names
+from thawkit.strategies.base import StrategyConfig, register_strategy
+from thawkit.strategies.peft_base import PeftStrategy, targets_from
 
 if TYPE_CHECKING:
     from torch import nn
 
-# Attention projections by architecture; peft's own table is the fallback.
+# Attention projections by architecture; peft's own table is the fallback (llama/qwen2/mistral: q_proj, v_proj).
 _TARGETS = {
     "bert": ["query", "value"],
     "roberta": ["query", "value"],
@@ -37,24 +38,18 @@ class LoRAConfig(StrategyConfig):
                                              json_schema_extra={"flag": "--lora-target-modules"})
     merge: bool = Field(default=False, description="merge the adapter into the base weights at save time",
                         json_schema_extra={"flag": "--merge-lora"})
+    rslora: bool = Field(default=False, description="rank-stabilised scaling alpha / sqrt(r)", json_schema_extra={"flag": "--lora-rslora"})
 
 
 def detect_target_modules(model: nn.Module) -> list[str]:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in _TARGETS:
-        return _TARGETS[model_type]
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
-    if model_type in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
-        return list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type])
-    raise ConfigError(
-        f"no default LoRA target modules for model type {model_type!r}; "
-        "fix: set strategy_options.target_modules (e.g. ['query', 'value']) in the config"
-    )
+    return targets_from(_TARGETS, TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, model, "LoRA target modules",
+                        "--lora-target-modules")
 
 
 @register_strategy("lora")
-class LoRA(Strategy):
+class LoRA(PeftStrategy):
     """Trains ~1% of the parameters; the base stays shared, so many adapters can serve one base."""
 
     Config = LoRAConfig
@@ -64,33 +59,16 @@ class LoRA(Strategy):
     trainable_share = 0.02
     color = "#8c564b"
     order = 4
-    adapts_with_adapters = True
-    trains_all_activations = True
+    use_dora = False
 
     @property
     def merge_adapters(self) -> bool:  # type: ignore[override]
         return bool(self.config.merge)  # type: ignore[attr-defined]
 
-    def prepare(self, model: nn.Module, peft_task_type: str | None = None) -> nn.Module:
-        from peft import LoraConfig, get_peft_model
+    def peft_config(self, model: nn.Module, task_type: str | None) -> Any:
+        from peft import LoraConfig
 
-        cfg = self.config
-        peft_config = LoraConfig(
-            task_type=peft_task_type,
-            r=cfg.r,  # type: ignore[attr-defined]
-            lora_alpha=cfg.alpha,  # type: ignore[attr-defined]
-            lora_dropout=cfg.dropout,  # type: ignore[attr-defined]
-            target_modules=cfg.target_modules or detect_target_modules(model),  # type: ignore[attr-defined]
-            modules_to_save=head_module_names(model),
-        )
-        return get_peft_model(model, peft_config)
-
-    def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
-        # peft marks exactly the adapter and modules_to_save copies as trainable.
-        trainable = [
-            name
-            for names in layout.params.values()
-            for name in names
-            if ".lora_" in name or ".modules_to_save." in name
-        ]
-        return TrainablePlan(trainable=frozenset(trainable))
+        cfg: Any = self.config
+        return LoraConfig(task_type=task_type, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                          target_modules=cfg.target_modules or detect_target_modules(model), use_rslora=cfg.rslora,
+                          use_dora=self.use_dora, modules_to_save=head_module_names(model))

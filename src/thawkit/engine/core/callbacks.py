@@ -188,3 +188,15 @@ class EvaluationListener(TrainerCallback):
         self.listener({"epoch": record["epoch"], "metric": self.metric, "value": record["validation"].get(self.metric),
                        "trainable_params": record["trainable_params"], "total_params": total,
                        "trainable_blocks": record["trainable_blocks"], "elapsed_seconds": record["elapsed_seconds"]})
+
+
+class StrategyStepHooks(TrainerCallback):
+    """A strategy's per-step work (AdaLoRA's rank reallocation), after the optimizer step and before
+    the gradients are cleared; the step counted is the one just taken."""
+
+    def __init__(self, hooks: tuple[Any, ...]) -> None:
+        self.hooks = hooks
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):  # type: ignore[override]
+        for hook in self.hooks:
+            hook(model, state.global_step + 1)

@@ -18,6 +18,7 @@ from thawkit.engine.core.callbacks import (
     HistoryCallback,
     LineProgressCallback,
     RichProgressCallback,
+    StrategyStepHooks,
     TimedCheckpointCallback,
     TimeLimitCallback,
 )
@@ -121,6 +122,8 @@ def build_loop(
     )
     time_limit = TimeLimitCallback(cfg.time_limit_seconds) if cfg.time_limit_seconds is not None else None
     callbacks = [StageCallback(controller), history, best]
+    if controller.strategy.step_hooks():
+        callbacks.append(StrategyStepHooks(controller.strategy.step_hooks()))
     if cfg.progress == "bar":
         callbacks.append(RichProgressCallback(metric))
     elif cfg.progress == "lines":

@@ -40,6 +40,10 @@ class DataRole:
         """Reject settings this task cannot honour, with a fix (the planner calls it)."""
         if strategy.uses_pooled_head:
             raise ConfigError(f"pooled heads (pooling/head options) are for classification; fix: drop them for --task {self.name}")
+        supported = getattr(strategy, "peft_task_types", None)
+        if supported is not None and getattr(self, "peft_task_type", None) not in supported:
+            raise ConfigError(f"--strategy {cfg.strategy} is not available for --task {self.name} (peft's "
+                              f"{cfg.strategy} supports {', '.join(sorted(supported))} only); fix: use lora, dora or ia3")
         if cfg.class_weights == "balanced" and not self.supports_class_weights:
             raise ConfigError(f"--class-weights is for classification; fix: drop it for --task {self.name}")
         if cfg.metric is not None and cfg.metric not in self.metrics:
