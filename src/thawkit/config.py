@@ -233,6 +233,8 @@ class CompareConfig(TrainConfig):
 
     strategy: str = Field(default="full", description="(set per job by compare)", json_schema_extra={"cli": False})
     strategies: list[str] = Field(default_factory=lambda: ["all"], description="strategies to compare, comma-separated, or all")
+    models: list[str] | None = Field(default=None, description="models to compare (hub ids, folders or aliases, comma-separated): "
+                                     "every model x strategy x seed trains on the same split (default: the one --model)")
     strategy_options: dict[str, dict[str, Any]] = Field(  # type: ignore[assignment]
         default_factory=dict, description="per strategy: its own options (CLI: each strategy's flags)", json_schema_extra={"cli": False}
     )
@@ -250,7 +252,16 @@ class CompareConfig(TrainConfig):
     def _check_strategy(self) -> "CompareConfig":  # type: ignore[override]
         for name, options in self.strategy_options.items():
             _check_strategy_options(name, options)
+        if self.models is not None:
+            if "model" in self.model_fields_set:
+                raise ValueError("--model and --models both name the model; fix: pass the models to compare with --models only")
+            if not self.models or len(set(self.models)) != len(self.models):
+                raise ValueError(f"--models {','.join(self.models)}: each model once; fix: list distinct models, comma-separated")
         return self
+
+    def model_list(self) -> list[str]:
+        """The models compared: --models, else the one --model (the one place this default lives)."""
+        return list(self.models) if self.models else [self.model]
 
     def comparison_dir(self) -> Path:
         """--out, else runs/compare-<time> (the one place this default lives)."""
@@ -266,4 +277,4 @@ class CompareConfig(TrainConfig):
         """The ``TrainConfig`` options given to the comparison, for each of its jobs (the rest each job's plan resolves)."""
         own = set(CompareConfig.model_fields) - set(TrainConfig.model_fields)
         return {k: v for k, v in self.model_dump(exclude_unset=True).items()
-                if k not in own and k not in ("strategy", "strategy_options", "resume")}
+                if k not in own and k not in ("strategy", "strategy_options", "resume", "model")}

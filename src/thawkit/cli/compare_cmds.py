@@ -19,13 +19,14 @@ def results_table(rows: list[dict], metric: str, title: str) -> Table:
     only when successive halving dropped someone. Every metric is in results.csv and report.md."""
     dropped = any(row.get("eliminated_at_rung") is not None for row in rows)
     has_test = any(row.get(f"test_{metric}_mean") is not None for row in rows)
-    columns = ["strategy", f"val {metric}", *([f"test {metric}"] if has_test else []), "trained", "time", "memory", "drift",
+    multi = len({row.get("model") for row in rows}) > 1
+    columns = ["model · strategy" if multi else "strategy", f"val {metric}", *([f"test {metric}"] if has_test else []), "trained", "time", "memory", "drift",
                *(["status"] if dropped else [])]
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, justify="left" if column in ("strategy", "status") else "right", overflow="fold")
+        table.add_column(column, justify="left" if column in ("strategy", "model · strategy", "status") else "right", overflow="fold")
     for row in rows:
-        cells = [row["strategy"], _mean_std(row, f"validation_{metric}")]
+        cells = [row.get("name", row["strategy"]), _mean_std(row, f"validation_{metric}")]
         if has_test:
             cells.append(_mean_std(row, f"test_{metric}"))
         cells += [
@@ -67,7 +68,8 @@ def _compare(config: Optional[Path] = None, **given: Any) -> None:
         options.setdefault(strategy, {}).update(chosen)
     values["strategy_options"] = options
     comparison = run_compare(values, sources=sources)
-    print_comparison(comparison.rows, comparison.winner, comparison.advice, comparison.metric, comparison.path)
+    print_comparison(comparison.rows, comparison.winner, comparison.advice, comparison.metric, comparison.path,
+                     comparison.models_advice)
 
 
 def _build_compare() -> Any:
@@ -79,9 +81,13 @@ def _build_compare() -> Any:
 compare = _build_compare()
 
 
-def print_comparison(rows: list[dict], winner: dict, advice: dict | None, metric: str, path: Path) -> None:
-    console.print(results_table(rows, metric, title="strategies compared"))
+def print_comparison(rows: list[dict], winner: dict, advice: dict | None, metric: str, path: Path,
+                     models_advice: dict | None = None) -> None:
+    several = len({row.get("model") for row in rows}) > 1
+    console.print(results_table(rows, metric, title="models x strategies compared" if several else "strategies compared"))
     console.print(f"[bold]best[/bold]: {winner['reason']}")
+    if models_advice:
+        console.print(f"[bold]model size[/bold] ({models_advice['verdict']}): {models_advice['reason']}")
     if advice:
         console.print(f"advisor (before training): {advice['strategy']}")
     console.print(f"report: [bold]{path / 'report.html'}[/bold] (and report.md, results.csv, results.json)")

@@ -26,7 +26,7 @@ def demo(
     print_comparison(comparison.rows, comparison.winner, comparison.advice, comparison.metric, comparison.path)
     from thawkit.api import load
 
-    best_run = next(r for r in comparison.rows if r["strategy"] == comparison.winner["strategy"])["runs"][0]
+    best_run = next(r for r in comparison.rows if r["name"] == comparison.winner["name"])["runs"][0]
     example = "I was charged twice for my subscription this month"
     prediction = load(best_run).predict([example])[0]
     console.print(f"predict({example!r}) with {comparison.winner['strategy']} -> {prediction['label']} ({prediction['score']:.2f})")

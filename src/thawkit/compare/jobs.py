@@ -5,6 +5,7 @@ it runs, with the comparison's sources and facts (a DAPT shared by every job).""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 JOB_KEYS = ("sources", "facts")  # what a job carries besides its TrainConfig values
@@ -38,6 +39,7 @@ def train_job(job: dict[str, Any], threads: int | None = None, hooks: Any = None
     value = run.metrics["validation"].get(metric)
     seconds = run.info["train_seconds"] + (run.info.get("cache") or {}).get("pass_seconds", 0.0)
     shown = f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
-    print(f"  {job['strategy']:8s} seed {job['seed']}: done, val {metric} {shown} "
+    name = Path(job["out"]).name.rsplit("-seed", 1)[0]  # the strategy, or model-strategy
+    print(f"  {name:8s} seed {job['seed']}: done, val {metric} {shown} "
           f"in {seconds:.1f}s ({run.info['config']['epochs']:g} epochs)", flush=True)
     return str(run.path)

@@ -165,6 +165,14 @@ def asha_search(jobs: list[dict[str, Any]], cfg: CompareConfig, budget_seconds: 
             raise result.error
         by_out[result.config["job"]["out"]] = result
     reports = {out: recorder.results.get(result.config["job"]["out"], []) for out, result in by_out.items()}
+    from thawkit.compare.results import candidate_name, model_labels
+
+    models = list(dict.fromkeys(job.get("model") for job in jobs))
+    labels = model_labels([m for m in models if m is not None])
+
+    def name_of(job: dict[str, Any]) -> str:  # the job's row: its strategy, or model and strategy
+        return candidate_name((job.get("model"), job["strategy"]), labels, len(models) > 1)
+
     completed: dict[str, list[dict[str, Any]]] = {}
     stopped: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:
@@ -174,29 +182,29 @@ def asha_search(jobs: list[dict[str, Any]], cfg: CompareConfig, budget_seconds: 
             with result.checkpoint.as_directory() as shipped:
                 unpack_folder(pack_folder(Path(shipped)), out)
         if (out / "thawkit.json").exists():
-            completed.setdefault(job["strategy"], []).append(load_run_summary(out))
+            completed.setdefault(name_of(job), []).append(load_run_summary(out))
             continue
         _discard_unfinished(out)
-        stopped.setdefault(job["strategy"], []).append(_stopped_summary(job, reports[job["out"]]))
+        stopped.setdefault(name_of(job), []).append(_stopped_summary(job, reports[job["out"]]))
     summaries: list[dict[str, Any]] = []
     extra: dict[str, dict[str, Any]] = {}
-    for strategy in dict.fromkeys(job["strategy"] for job in jobs):
-        if strategy in completed:
-            summaries += completed[strategy]
-            extra[strategy] = {"eliminated_at_rung": None, "rung_epochs": float(cfg.epochs),
-                               "stopped_trials": len(stopped.get(strategy, []))}
+    for name in dict.fromkeys(name_of(job) for job in jobs):
+        if name in completed:
+            summaries += completed[name]
+            extra[name] = {"eliminated_at_rung": None, "rung_epochs": float(cfg.epochs),
+                           "stopped_trials": len(stopped.get(name, []))}
         else:
-            runs = stopped[strategy]
+            runs = stopped[name]
             summaries += runs
             reached = max((r["info"]["epochs_reached"] for r in runs), default=0.0)
             rung = int(math.log2(reached / grace)) if reached >= grace else 0
-            extra[strategy] = {"eliminated_at_rung": rung, "rung_epochs": reached, "stopped_trials": len(runs)}
+            extra[name] = {"eliminated_at_rung": rung, "rung_epochs": reached, "stopped_trials": len(runs)}
     facts = {"scheduler": "ASHA (Ray Tune)", "grace_period_epochs": grace, "reduction_factor": 2,
              "max_epochs": float(cfg.epochs), "trials": len(jobs),
              "completed_trials": sum(len(v) for v in completed.values()),
              "stopped_trials": sum(len(v) for v in stopped.values()),
              # What each trial told the scheduler, in the order the trials started: [epoch, score].
-             "trial_reports": [{"strategy": job["strategy"], "seed": job["seed"],
+             "trial_reports": [{"name": name_of(job), "strategy": job["strategy"], "seed": job["seed"],
                                 "reports": [[r["epoch"], r["score"]] for r in reports.get(job["out"], [])]} for job in jobs]}
     shutil.rmtree(storage, ignore_errors=True)
     return summaries, extra, facts
@@ -216,7 +224,7 @@ def _stopped_summary(job: dict[str, Any], reports: list[dict[str, Any]]) -> dict
     history = [{"epoch": p["epoch"], "validation": {p["metric"]: p["value"]}, "elapsed_seconds": p.get("elapsed_seconds"),
                 "trainable_params": p.get("trainable_params"), "trainable_blocks": []}
                for p in points]
-    info = {"strategy": job["strategy"], "seed": job["seed"], "metric": metric,
+    info = {"strategy": job["strategy"], "seed": job["seed"], "metric": metric, "config": {"model": job.get("model")},
             "trainable_params": last.get("trainable_params") or 0, "total_params": last.get("total_params") or 0,
             "train_seconds": float(last.get("elapsed_seconds") or 0.0), "epochs_reached": float(last.get("epoch") or 0.0),
             "stopped_by": "ASHA" if points else "the budget, before its first evaluation"}

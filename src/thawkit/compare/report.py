@@ -48,32 +48,39 @@ def figures(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], metric:
 
         raise ConfigError("the report needs plotly; fix: pip install 'thawkit[report]'") from None
 
+    from thawkit.compare.results import label_summaries
+
+    if any("name" not in s for s in summaries):
+        label_summaries(summaries)
     evals = {id(s): [h for h in s["history"] if "type" not in h] for s in summaries}
+    # Colour: the strategy; line style: the model (when several are compared).
+    dashes = {m: d for m, d in zip(dict.fromkeys(s.get("model") for s in summaries), ("solid", "dash", "dot", "dashdot", "longdash"))}
     shown: set[str] = set()
     curve_time, curve_epoch = go.Figure(), go.Figure()
     for summary in summaries:
-        strategy = summary["info"]["strategy"]
+        strategy, name = summary["info"]["strategy"], summary["name"]
         points = evals[id(summary)]
         offset = (summary["info"].get("cache") or {}).get("pass_seconds", 0.0)
         values = [h["validation"].get(metric) for h in points]
-        common = dict(mode="lines+markers", line=dict(color=_color(strategy)), legendgroup=strategy, name=strategy,
-                      showlegend=strategy not in shown)
+        common = dict(mode="lines+markers", line=dict(color=_color(strategy), dash=dashes.get(summary.get("model"), "solid")),
+                      legendgroup=name, name=name, showlegend=name not in shown)
         curve_time.add_trace(go.Scatter(x=[offset + h.get("elapsed_seconds", 0.0) for h in points], y=values, **common))
         curve_epoch.add_trace(go.Scatter(x=[h["epoch"] for h in points], y=values, **common))
-        shown.add(strategy)
+        shown.add(name)
     curve_time.update_layout(title=f"validation {metric} against training time", xaxis_title="seconds (incl. cached pass)", yaxis_title=metric)
     curve_epoch.update_layout(title=f"validation {metric} against epoch", xaxis_title="epoch", yaxis_title=metric)
 
     first_seed = {}
     for summary in summaries:
-        first_seed.setdefault(summary["info"]["strategy"], summary)
+        first_seed.setdefault(summary["name"], summary)
     names = list(first_seed)
-    trainability = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_yaxes=True, horizontal_spacing=0.03)
+    trainability = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_yaxes=len({s.get("model") for s in summaries}) == 1,
+                                 horizontal_spacing=0.03)
     for col, name in enumerate(names, start=1):
         summary = first_seed[name]
         blocks = _blocks(summary)
         points = evals[id(summary)] or [{"epoch": 0, "trainable_blocks": []}]
-        adapters = _adapters(name)
+        adapters = _adapters(summary["info"]["strategy"])
         z = [
             [(0.5 if adapters and b.startswith("layer.") else 1.0) if b in h.get("trainable_blocks", []) else 0.0 for h in points]
             for b in blocks
@@ -90,8 +97,8 @@ def figures(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], metric:
     for row in rows:
         share.add_trace(go.Scatter(
             x=[max(row["trainable_percent"], 1e-3)], y=[row[f"validation_{metric}_mean"]], mode="markers+text",
-            text=[row["strategy"]], textposition="top center", marker=dict(size=14, color=_color(row["strategy"])),
-            error_y=dict(type="data", array=[row[f"validation_{metric}_std"] or 0.0]), name=row["strategy"],
+            text=[row["name"]], textposition="top center", marker=dict(size=14, color=_color(row["strategy"])),
+            error_y=dict(type="data", array=[row[f"validation_{metric}_std"] or 0.0]), name=row["name"],
         ))
     share.update_layout(title=f"validation {metric} against trainable-parameter share", xaxis_title="trainable parameters (%)",
                         xaxis_type="log", yaxis_title=metric, showlegend=False)
@@ -101,7 +108,8 @@ def figures(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], metric:
         cka = (summary["metrics"].get("forgetting") or {}).get("cka")
         if cka:
             forgetting.add_trace(go.Scatter(x=list(cka), y=list(cka.values()), mode="lines+markers", name=name,
-                                            line=dict(color=_color(name))))
+                                            line=dict(color=_color(summary["info"]["strategy"]),
+                                                      dash=dashes.get(summary.get("model"), "solid"))))
     forgetting.update_layout(title="forgetting: CKA between pretrained and fine-tuned representations (1 = unchanged)",
                              xaxis_title="block", yaxis_title="linear CKA")
     return [("curve-time", curve_time), ("curve-epoch", curve_epoch), ("trainability", trainability),
@@ -109,15 +117,18 @@ def figures(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], metric:
 
 
 def _table_html(rows: list[dict[str, Any]], metric: str) -> str:
-    head = ["strategy", f"validation {metric}", f"test {metric}", "trainable", "train time", "peak memory", "forgetting (drift)", "status"]
+    multi = _several_models(rows)
+    head = ["model · strategy" if multi else "strategy", f"validation {metric}", f"test {metric}", "trainable",
+            *(["parameters", "on disk"] if multi else []), "train time", "peak memory", "forgetting (drift)", "status"]
     lines = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for row in rows:
         status = "eliminated at rung %d" % row["eliminated_at_rung"] if row.get("eliminated_at_rung") is not None else ""
         cells = [
-            row["strategy"],
+            row.get("name", row["strategy"]),
             f"{_fmt(row[f'validation_{metric}_mean'])} ± {_fmt(row[f'validation_{metric}_std'])}",
             f"{_fmt(row[f'test_{metric}_mean'])} ± {_fmt(row[f'test_{metric}_std'])}" if row[f"test_{metric}_mean"] is not None else "–",
             f"{row['trainable_params']:,} ({row['trainable_percent']:.2f}%)",
+            *([f"{row['total_params'] / 1e6:.1f}M", f"{_fmt(row.get('size_on_disk_mb'), 1)} MB"] if multi else []),
             f"{_fmt(row['train_seconds_mean'], 1)} s",
             f"{_fmt(row['peak_memory_mb'], 0)} MB",
             _fmt(row["forgetting_drift"], 4),
@@ -127,19 +138,25 @@ def _table_html(rows: list[dict[str, Any]], metric: str) -> str:
     return "\n".join(lines) + "</tbody></table>"
 
 
-def _advice_lines(advice: dict[str, Any] | None, winner: dict[str, Any]) -> list[str]:
+def _several_models(rows: list[dict[str, Any]]) -> bool:
+    return len({row.get("model") for row in rows}) > 1
+
+
+def _advice_lines(advice: dict[str, Any] | None, winner: dict[str, Any], models_advice: dict[str, Any] | None = None) -> list[str]:
+    sizes = [f"Model size ({models_advice['verdict']}): {models_advice['reason']}."] if models_advice else []
     if not advice:
-        return [f"Measured winner: {winner['reason']}."]
+        return [f"Measured winner: {winner['reason']}.", *sizes]
     agree = "agrees with" if advice["strategy"] == winner["strategy"] else "differs from"
     return [
         f"Advisor's recommendation (before training): {advice['strategy']} — {advice['reasons'][-1]}.",
         f"Measured winner: {winner['reason']}.",
         f"The advisor {agree} the measurement.",
+        *sizes,
     ]
 
 
 def write_report(folder: Path, summaries: list[dict[str, Any]], rows: list[dict[str, Any]], winner: dict[str, Any],
-                 metric: str, advice: dict[str, Any] | None) -> None:
+                 metric: str, advice: dict[str, Any] | None, models_advice: dict[str, Any] | None = None) -> None:
     charts = figures(summaries, rows, metric)
     parts = []
     for index, (name, figure) in enumerate(charts):
@@ -147,7 +164,7 @@ def write_report(folder: Path, summaries: list[dict[str, Any]], rows: list[dict[
         parts.append(f'<section class="chart" id="{name}">' + figure.to_html(
             full_html=False, include_plotlyjs=index == 0, div_id=f"chart-{name}", config={"displaylogo": False}
         ) + "</section>")
-    advice_html = "".join(f"<p>{html.escape(line)}</p>" for line in _advice_lines(advice, winner))
+    advice_html = "".join(f"<p>{html.escape(line)}</p>" for line in _advice_lines(advice, winner, models_advice))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>thawkit comparison</title>
 <style>
@@ -158,7 +175,7 @@ th:first-child, td:first-child {{ text-align: left; }}
 .winner {{ background: #f3f8ee; border-left: 4px solid #2ca02c; padding: 0.6rem 1rem; }}
 </style></head>
 <body data-charts="{len(charts)}">
-<h1>Which strategy for this data?</h1>
+<h1>Which {"model and strategy" if _several_models(rows) else "strategy"} for this data?</h1>
 <div class="winner">{advice_html}</div>
 <h2>Results</h2>
 {_table_html(rows, metric)}
@@ -167,27 +184,31 @@ th:first-child, td:first-child {{ text-align: left; }}
 </body></html>
 """
     (folder / "report.html").write_text(page, encoding="utf-8")
-    (folder / "report.md").write_text(markdown_report(rows, winner, metric, advice, summaries), encoding="utf-8")
+    (folder / "report.md").write_text(markdown_report(rows, winner, metric, advice, summaries, models_advice), encoding="utf-8")
 
 
 def markdown_report(rows: list[dict[str, Any]], winner: dict[str, Any], metric: str, advice: dict[str, Any] | None,
-                    summaries: list[dict[str, Any]]) -> str:
-    lines = ["# thawkit comparison", "", *(f"- {line}" for line in _advice_lines(advice, winner)), "",
-             f"| strategy | validation {metric} | test {metric} | trainable | train time | peak memory | forgetting (drift) |",
-             "|---|---|---|---|---|---|---|"]
+                    summaries: list[dict[str, Any]], models_advice: dict[str, Any] | None = None) -> str:
+    multi = _several_models(rows)
+    sizes = " parameters | on disk |" if multi else ""
+    lines = ["# thawkit comparison", "", *(f"- {line}" for line in _advice_lines(advice, winner, models_advice)), "",
+             f"| {'model · strategy' if multi else 'strategy'} | validation {metric} | test {metric} | trainable |{sizes} train time | "
+             "peak memory | forgetting (drift) |",
+             "|---|---|---|---|---|---|---|" + ("---|---|" if multi else "")]
     for row in rows:
         test = f"{_fmt(row[f'test_{metric}_mean'])} ± {_fmt(row[f'test_{metric}_std'])}" if row[f"test_{metric}_mean"] is not None else "–"
         status = f" (eliminated at rung {row['eliminated_at_rung']})" if row.get("eliminated_at_rung") is not None else ""
+        size_cells = f" {row['total_params'] / 1e6:.1f}M | {_fmt(row.get('size_on_disk_mb'), 1)} MB |" if multi else ""
         lines.append(
-            f"| {row['strategy']}{status} | {_fmt(row[f'validation_{metric}_mean'])} ± {_fmt(row[f'validation_{metric}_std'])} | {test} | "
-            f"{row['trainable_percent']:.2f}% | {_fmt(row['train_seconds_mean'], 1)} s | {_fmt(row['peak_memory_mb'], 0)} MB | "
-            f"{_fmt(row['forgetting_drift'], 4)} |"
+            f"| {row.get('name', row['strategy'])}{status} | {_fmt(row[f'validation_{metric}_mean'])} ± {_fmt(row[f'validation_{metric}_std'])} | "
+            f"{test} | {row['trainable_percent']:.2f}% |{size_cells} {_fmt(row['train_seconds_mean'], 1)} s | "
+            f"{_fmt(row['peak_memory_mb'], 0)} MB | {_fmt(row['forgetting_drift'], 4)} |"
         )
     lines += ["", "## Every metric (mean over seeds)", "", *_all_metrics_markdown(rows)]
     lines += ["", "## Trainable blocks per evaluation", ""]
     seen = set()
     for summary in summaries:
-        name = summary["info"]["strategy"]
+        name = summary.get("name", summary["info"]["strategy"])
         if name in seen:
             continue
         seen.add(name)
@@ -202,22 +223,25 @@ def _all_metrics_markdown(rows: list[dict[str, Any]]) -> list[str]:
 
     columns = [c for c in metric_columns(rows) if c.endswith("_mean")]
     names = [c.removesuffix("_mean").replace("validation_", "val ").replace("test_", "test ") for c in columns]
-    lines = ["| strategy | " + " | ".join(names) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {row['strategy']} | " + " | ".join(_fmt(row.get(c), 4) for c in columns) + " |" for row in rows]
+    lines = ["| " + ("model · strategy" if _several_models(rows) else "strategy") + " | " + " | ".join(names) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {row.get('name', row['strategy'])} | " + " | ".join(_fmt(row.get(c), 4) for c in columns) + " |" for row in rows]
     return lines
 
 
 def report_from_runs(runs: list[Path], out: Path, metric: str | None = None) -> Path:
     """``thawkit report RUN [RUN...]``: the same report from existing run directories; the metric
     defaults to the one that selected the runs' best epochs."""
-    from thawkit.compare.results import aggregate, load_run_summary, name_winner, write_results
+    from thawkit.compare.results import aggregate, label_summaries, load_run_summary, model_size_advice, name_winner, write_results
 
     summaries = [load_run_summary(path) for path in runs]
     if metric is None:
         info = summaries[0]["info"]
         metric = info.get("metric") or info.get("config", {}).get("metric") or "macro_f1"
+    label_summaries(summaries)
     rows = aggregate(summaries, metric)
     winner = name_winner(rows, metric)
+    models_advice = model_size_advice(rows, metric) if _several_models(rows) else None
     import os
     import shutil
     import tempfile
@@ -227,8 +251,8 @@ def report_from_runs(runs: list[Path], out: Path, metric: str | None = None) -> 
     # report or the new one, never half a file.
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
-        write_results(rows, winner, metric, staging, {"runs": [str(p) for p in runs]})
-        write_report(staging, summaries, rows, winner, metric, None)
+        write_results(rows, winner, metric, staging, {"runs": [str(p) for p in runs], "models_advice": models_advice})
+        write_report(staging, summaries, rows, winner, metric, None, models_advice)
         for item in staging.iterdir():
             os.replace(item, out / item.name)
     finally:

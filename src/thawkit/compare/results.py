@@ -17,6 +17,43 @@ def load_run_summary(path: Path) -> dict[str, Any]:
     return {"path": str(run), "info": info, "metrics": metrics, "history": read_history(run)}
 
 
+def model_labels(models: list[str]) -> dict[str, str]:
+    """Short names for models: an alias as given, a folder or hub id by its last part (the whole
+    id where two would share one). Used in folder names, tables and the report."""
+    short = {m: Path(m).name or m for m in models}
+    if len(set(short.values())) < len(short):
+        short = {m: m.strip("/").replace("/", "_") for m in models}
+    return short
+
+
+def candidate_name(candidate: tuple[str | None, str], labels: dict[str, str], multi: bool) -> str:
+    """One row of a comparison: the strategy, or 'model · strategy' when several models are compared."""
+    model, strategy = candidate
+    return f"{labels[model]} · {strategy}" if multi and model is not None else strategy
+
+
+def label_summaries(summaries: list[dict[str, Any]], multi: bool | None = None,
+                    labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Each run summary gets its ``model`` (as configured) and its row ``name``; ``multi`` (default:
+    the runs span more than one model) names rows by model and strategy; ``labels``: the models'
+    short names (default: made from these runs' models)."""
+    models = [s["info"].get("config", {}).get("model") for s in summaries]
+    distinct = list(dict.fromkeys(m for m in models if m is not None))
+    labels = {**model_labels(distinct), **(labels or {})}
+    multi = len(distinct) > 1 if multi is None else multi
+    for summary, model in zip(summaries, models):
+        summary["model"] = labels.get(model) if model is not None else None
+        summary["name"] = candidate_name((model, summary["info"]["strategy"]), labels, multi)
+    return summaries
+
+
+def folder_megabytes(path: str | None) -> float | None:
+    """What a run folder holds on disk (the model or adapter, tokenizer, history)."""
+    if path is None or not Path(path).is_dir():
+        return None
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
+
+
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     values = [v for v in values if v is not None]
     if not values:
@@ -36,22 +73,27 @@ def scalar_metric_names(summaries: list[dict[str, Any]]) -> list[tuple[str, str]
 
 
 def aggregate(summaries: list[dict[str, Any]], metric: str, extra: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """One row per strategy; ``extra``: per-strategy fields (e.g. successive-halving status)."""
-    by_strategy: dict[str, list[dict[str, Any]]] = {}
+    """One row per strategy (per model and strategy when several models are compared); ``extra``:
+    per-row fields by row name (e.g. successive-halving status)."""
+    if any("name" not in s for s in summaries):
+        label_summaries(summaries)
+    by_name: dict[str, list[dict[str, Any]]] = {}
     for summary in summaries:
-        by_strategy.setdefault(summary["info"]["strategy"], []).append(summary)
+        by_name.setdefault(summary["name"], []).append(summary)
     rows = []
-    for strategy, runs in by_strategy.items():
-        row: dict[str, Any] = {"strategy": strategy, "seeds": len(runs)}
+    for name, runs in by_name.items():
+        row: dict[str, Any] = {"name": name, "strategy": runs[0]["info"]["strategy"], "model": runs[0]["model"], "seeds": len(runs)}
         for split in ("validation", "test"):
             mean, std = _mean_std([r["metrics"].get(split, {}).get(metric) for r in runs])
             row[f"{split}_{metric}_mean"], row[f"{split}_{metric}_std"] = mean, std
-        for split, name in scalar_metric_names(runs):  # every scalar metric the task reports, per split
-            row[f"{split}_{name}_mean"], row[f"{split}_{name}_std"] = _mean_std([r["metrics"].get(split, {}).get(name) for r in runs])
+        for split, scalar in scalar_metric_names(runs):  # every scalar metric the task reports, per split
+            row[f"{split}_{scalar}_mean"], row[f"{split}_{scalar}_std"] = _mean_std([r["metrics"].get(split, {}).get(scalar) for r in runs])
         trainable = runs[0]["info"]["trainable_params"]
         total = runs[0]["info"]["total_params"]
         row["trainable_params"] = trainable
+        row["total_params"] = total
         row["trainable_percent"] = 100.0 * trainable / max(total, 1)
+        row["size_on_disk_mb"] = folder_megabytes(runs[0]["path"])
         seconds = [r["info"]["train_seconds"] + (r["info"].get("cache") or {}).get("pass_seconds", 0.0) for r in runs]
         row["train_seconds_mean"], row["train_seconds_std"] = _mean_std(seconds)
         row["peak_memory_mb"] = max(r["info"].get("peak_memory_mb") or 0 for r in runs)
@@ -59,7 +101,7 @@ def aggregate(summaries: list[dict[str, Any]], metric: str, extra: dict[str, dic
         row["forgetting_drift"] = drift
         row["runs"] = [r["path"] for r in runs]
         row["failed_runs"] = sum(1 for r in runs if r["info"].get("failed"))
-        row.update((extra or {}).get(strategy, {}))
+        row.update((extra or {}).get(name, {}))
         rows.append(row)
     key = f"validation_{metric}_mean"
     sign = _sign(metric)
@@ -79,32 +121,78 @@ def name_winner(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     # A strategy whose every run collapsed to the majority class cannot win.
     candidates = [r for r in candidates if r.get("failed_runs", 0) < r["seeds"]] or candidates
     if not candidates:  # e.g. a validation set on which the metric is undefined
-        return {"strategy": None, "reason": f"no strategy has a defined validation {metric}"}
+        return {"strategy": None, "model": None, "name": None, "reason": f"no strategy has a defined validation {metric}"}
     sign = _sign(metric)
     top = max(candidates, key=lambda r: sign * r[key])
     close = [r for r in candidates if sign * r[key] >= sign * top[key] - max(top[f"validation_{metric}_std"] or 0.0, 1e-9)]
     winner = min(close, key=lambda r: r["train_seconds_mean"]) if len(close) > 1 else top
-    reason = f"{winner['strategy']}: {metric} {winner[key]:.3f} ± {winner[f'validation_{metric}_std'] or 0:.3f}"
+    reason = f"{winner['name']}: {metric} {winner[key]:.3f} ± {winner[f'validation_{metric}_std'] or 0:.3f}"
     trade = []
     for other in candidates:
         if other is winner:
             continue
         speed = other["train_seconds_mean"] / max(winner["train_seconds_mean"], 1e-9)
         if speed >= 1.2:
-            trade.append(f"{speed:.1f}× faster than {other['strategy']}")
+            trade.append(f"{speed:.1f}× faster than {other['name']}")
         elif speed <= 1 / 1.2:
-            trade.append(f"{1 / speed:.1f}× slower than {other['strategy']}")
+            trade.append(f"{1 / speed:.1f}× slower than {other['name']}")
     if winner is not top:
-        reason += f" (within one std of {top['strategy']}'s {top[key]:.3f}, and faster)"
+        reason += f" (within one std of {top['name']}'s {top[key]:.3f}, and faster)"
     if trade:
         reason += ", " + ", ".join(trade[:3])
     reason += f"; trains {winner['trainable_percent']:.1f}% of the parameters"
-    return {"strategy": winner["strategy"], "reason": reason}
+    return {"strategy": winner["strategy"], "model": winner["model"], "name": winner["name"], "reason": reason}
+
+
+def model_size_advice(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """The 'wrong model size' check: the smallest model whose best row is within one point of the
+    best row of any model. One point: 0.01 on a 0-1 metric, 1 on a 0-100 one, 1 % of a loss."""
+    key = f"validation_{metric}_mean"
+    usable = [r for r in rows if r.get(key) is not None and r.get("eliminated_at_rung") is None
+              and r.get("failed_runs", 0) < r["seeds"] and r.get("model") is not None]
+    best: dict[str, dict[str, Any]] = {}
+    sign = _sign(metric)
+    for row in usable:
+        if row["model"] not in best or sign * row[key] > sign * best[row["model"]][key]:
+            best[row["model"]] = row
+    collapsed = sorted({r["model"] for r in rows if r.get("model") is not None} - set(best))
+    if best and collapsed and len(best) < 2:  # a model whose every run failed is no rival
+        only = next(iter(best.values()))
+        return {"rule": "wrong-model-size", "verdict": "only one model learned", "model": only["model"], "best_model": only["model"],
+                "point": None, "per_model": [{"model": only["model"], "total_params": only["total_params"], "best": only["name"],
+                                              f"validation_{metric}": only[key]}],
+                "reason": f"every run of {', '.join(collapsed)} failed (one class for everything, or no metric); "
+                          f"{only['model']} reached {only[key]:.3f} with {only['strategy']}"}
+    if len(best) < 2:
+        return None
+    top = max(best.values(), key=lambda r: sign * r[key])
+    point = abs(top[key]) * 0.01 if metric == "loss" else (0.01 if all(abs(r[key]) <= 1 for r in best.values()) else 1.0)
+    enough = [r for r in best.values() if sign * r[key] >= sign * top[key] - point]
+    pick = min(enough, key=lambda r: r["total_params"])
+    per_model = [{"model": m, "total_params": r["total_params"], "best": r["name"], f"validation_{metric}": r[key]}
+                 for m, r in sorted(best.items(), key=lambda kv: kv[1]["total_params"])]
+
+    def sized(row: dict[str, Any]) -> str:
+        return f"{row['model']} ({row['total_params'] / 1e6:.1f}M parameters, {row[key]:.3f} with {row['strategy']})"
+
+    if pick is not top:  # the smallest within one point is smaller than the best
+        verdict = "wrong model size"
+        reason = (f"{sized(pick)} is within one point of {sized(top)}: {top['total_params'] / max(pick['total_params'], 1):.1f}x "
+                  f"fewer parameters for {abs(top[key] - pick[key]):.3f} {metric}; prefer the smaller model unless that gap matters")
+    elif any(r["total_params"] > top["total_params"] for r in best.values()):
+        verdict = "larger models do not pay"
+        reason = f"{sized(top)} beats the larger " + ", ".join(
+            sized(r) for r in best.values() if r["total_params"] > top["total_params"])
+    else:
+        verdict = "the size pays"
+        reason = f"{sized(top)} leads every smaller model by more than one point"
+    return {"rule": "wrong-model-size", "verdict": verdict, "model": pick["model"], "best_model": top["model"],
+            "point": point, "reason": reason, "per_model": per_model}
 
 
 CSV_COLUMNS = [
-    "strategy", "seeds", "validation_{m}_mean", "validation_{m}_std", "test_{m}_mean", "test_{m}_std",
-    "trainable_params", "trainable_percent", "train_seconds_mean", "train_seconds_std",
+    "name", "model", "strategy", "seeds", "validation_{m}_mean", "validation_{m}_std", "test_{m}_mean", "test_{m}_std",
+    "trainable_params", "total_params", "trainable_percent", "size_on_disk_mb", "train_seconds_mean", "train_seconds_std",
     "peak_memory_mb", "forgetting_drift", "eliminated_at_rung",
 ]
 

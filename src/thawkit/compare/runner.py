@@ -26,6 +26,7 @@ class Comparison:
     winner: dict[str, Any]
     advice: dict[str, Any] | None
     metric: str
+    models_advice: dict[str, Any] | None = None
 
     def table(self) -> list[dict[str, Any]]:
         return self.rows
@@ -100,26 +101,38 @@ def compare(config: CompareConfig | dict[str, Any] | None = None, *, sources: Ma
         return _compare(config, sources, **options)
 
 
-def _shared_dapt(cfg: CompareConfig, base: dict[str, Any], final: Path, resuming: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _given_models(cfg: CompareConfig) -> list[str | None]:
+    """The models of the comparison's jobs; [None]: the one model each job's plan resolves (not given)."""
+    if cfg.models:
+        return list(cfg.models)
+    return [cfg.model] if "model" in cfg.model_fields_set else [None]
+
+
+def _shared_dapt(cfg: CompareConfig, base: dict[str, Any], final: Path, resuming: bool) -> tuple[str | None, dict[str, Any] | None]:
     """--dapt-text: adapt the encoder once, beside the comparison (OUT-dapt); every job fine-tunes the
-    adapted encoder (its thawkit.json names it and carries the DAPT facts)."""
+    adapted encoder (its thawkit.json names it and carries the DAPT facts). Returns the adapted model."""
     from thawkit.planner import adapt_backbone, dapt_folder, plan_run
 
     if cfg.dapt_text is None:
-        return base, None
+        return None, None
+    if cfg.models:
+        raise ConfigError(f"--dapt-text adapts one encoder, and --models compares {len(cfg.models)}; fix: compare one --model "
+                          "with --dapt-text, or adapt each model with 'thawkit dapt' and pass the adapted folders to --models")
     first = _strategies(cfg)[0]
-    base = {**base, "dapt_text": None}
-    probe = plan_run({**base, "strategy": first, "strategy_options": cfg.strategy_options.get(first, {}), "out": None},
+    model = _given_models(cfg)[0]
+    probe = plan_run({**base, **({"model": model} if model else {}), "strategy": first,
+                      "strategy_options": cfg.strategy_options.get(first, {}), "out": None},
                      "compare", dry_run=True)  # the max length the jobs will use
-    model, facts = adapt_backbone(probe.config, Path(cfg.dapt_text), dapt_folder(final), reuse=resuming)
-    return {**base, "model": model}, facts
+    adapted, facts = adapt_backbone(probe.config, Path(cfg.dapt_text), dapt_folder(final), reuse=resuming)
+    return adapted, facts
 
 
 def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapping[str, str] | None = None,
              **options: Any) -> Comparison:
     from thawkit.advisor import parse_budget
     from thawkit.compare.report import write_report
-    from thawkit.compare.results import aggregate, load_run_summary, name_winner, write_results
+    from thawkit.compare.results import (aggregate, candidate_name, label_summaries, load_run_summary, model_labels,
+                                         model_size_advice, name_winner, write_results)
     from thawkit.rundir import check_destination, partial_dir_for, publish
 
     values = config.model_dump(exclude_unset=True) if isinstance(config, CompareConfig) else dict(config or {})
@@ -154,32 +167,46 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapp
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     epochs_given = "epochs" in cfg.model_fields_set or cfg.successive_halving
 
-    base, dapt_facts = _shared_dapt(cfg, base, final, resuming)
+    models = _given_models(cfg)
+    adapted, dapt_facts = _shared_dapt(cfg, base, final, resuming)
+    base = {**base, "dapt_text": None} if dapt_facts is not None else base
     job_sources = {k: v for k, v in given_sources.items() if k in base}
+    model_sources = {m: given_sources.get("model", "argument") for m in models if m is not None}
+    if cfg.models:
+        model_sources = {m: f"compare --models: job for model {i + 1} of {len(models)}" for i, m in enumerate(models)}
     if dapt_facts is not None:
-        job_sources["model"] = f"compare --dapt-text: adapted once on {cfg.dapt_text}, shared by every job ({base['model']})"
+        models, model_sources = [adapted], {adapted: f"compare --dapt-text: adapted once on {cfg.dapt_text}, shared by every job ({adapted})"}
+    labels = model_labels([m for m in models if m is not None])
+    multi = len(models) > 1
 
-    def job(strategy: str, seed: int, epochs: float, folder: str, time_limit: float | None) -> dict[str, Any]:
-        out = partial / folder / f"{strategy}-seed{seed}"
+    def job(candidate: tuple[str | None, str], seed: int, epochs: float, folder: str, time_limit: float | None) -> dict[str, Any]:
+        model, strategy = candidate
+        # One model: the folders are named as they always were; several: by model, then strategy.
+        name = f"{labels[model]}-{strategy}" if multi else strategy
+        out = partial / folder / f"{name}-seed{seed}"
         per_job = {"strategy": "compare: one job per strategy", "seed": "compare: base seed + seed index",
                    "split_seed": "compare: identical splits for every job", "out": "compare: the job's folder",
                    "progress": "compare: one line per evaluation", "overwrite": "compare: each job writes a new folder",
                    **({"time_limit_seconds": "compare: the budget's share per job"} if time_limit else {}), **({"epochs": f"compare: rung of {epochs:g} epochs"}
                                                                       if folder != "runs" else {})}
         return {
-            "sources": {**job_sources, **per_job}, "facts": {"dapt": dapt_facts},
+            "sources": {**job_sources, **per_job, **({"model": model_sources[model]} if model is not None else {})},
+            "facts": {"dapt": dapt_facts},
             # Resuming: finished runs are reused, interrupted ones continue from their checkpoint.
             **({"finished": str(out)} if resuming and (out / "thawkit.json").exists() else {}),
             **({"resume": str(out)} if resuming and _has_checkpoint(out) else {}),
-            **base, "strategy": strategy, "strategy_options": cfg.strategy_options.get(strategy, {}), "seed": seed,
+            **base, **({"model": model} if model is not None else {}),
+            "strategy": strategy, "strategy_options": cfg.strategy_options.get(strategy, {}), "seed": seed,
             "split_seed": cfg.data_split_seed(),  # identical splits for every run
             # Epochs not given: each run picks its own (more for small data, as `thawkit train` does).
             **({"epochs": epochs} if epochs_given or folder != "runs" else {}),
             **({"time_limit_seconds": time_limit or cfg.time_limit_seconds} if (time_limit or cfg.time_limit_seconds) else {}),
-            "out": str(partial / folder / f"{strategy}-seed{seed}"), "overwrite": False,
+            "out": str(out), "overwrite": False,
             "progress": "lines" if cfg.progress != "off" else "off",
         }
 
+    # Model by model (each model's jobs in its strategies' order, so its cache passes are reused).
+    candidates = [(m, s) for m in models for s in strategies]
     started = time.perf_counter()
     extra: dict[str, dict[str, Any]] = {}
     summaries: list[dict[str, Any]] = []
@@ -188,37 +215,38 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapp
         if cfg.successive_halving and len(strategies) > 1 and cfg.on_ray():
             from thawkit.compare.ray_jobs import asha_search
 
-            limit = budget_seconds / (len(strategies) * len(seeds)) if budget_seconds else None
-            jobs = [job(s, seed, cfg.epochs, "runs", limit) for s in strategies for seed in seeds]
+            limit = budget_seconds / (len(candidates) * len(seeds)) if budget_seconds else None
+            jobs = [job(c, seed, cfg.epochs, "runs", limit) for c in candidates for seed in seeds]
             summaries, extra, search = asha_search(jobs, cfg, budget_seconds, partial / "tune")
             metric = metric or next(s["info"]["metric"] for s in summaries if s["info"].get("metric"))
-        elif cfg.successive_halving and len(strategies) > 1:
-            rungs = math.ceil(math.log2(len(strategies))) + 1
-            alive = list(strategies)
+        elif cfg.successive_halving and len(candidates) > 1:
+            rungs = math.ceil(math.log2(len(candidates))) + 1
+            alive = list(candidates)
             for rung in range(rungs):
                 epochs = max(1.0, cfg.epochs * 2.0 ** (rung - (rungs - 1)))
                 limit = budget_seconds / rungs / (len(alive) * len(seeds)) if budget_seconds else None
-                jobs = [job(s, seed, epochs, f"rung{rung}", limit) for s in alive for seed in seeds]
-                rung_summaries = [load_run_summary(Path(p)) for p in _run_jobs(jobs, cfg)]
+                jobs = [job(c, seed, epochs, f"rung{rung}", limit) for c in alive for seed in seeds]
+                rung_summaries = label_summaries([load_run_summary(Path(p)) for p in _run_jobs(jobs, cfg)], multi, labels)
                 metric = metric or rung_summaries[0]["info"]["metric"]
                 ranking = aggregate(rung_summaries, metric)
                 keep = max(1, math.ceil(len(alive) / 2)) if rung < rungs - 1 else len(alive)
-                survivors = [r["strategy"] for r in ranking[:keep]]
+                survivors = [r["name"] for r in ranking[:keep]]
                 for row in ranking[keep:]:
-                    extra[row["strategy"]] = {"eliminated_at_rung": rung, "rung_epochs": epochs}
-                    summaries.extend(s for s in rung_summaries if s["info"]["strategy"] == row["strategy"])
+                    extra[row["name"]] = {"eliminated_at_rung": rung, "rung_epochs": epochs}
+                    summaries.extend(s for s in rung_summaries if s["name"] == row["name"])
                 if rung == rungs - 1:
-                    summaries.extend(s for s in rung_summaries if s["info"]["strategy"] in survivors)
+                    summaries.extend(s for s in rung_summaries if s["name"] in survivors)
                     for name in survivors:
                         extra[name] = {"eliminated_at_rung": None, "rung_epochs": epochs}
                     break
                 log.info("successive halving, rung %d (%g epochs): keeping %s", rung, epochs, ", ".join(survivors))
-                alive = survivors
+                alive = [c for c in alive if candidate_name(c, labels, multi) in survivors]
         else:
-            limit = budget_seconds / (len(strategies) * len(seeds)) if budget_seconds else None
-            jobs = [job(s, seed, cfg.epochs, "runs", limit) for s in strategies for seed in seeds]
+            limit = budget_seconds / (len(candidates) * len(seeds)) if budget_seconds else None
+            jobs = [job(c, seed, cfg.epochs, "runs", limit) for c in candidates for seed in seeds]
             summaries = [load_run_summary(Path(p)) for p in _run_jobs(jobs, cfg)]
             metric = metric or summaries[0]["info"]["metric"]
+        summaries = label_summaries(summaries, multi, labels)
         rows = aggregate(summaries, metric, extra)
         winner = name_winner(rows, metric)
         advice = None
@@ -226,7 +254,7 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapp
             try:
                 from thawkit.advisor import advise
 
-                advice = advise(cfg.data, model=cfg.model, text_col=cfg.text_col, text_pair_col=cfg.text_pair_col,
+                advice = advise(cfg.data, model=models[0] or cfg.model, text_col=cfg.text_col, text_pair_col=cfg.text_pair_col,
                                 label_col=cfg.label_col, validation=cfg.validation, budget=cfg.budget,
                                 max_length=cfg.max_length, seed=cfg.seed, task=cfg.task).as_dict()
             except Exception as exc:  # noqa: BLE001  (the report is still useful without it)
@@ -234,8 +262,9 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapp
         # Paths as they will be once the comparison folder is in place.
         for row in rows:
             row["runs"] = [str(final / Path(p).relative_to(partial)) for p in row["runs"] if p is not None]
+        models_advice = model_size_advice(rows, metric) if multi else None
         meta = {
-            "strategies": strategies, "seeds": seeds, "budget": cfg.budget, "successive_halving": cfg.successive_halving,
+            "strategies": strategies, "models": cfg.models, "models_advice": models_advice, "seeds": seeds, "budget": cfg.budget, "successive_halving": cfg.successive_halving,
             "wall_seconds": round(time.perf_counter() - started, 2), "advice": advice,
             "ray": {"address": cfg.ray_address or "local", "cpus_per_job": cfg.ray_cpus, "gpus_per_job": cfg.ray_gpus,
                     **({"search": search} if search is not None else {})} if cfg.on_ray() else None,
@@ -245,7 +274,7 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapp
         for summary in summaries:
             if summary["path"] is not None:  # None: a trial stopped by ASHA, no run folder
                 summary["path"] = str(final / Path(summary["path"]).relative_to(partial))
-        write_report(partial, summaries, rows, winner, metric, advice)
+        write_report(partial, summaries, rows, winner, metric, advice, models_advice)
     except BaseException as exc:
         # Bad input discards the comparison; an interruption keeps finished runs and checkpoints
         # for 'thawkit compare --resume'.
@@ -256,4 +285,4 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapp
         raise
     (partial / COMPARE_CONFIG).unlink(missing_ok=True)
     publish(partial, final, cfg.overwrite)
-    return Comparison(final, rows, winner, advice, metric)
+    return Comparison(final, rows, winner, advice, metric, models_advice)
