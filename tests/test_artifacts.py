@@ -120,3 +120,16 @@ def test_ner_and_qa_runs_load_in_stock_transformers(tiny_bert, tmp_path):
     words = tokenizer(["Peter Blackburn visited Brussels"], return_tensors="pt")
     with torch.inference_mode():
         torch.testing.assert_close(stock_ner(**words).logits, ner.model.eval()(**words).logits)
+
+
+def test_a_quantized_packaged_model_is_not_its_hub_checkpoint():
+    """smollm2-135m is SmolLM2-135M-Instruct de-quantized from Q4_1: the card names the Hub model as
+    lineage and says so; the hub id does not silently mean the quantized package."""
+    from thawkit.models.backbone import lineage_model_name, lineage_note
+    from thawkit.models.packaged import packaged
+
+    assert packaged("HuggingFaceTB/SmolLM2-135M-Instruct") is None
+    assert packaged("sentence-transformers/all-MiniLM-L6-v2")[0] == "minilm-l6"  # same weights: same model
+    assert lineage_model_name("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "de-quantized from SmolLM2-135M-Instruct.Q4_1.gguf" in lineage_note("smollm2-135m")
+    assert lineage_note("minilm-l6") is None

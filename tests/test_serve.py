@@ -257,3 +257,46 @@ def test_fuzzed_bodies_never_get_a_500(client, endpoint, body):
     assert response.status_code < 500 or response.status_code == 503, (endpoint, body, response.text[:300])
     if response.status_code >= 400:
         assert response.json()["error"]["message"]  # a JSON error naming what is wrong
+
+
+def test_decoder_lora_runs_are_served_beside_an_encoder_run(runs, tiny_decoders, tmp_path):
+    """Two LoRA adapters on one tiny Llama and a BERT run in one server: the decoder base is loaded
+    once, every answer (batched with padding, adapters mixed) equals thawkit predict."""
+    data = {}
+    for seed in (1, 2):
+        data[seed] = tmp_path / f"two{seed}.csv"
+        with data[seed].open("w", newline="") as handle:
+            csv.writer(handle).writerows([("text", "label"), *toy_sentiment_rows(60, seed=seed, classes=2)])
+    decoder = {f"llama_{seed}": _train(tiny_decoders["llama"], tmp_path / f"llama{seed}", data=data[seed], strategy="lora",
+                                       seed=seed).path for seed in (1, 2)}
+    served = load_served({"full3": runs["full3"], **decoder})
+    assert served["llama_1"].run.model is served["llama_2"].run.model
+    from thawkit.serve.batching import _routes_mixed_batches  # noqa: PLC2701
+
+    assert _routes_mixed_batches(served["llama_1"])  # the head copies are the score layer: one pass for mixed adapters
+    texts = [*TEXTS, "the film was great and the cast superb and the music wonderful too"]  # unequal lengths: padding
+    expected = {name: thawkit.load(path).predict(texts) for name, path in {"full3": runs["full3"], **decoder}.items()}
+    assert expected["llama_1"] != expected["llama_2"]
+    with TestClient(create_app(served, ServeLimits(max_inputs=8, max_chars=500, max_body_bytes=20_000, max_wait_ms=20))) as c:
+        with ThreadPoolExecutor(6) as pool:
+            futures = [(n, pool.submit(c.post, "/predict", json={"inputs": texts, "model": n})) for n in list(expected) * 3]
+            for name, future in futures:
+                for e, g in zip(expected[name], future.result().json()):
+                    assert _scores(g) == pytest.approx(e["scores"], abs=1e-5)
+
+
+def test_a_base_with_an_unroutable_head_copy_is_served_per_adapter(tiny_decoders):
+    """A norm among modules_to_save (an adapter saved by another tool) cannot be routed per example:
+    such a base is never sent a mixed batch (peft would raise mid-forward)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from thawkit.serve.batching import _routes_mixed_batches  # noqa: PLC2701
+
+    def served_with(modules):
+        base = AutoModelForSequenceClassification.from_pretrained(tiny_decoders["llama"], num_labels=2)
+        model = get_peft_model(base, LoraConfig(task_type="SEQ_CLS", target_modules=["q_proj"], modules_to_save=modules))
+        return type("Served", (), {"run": type("Run", (), {"model": model})()})()
+
+    assert not _routes_mixed_batches(served_with(["model.norm", "score"]))
+    assert _routes_mixed_batches(served_with(["score"]))

@@ -33,10 +33,29 @@ def resolve_model_path(name: str) -> str:
 
 
 def portable_model_name(name: str) -> str:
-    """What a saved artifact should name as its base: the hub id of a packaged alias (loads anywhere
-    online), otherwise the name exactly as the user gave it."""
+    """What an adapter should name as its base (``base_model_name_or_path``, what stock ``peft``
+    loads): the hub id of a packaged alias whose weights are the Hub's (loads anywhere online); for a
+    de-quantized GGUF alias the converted folder (the Hub's weights differ from the ones trained on);
+    otherwise the name exactly as the user gave it."""
+    found = packaged(name)
+    if found is None:
+        return name
+    return found[1].hub_id if found[1].same_weights_as_hub else resolve_model_path(name)
+
+
+def lineage_model_name(name: str) -> str:
+    """What a model card names as the base model: the Hub model an alias comes from (quantized or not)."""
     found = packaged(name)
     return found[1].hub_id if found is not None else name
+
+
+def lineage_note(name: str) -> str | None:
+    """One line for the model card where the base is not the Hub checkpoint itself."""
+    found = packaged(name)
+    if found is None or found[1].same_weights_as_hub:
+        return None
+    return (f"the base is {found[1].hub_id} de-quantized from {found[1].gguf_file} (package {found[1].pip_name}), "
+            "not the Hub's unquantized weights; the adapter names the converted folder as its base")
 
 
 def from_pretrained_checked(auto_cls: Any, name: str, **kwargs: Any) -> Any:

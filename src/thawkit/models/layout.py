@@ -134,9 +134,20 @@ FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
 EMBEDDING_MODULES = ("embeddings", "drop", "embed_tokens", "embed_in")
 
 
+def routable_module_types() -> tuple[type, ...]:
+    """The modules peft can route per example in a batch that mixes adapters (its ModulesToSaveWrapper)."""
+    from torch import nn
+
+    return (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
 def head_module_names(model: nn.Module) -> list[str]:
-    """The head's parameter-holding modules, by path (``bert.pooler.dense``, ``classifier``):
-    the leaves, not their containers, so that peft can route a batch that mixes adapters through
-    each adapter's own head copies in one pass (its mixed batches take Linear/Embedding leaves)."""
+    """The head modules an adapter trains and saves beside it (peft's ``modules_to_save``), by path
+    (``bert.pooler.dense``, ``classifier``, ``score``): the leaves, not their containers, and only
+    those peft can route per example, so that a batch mixing adapters of one base runs in one pass
+    through each adapter's own head copies. A decoder's final norm stays as pretrained (peft's own
+    sequence-classification default trains only the score layer too)."""
     layout = build_layout(model)
-    return list(dict.fromkeys(param.rsplit(".", 1)[0] for param in layout.params[HEAD]))
+    modules = dict(model.named_modules())
+    leaves = dict.fromkeys(param.rsplit(".", 1)[0] for param in layout.params[HEAD])
+    return [name for name in leaves if isinstance(modules.get(name), routable_module_types())]

@@ -30,10 +30,16 @@ log = logging.getLogger("thawkit")
 class PackagedModel:
     package: str  # the importable package that carries the files (found without importing it)
     pip_name: str
-    hub_id: str  # what saved artifacts name as their base (loads anywhere online)
+    hub_id: str  # the model on the Hub it comes from (model cards name it as the base)
     folder: str | None = None  # a ready model folder inside the package
     gguf_file: str | None = None  # or a GGUF file inside the package, converted once
     install: str = ""
+
+    @property
+    def same_weights_as_hub(self) -> bool:
+        """A ready folder is the Hub checkpoint; a quantized GGUF de-quantizes to other weights, so
+        its hub id neither means the package nor may an adapter trained on it name the hub id as base."""
+        return self.gguf_file is None
 
 
 PACKAGED_MODELS = {
@@ -47,7 +53,7 @@ PACKAGED_MODELS = {
 def packaged(name: str) -> tuple[str, PackagedModel] | None:
     """The packaged model ``name`` means (its alias or its hub id), if any."""
     for alias, model in PACKAGED_MODELS.items():
-        if name in (alias, model.hub_id):
+        if name == alias or (name == model.hub_id and model.same_weights_as_hub):
             return alias, model
     return None
 

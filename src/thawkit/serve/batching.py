@@ -97,7 +97,7 @@ class Batcher:
         for item in batch:
             # Adapters on one base with the same input handling run in one forward pass, each text
             # routed through its own adapter and head; anything else runs per model.
-            mixable = item.model.adapter is not None and item.kind in ("predict", "logits")
+            mixable = item.model.adapter is not None and item.kind in ("predict", "logits") and _routes_mixed_batches(item.model)
             model_key = ("base", id(item.model.lock), item.model.run.max_length) if mixable else item.model.name
             groups.setdefault((model_key, item.kind, item.pair is not None), []).append(item)
         for (_, kind, has_pair), items in groups.items():
@@ -127,6 +127,23 @@ def _forward(model: ServedModel, kind: str, texts: list[str], pairs: list[str] |
         if kind == "embed":
             return [row.tolist() for row in model.run.embed(texts, batch_size=len(texts))]
         return model.run.predict(texts, pairs, batch_size=len(texts))
+
+
+_MIXED_ROUTING: dict[int, bool] = {}  # per loaded base (id of the PeftModel): can it route mixed batches?
+
+
+def _routes_mixed_batches(model: ServedModel) -> bool:
+    """Whether peft can route each example of a batch to its own adapter's head copies: every
+    ``modules_to_save`` copy wraps a module type its mixed batches support (checked once per base)."""
+    base = model.run.model
+    if id(base) not in _MIXED_ROUTING:
+        from peft.utils.other import ModulesToSaveWrapper
+
+        from thawkit.models.layout import routable_module_types
+
+        _MIXED_ROUTING[id(base)] = all(isinstance(m.original_module, routable_module_types())
+                                       for m in base.modules() if isinstance(m, ModulesToSaveWrapper))
+    return _MIXED_ROUTING[id(base)]
 
 
 def _forward_mixed(models: list[ServedModel], kind: str, texts: list[str], pairs: list[str] | None) -> list[Any]:

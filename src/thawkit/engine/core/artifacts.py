@@ -58,7 +58,7 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter
     pipeline tag, the library and the usage snippet; ``adapter``: the folder is an unmerged PEFT adapter."""
     import yaml
 
-    from thawkit.models.backbone import portable_model_name
+    from thawkit.models.backbone import lineage_model_name, lineage_note
 
     tag = task.pipeline_tag
     library = "peft" if adapter else task.card_library
@@ -72,7 +72,7 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter
     ]
     front = {
         "library_name": library,
-        "base_model": portable_model_name(info["base_model"]),
+        "base_model": lineage_model_name(info["base_model"]),
         "pipeline_tag": tag,
         "tags": ["thawkit", f"strategy-{info['strategy']}"],
         "model-index": [{"name": info.get("run_name", "thawkit run"), "results": results}],
@@ -81,7 +81,8 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter
     lines = [
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
         f"# {tag} fine-tuned with thawkit", "",
-        f"- Base model: `{portable_model_name(info['base_model'])}`",
+        f"- Base model: `{lineage_model_name(info['base_model'])}`"
+        + (f" ({lineage_note(info['base_model'])})" if lineage_note(info["base_model"]) else ""),
         f"- Strategy: `{info['strategy']}` {json.dumps(info.get('strategy_resolved') or {}, sort_keys=True)}; "
         f"learning rate {info.get('learning_rate')}; {info.get('global_steps', 0)} steps",
         f"- Trainable parameters: {info.get('trainable_params', 0):,} of {info.get('total_params', 0):,}",

