@@ -53,6 +53,7 @@ def test_results_table_and_report_name_the_model(two_models):
     assert "Which model and strategy for this data?" in page and "<th>parameters</th>" in page
     markdown = (two_models / "report.md").read_text()
     assert "| model · strategy |" in markdown and "Model size (" in markdown
+    assert "±" not in markdown and "±" not in page and "(1 seed)" in markdown  # one seed: no spread shown as zero
     assert "**llama · lora**" in markdown  # the trainability section, per model and strategy
     results = json.loads((two_models / "results.json").read_text())
     advice = results["models_advice"]
@@ -113,3 +114,31 @@ def test_model_size_advice_ignores_collapsed_and_single_model_rows():
     assert advice["verdict"] == "only one model learned" and advice["model"] == "smollm"
     assert "every run of minilm failed" in advice["reason"]
     assert model_size_advice([_row("minilm", "lora", 0.9, 1), _row("minilm", "full", 0.91, 1)], "accuracy") is None
+
+
+def test_a_job_a_guard_stops_is_a_failed_row_and_the_comparison_goes_on(tiny_models, toy_csv, tmp_path, monkeypatch, capsys):
+    """One diverging strategy (a guard's GuardError) does not throw away the others' runs."""
+    from thawkit.engine.core import pipeline
+    from thawkit.guards.base import GuardError
+
+    real = pipeline.run_training
+
+    def diverging_full(plan, **kwargs):
+        if plan.config.strategy == "full":
+            raise GuardError("divergence: training diverged: the training loss rose from 0.7 to 9.1 over the first 15 steps")
+        return real(plan, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_training", diverging_full)
+    result = compare(data=toy_csv, model=str(tiny_models["bert"]), strategies=["frozen", "full"], epochs=1, max_length=32,
+                     out=tmp_path / "c", advise=False)
+    rows = {row["strategy"]: row for row in result.rows}
+    assert rows["full"]["failed_runs"] == 1 and rows["full"]["failed_reason"].startswith("divergence:")
+    assert rows["full"]["validation_macro_f1_mean"] is None and rows["full"]["runs"] == []
+    assert result.winner["strategy"] == "frozen"
+    assert (tmp_path / "c" / "runs" / "full-seed42.failed-job.json").exists()
+    assert "stopped: divergence" in (tmp_path / "c" / "report.md").read_text()
+    assert "full     seed 42: failed: divergence" in capsys.readouterr().out
+
+    with pytest.raises(GuardError, match="every job of the comparison failed"):
+        compare(data=toy_csv, model=str(tiny_models["bert"]), strategies=["full"], epochs=1, max_length=32,
+                out=tmp_path / "all-failed", advise=False)

@@ -12,11 +12,27 @@ from thawkit.errors import ThawkitError
 
 app = typer.Typer(
     name="thawkit",
-    help="Adapt a pretrained transformer encoder to your labeled data with the right strategy.",
+    help="Adapt a pretrained transformer (an encoder or a decoder LLM) to your labeled data with the right strategy.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"thawkit {version('thawkit')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(show_version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                              help="print thawkit's version and exit")) -> None:
+    """Adapt a pretrained transformer (an encoder or a decoder LLM) to your labeled data with the right strategy."""
+
 app.command("train")(train_cmds.train)
 app.command("plan")(train_cmds.plan_command)
 app.command("demo")(demo_cmd.demo)
@@ -52,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _on_interrupt) if in_main_thread else None
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False, prog_name="thawkit")
         if isinstance(result, int) and result != 0:
             sys.exit(result)
     except Interrupted:

@@ -17,7 +17,7 @@ from thawkit.errors import ConfigError
 def results_table(rows: list[dict], metric: str, title: str) -> Table:
     """Fits 80 columns: the selection metric per split, cost columns, and a labelled status column
     only when successive halving dropped someone. Every metric is in results.csv and report.md."""
-    dropped = any(row.get("eliminated_at_rung") is not None for row in rows)
+    dropped = any(row.get("eliminated_at_rung") is not None or row.get("failed_reason") for row in rows)
     has_test = any(row.get(f"test_{metric}_mean") is not None for row in rows)
     multi = len({row.get("model") for row in rows}) > 1
     columns = ["model · strategy" if multi else "strategy", f"val {metric}", *([f"test {metric}"] if has_test else []), "trained", "time", "memory", "drift",
@@ -36,7 +36,8 @@ def results_table(rows: list[dict], metric: str, title: str) -> Table:
             "–" if row["forgetting_drift"] is None else f"{row['forgetting_drift']:.3f}",
         ]
         if dropped:
-            cells.append("" if row.get("eliminated_at_rung") is None else f"out at rung {row['eliminated_at_rung']}")
+            cells.append("stopped by a guard" if row.get("failed_reason") else
+                         "" if row.get("eliminated_at_rung") is None else f"out at rung {row['eliminated_at_rung']}")
         table.add_row(*cells)
     return table
 

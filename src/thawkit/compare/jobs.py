@@ -8,7 +8,23 @@ import os
 from pathlib import Path
 from typing import Any
 
+from thawkit.guards.base import GuardError
+
 JOB_KEYS = ("sources", "facts")  # what a job carries besides its TrainConfig values
+FAILED_JOB = ".failed-job.json"  # beside a job's folder: why a guard stopped it (no run folder is published)
+
+
+def failed_job_file(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + FAILED_JOB)
+
+
+def record_failed_job(job: dict[str, Any], reason: str) -> None:
+    import json
+
+    facts = {"strategy": job["strategy"], "seed": job["seed"], "failed": reason, "config": {"model": job.get("model")}}
+    failed_job_file(job["out"]).parent.mkdir(parents=True, exist_ok=True)
+    failed_job_file(job["out"]).write_text(json.dumps(facts) + "\n", encoding="utf-8")
 
 
 def job_values(job: dict[str, Any]) -> dict[str, Any]:
@@ -34,12 +50,17 @@ def train_job(job: dict[str, Any], threads: int | None = None, hooks: Any = None
     from thawkit.logging_setup import quiet_libraries
 
     quiet_libraries()
-    run = run_training(plan_job(job), hooks=hooks)
+    name = Path(job["out"]).name.rsplit("-seed", 1)[0]  # the strategy, or model-strategy
+    try:
+        run = run_training(plan_job(job), hooks=hooks)
+    except GuardError as exc:  # a guard stopped this job (divergence, --strict): the comparison goes on without it
+        record_failed_job(job, str(exc))
+        print(f"  {name:8s} seed {job['seed']}: failed: {exc}", flush=True)
+        return str(job["out"])
     metric = run.info["metric"]
     value = run.metrics["validation"].get(metric)
     seconds = run.info["train_seconds"] + (run.info.get("cache") or {}).get("pass_seconds", 0.0)
     shown = f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
-    name = Path(job["out"]).name.rsplit("-seed", 1)[0]  # the strategy, or model-strategy
     print(f"  {name:8s} seed {job['seed']}: done, val {metric} {shown} "
           f"in {seconds:.1f}s ({run.info['config']['epochs']:g} epochs)", flush=True)
     return str(run.path)

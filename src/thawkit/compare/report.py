@@ -123,10 +123,11 @@ def _table_html(rows: list[dict[str, Any]], metric: str) -> str:
     lines = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for row in rows:
         status = "eliminated at rung %d" % row["eliminated_at_rung"] if row.get("eliminated_at_rung") is not None else ""
+        status = f"stopped: {row['failed_reason']}" if row.get("failed_reason") else status
         cells = [
             row.get("name", row["strategy"]),
-            f"{_fmt(row[f'validation_{metric}_mean'])} ± {_fmt(row[f'validation_{metric}_std'])}",
-            f"{_fmt(row[f'test_{metric}_mean'])} ± {_fmt(row[f'test_{metric}_std'])}" if row[f"test_{metric}_mean"] is not None else "–",
+            _mean_std(row, f"validation_{metric}"),
+            _mean_std(row, f"test_{metric}"),
             f"{row['trainable_params']:,} ({row['trainable_percent']:.2f}%)",
             *([f"{row['total_params'] / 1e6:.1f}M", f"{_fmt(row.get('size_on_disk_mb'), 1)} MB"] if multi else []),
             f"{_fmt(row['train_seconds_mean'], 1)} s",
@@ -136,6 +137,14 @@ def _table_html(rows: list[dict[str, Any]], metric: str) -> str:
         ]
         lines.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return "\n".join(lines) + "</tbody></table>"
+
+
+def _mean_std(row: dict[str, Any], key: str) -> str:
+    """'mean ± std' over seeds; one seed shows the mean alone (a spread never measured is not zero)."""
+    mean = row.get(f"{key}_mean")
+    if mean is None:
+        return "–"
+    return f"{_fmt(mean)} ± {_fmt(row.get(f'{key}_std'))}" if row.get("seeds", 1) > 1 else _fmt(mean)
 
 
 def _several_models(rows: list[dict[str, Any]]) -> bool:
@@ -196,11 +205,12 @@ def markdown_report(rows: list[dict[str, Any]], winner: dict[str, Any], metric: 
              "peak memory | forgetting (drift) |",
              "|---|---|---|---|---|---|---|" + ("---|---|" if multi else "")]
     for row in rows:
-        test = f"{_fmt(row[f'test_{metric}_mean'])} ± {_fmt(row[f'test_{metric}_std'])}" if row[f"test_{metric}_mean"] is not None else "–"
+        test = _mean_std(row, f"test_{metric}")
         status = f" (eliminated at rung {row['eliminated_at_rung']})" if row.get("eliminated_at_rung") is not None else ""
+        status = f" (stopped: {row['failed_reason']})" if row.get("failed_reason") else status
         size_cells = f" {row['total_params'] / 1e6:.1f}M | {_fmt(row.get('size_on_disk_mb'), 1)} MB |" if multi else ""
         lines.append(
-            f"| {row.get('name', row['strategy'])}{status} | {_fmt(row[f'validation_{metric}_mean'])} ± {_fmt(row[f'validation_{metric}_std'])} | "
+            f"| {row.get('name', row['strategy'])}{status} | {_mean_std(row, f'validation_{metric}')} | "
             f"{test} | {row['trainable_percent']:.2f}% |{size_cells} {_fmt(row['train_seconds_mean'], 1)} s | "
             f"{_fmt(row['peak_memory_mb'], 0)} MB | {_fmt(row['forgetting_drift'], 4)} |"
         )

@@ -12,6 +12,14 @@ from thawkit.rundir import read_history, read_run_files
 
 
 def load_run_summary(path: Path) -> dict[str, Any]:
+    """A finished run's summary; a job a guard stopped (no run folder) as a failed row with no metric."""
+    from thawkit.compare.jobs import failed_job_file
+
+    failed = failed_job_file(path)
+    if not Path(path).exists() and failed.exists():
+        facts = json.loads(failed.read_text(encoding="utf-8"))
+        info = {**facts, "metric": None, "trainable_params": 0, "total_params": 0, "train_seconds": 0.0}
+        return {"path": None, "info": info, "metrics": {"validation": {}}, "history": []}
     run, info, _labels = read_run_files(path)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     return {"path": str(run), "info": info, "metrics": metrics, "history": read_history(run)}
@@ -91,6 +99,7 @@ def aggregate(summaries: list[dict[str, Any]], metric: str, extra: dict[str, dic
         trainable = runs[0]["info"]["trainable_params"]
         total = runs[0]["info"]["total_params"]
         row["trainable_params"] = trainable
+        row["failed_reason"] = next((r["info"]["failed"] for r in runs if r["path"] is None and r["info"].get("failed")), None)
         row["total_params"] = total
         row["trainable_percent"] = 100.0 * trainable / max(total, 1)
         row["size_on_disk_mb"] = folder_megabytes(runs[0]["path"])
@@ -126,7 +135,8 @@ def name_winner(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     top = max(candidates, key=lambda r: sign * r[key])
     close = [r for r in candidates if sign * r[key] >= sign * top[key] - max(top[f"validation_{metric}_std"] or 0.0, 1e-9)]
     winner = min(close, key=lambda r: r["train_seconds_mean"]) if len(close) > 1 else top
-    reason = f"{winner['name']}: {metric} {winner[key]:.3f} ± {winner[f'validation_{metric}_std'] or 0:.3f}"
+    spread = f" ± {winner[f'validation_{metric}_std'] or 0:.3f}" if winner["seeds"] > 1 else " (1 seed)"
+    reason = f"{winner['name']}: {metric} {winner[key]:.3f}{spread}"
     trade = []
     for other in candidates:
         if other is winner:

@@ -101,6 +101,16 @@ def compare(config: CompareConfig | dict[str, Any] | None = None, *, sources: Ma
         return _compare(config, sources, **options)
 
 
+def _metric_of(summaries: list[dict[str, Any]]) -> str:
+    """The task's selection metric, from the first job that finished; none finished: the first failure."""
+    from thawkit.guards.base import GuardError
+
+    found = next((s["info"]["metric"] for s in summaries if s["info"].get("metric")), None)
+    if found is None:
+        raise GuardError("every job of the comparison failed; the first: " + str(summaries[0]["info"].get("failed")))
+    return found
+
+
 def _given_models(cfg: CompareConfig) -> list[str | None]:
     """The models of the comparison's jobs; [None]: the one model each job's plan resolves (not given)."""
     if cfg.models:
@@ -227,7 +237,7 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapp
                 limit = budget_seconds / rungs / (len(alive) * len(seeds)) if budget_seconds else None
                 jobs = [job(c, seed, epochs, f"rung{rung}", limit) for c in alive for seed in seeds]
                 rung_summaries = label_summaries([load_run_summary(Path(p)) for p in _run_jobs(jobs, cfg)], multi, labels)
-                metric = metric or rung_summaries[0]["info"]["metric"]
+                metric = metric or _metric_of(rung_summaries)
                 ranking = aggregate(rung_summaries, metric)
                 keep = max(1, math.ceil(len(alive) / 2)) if rung < rungs - 1 else len(alive)
                 survivors = [r["name"] for r in ranking[:keep]]
@@ -245,7 +255,7 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapp
             limit = budget_seconds / (len(candidates) * len(seeds)) if budget_seconds else None
             jobs = [job(c, seed, cfg.epochs, "runs", limit) for c in candidates for seed in seeds]
             summaries = [load_run_summary(Path(p)) for p in _run_jobs(jobs, cfg)]
-            metric = metric or summaries[0]["info"]["metric"]
+            metric = metric or _metric_of(summaries)
         summaries = label_summaries(summaries, multi, labels)
         rows = aggregate(summaries, metric, extra)
         winner = name_winner(rows, metric)
