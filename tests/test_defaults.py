@@ -297,3 +297,20 @@ def test_measured_strategy_options_apply_unless_given(tiny_bert, tmp_path):
     assert run.info["strategy_resolved"]["feature_layer"] == max(1, depth + 1 + measured)
     given = thawkit.train(**common, strategy_options={"feature_layer": -1}, out=tmp_path / "given")
     assert given.info["strategy_resolved"]["feature_layer"] == depth
+
+
+@pytest.mark.parametrize("strategy, small, base", [
+    ("dora", 3e-3, 5e-4),     # SST-2 2k sweep; from 50M parameters LoRA's base default
+    ("ia3", 1e-2, 3e-3),
+    ("adalora", 1e-2, 1e-3),
+    ("prompt", 3e-2, 3e-3),   # small: the strategy's own small-model rate; base: 10x lower (3e-2 diverged on smollm2-135m)
+])
+def test_peft_family_defaults_per_model_size(strategy, small, base):
+    from thawkit.strategies import get_strategy_class
+
+    cls = get_strategy_class(strategy)
+    small_defaults, base_defaults = cls().defaults_for("classification", 22_700_000), cls().defaults_for("classification", 134_500_000)
+    assert small_defaults["lr"] == small and base_defaults["lr"] == base
+    measured = strategy != "prompt"
+    assert ("measured for classification/" in small_defaults["source"]) == measured
+    assert base_defaults["lr"] < cls.sane_max_lr and small_defaults["lr"] <= cls.sane_max_lr

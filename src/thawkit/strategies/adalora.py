@@ -40,7 +40,7 @@ class AdaLoRA(PeftStrategy):
 
     Config = AdaLoRAConfig
     default_lr = 1e-3
-    sane_max_lr = 1e-2
+    sane_max_lr = 3e-2
     epoch_cost = 0.85
     trainable_share = 0.03
     color = "#17becf"

@@ -32,7 +32,10 @@ class PromptLearning(PeftStrategy):
     """Only virtual tokens and the head train: the smallest adapters, and the slowest to converge."""
 
     Config = PromptConfig
-    default_lr = 3e-2
+    # 3e-2 (peft's examples) diverged on smollm2-135m's fresh score head in 15 steps (benchmarks/compare_models.py):
+    # models from 50M parameters start 10x lower; small encoders keep 3e-2 (SST-2 2k, MiniLM: docs/defaults.md).
+    default_lr = 3e-3
+    small_model_lr = 3e-2
     sane_max_lr = 3e-1
     epoch_cost = 0.8
     trainable_share = 0.001
