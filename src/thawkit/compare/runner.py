@@ -130,7 +130,7 @@ def _shared_dapt(cfg: CompareConfig, base: dict[str, Any], final: Path, resuming
                           "with --dapt-text, or adapt each model with 'thawkit dapt' and pass the adapted folders to --models")
     first = _strategies(cfg)[0]
     model = _given_models(cfg)[0]
-    probe = plan_run({**base, **({"model": model} if model else {}), "strategy": first,
+    probe = plan_run({**base, "dapt_text": None, **({"model": model} if model else {}), "strategy": first,
                       "strategy_options": cfg.strategy_options.get(first, {}), "out": None},
                      "compare", dry_run=True)  # the max length the jobs will use
     adapted, facts = adapt_backbone(probe.config, Path(cfg.dapt_text), dapt_folder(final), reuse=resuming)
