@@ -46,7 +46,7 @@ def test_public_api_is_explicit():
         assert hasattr(thawkit, name)
     assert thawkit.available_strategies() == ["adalora", "dora", "frozen", "full", "gradual", "ia3", "llrd", "lora",
                                            "partial", "prompt"]
-    assert thawkit.available_tasks() == ["classification", "ner", "qa", "similarity"]
+    assert thawkit.available_tasks() == ["classification", "generation", "ner", "qa", "similarity"]
 
 
 def test_run_directory_contents(tiny_bert, toy_csv, tmp_path):

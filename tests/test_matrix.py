@@ -60,13 +60,26 @@ def _similarity(folder: Path) -> dict:
     return {"data": path, "validation": path}
 
 
+def _generation(folder: Path) -> dict:
+    path = folder / "pairs.csv"
+    with path.open("w", newline="") as handle:  # two references per prompt: held out together
+        csv.writer(handle).writerows([("prompt", "completion"), *GENERATION_ROWS])
+    return {"data": path, "max_length": 24}
+
+
+GENERATION_ROWS = [(f"say {word}", answer) for word in ("great", "awful", "boring", "superb", "movie", "plot", "story", "music")
+                   for answer in (f"{word} film", f"a {word} film")] * 3
+
 # task -> (toy data writer, prediction input (texts, pairs))
 TASK_ROWS = {
     "classification": (_classification, (["the film was great", "awful and boring"], None)),
     "ner": (_ner, (["Peter Blackburn visited Brussels"], None)),
     "qa": (_qa, (["When was the lighthouse built?"], [json.loads(QA_EDGE_CASES.read_text())["data"][0]["paragraphs"][0]["context"]])),
     "similarity": (_similarity, (["a plane is taking off"], ["an air plane is taking off"])),
+    "generation": (_generation, (["say great", "say plot"], None)),
 }
+# Tasks whose models are decoders (a language model's head): the matrix trains them on the tiny Llama.
+DECODER_TASKS = {"generation"}
 
 # row id -> (strategy, options)
 STRATEGY_ROWS = {
@@ -85,10 +98,11 @@ STRATEGY_ROWS = {
     "prefix": ("prompt", {"method": "prefix", "virtual_tokens": 4}),
 }
 # Refused with a fix, before training: thawkit uses peft's prompt learning for sequence classification
-# only, and peft's prefix tuning passes past_key_values, which transformers 5 models do not take.
+# and generation only, and peft's prefix tuning passes past_key_values, which transformers 5 models do not take.
 REFUSED = {**{(row, task): f"--strategy prompt is not available for --task {task}" for row in ("prompt", "p-tuning", "prefix")
               for task in ("ner", "qa", "similarity")},
-           ("prefix", "classification"): "--prompt-method prefix needs a model whose forward takes past_key_values"}
+           **{("prefix", task): "--prompt-method prefix needs a model whose forward takes past_key_values"
+              for task in ("classification", "generation")}}
 
 
 def test_every_registered_task_and_strategy_has_a_row():
@@ -97,8 +111,12 @@ def test_every_registered_task_and_strategy_has_a_row():
 
 
 def _block(name: str) -> str:
-    """Block of a bare-encoder parameter name (AutoModel naming)."""
+    """Block of a bare-backbone parameter name (AutoModel naming: BERT's or Llama's)."""
     parts = name.split(".")
+    if parts[0] == "layers":
+        return f"layer.{parts[1]}"
+    if parts[0] == "norm":
+        return "head"
     if "layer" in parts and parts[parts.index("layer") - 1] in ("encoder", "transformer"):
         return f"layer.{parts[parts.index('layer') + 1]}"
     return "head" if parts[0] == "pooler" else "embeddings"
@@ -106,9 +124,11 @@ def _block(name: str) -> str:
 
 @pytest.mark.parametrize("row", list(STRATEGY_ROWS))
 @pytest.mark.parametrize("task", list(TASK_ROWS))
-def test_task_with_strategy(task, row, tiny_bert, tmp_path, capsys):
+def test_task_with_strategy(task, row, tiny_bert, tiny_decoders, tmp_path, capsys):
     from transformers import AutoModel
 
+    if task in DECODER_TASKS:
+        tiny_bert = tiny_decoders["llama"]
     strategy, options = STRATEGY_ROWS[row]
     write_data, (texts, pairs) = TASK_ROWS[task]
     (tmp_path / "data").mkdir()
@@ -231,13 +251,28 @@ def small_vocab_model(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("small-vocab"), vocab_size=1000)
 
 
+@pytest.fixture(scope="module")
+def small_vocab_decoder(tmp_path_factory):
+    """A tiny Llama with 256 embedding rows and the 512-token tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    from thawkit.testing import tiny_decoder_config, tiny_decoder_tokenizer
+
+    path = tmp_path_factory.mktemp("small-vocab-decoder")
+    AutoModelForCausalLM.from_config(tiny_decoder_config(vocab_size=256)).save_pretrained(str(path))
+    tiny_decoder_tokenizer().save_pretrained(str(path))
+    return path
+
+
 @pytest.mark.parametrize("task", list(TASK_ROWS))
-def test_guards_fire_for_every_task(task, tiny_bert, small_vocab_model, tmp_path):
+def test_guards_fire_for_every_task(task, tiny_bert, small_vocab_model, tiny_decoders, small_vocab_decoder, tmp_path):
     write_data, _ = TASK_ROWS[task]
     (tmp_path / "data").mkdir()
     files = {"max_length": 32, **write_data(tmp_path / "data")}
+    if task in DECODER_TASKS:
+        tiny_bert, small_vocab_model = tiny_decoders["llama"], small_vocab_decoder
     # A tokenizer with more ids than the model has embedding rows: always an error.
-    with pytest.raises(ThawkitError, match="tokenizer has 30522 tokens"):
+    with pytest.raises(ThawkitError, match=r"tokenizer has \d+ tokens but the model.s embedding matrix only"):
         thawkit.train(task=task, model=str(small_vocab_model), strategy="full", epochs=1, out=tmp_path / "a", **files)
     # A learning rate far above the strategy's sane range: an error under --strict.
     with pytest.raises(ThawkitError, match="learning-rate"):

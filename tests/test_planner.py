@@ -15,7 +15,7 @@ from thawkit.config import TrainConfig, flag_of
 from thawkit.errors import ConfigError
 from thawkit.planner import plan_run
 from thawkit.planner.commands import COMMANDS, refuse_unhonoured
-from thawkit.planner.resolve import RESOLVED
+from thawkit.planner.resolve import RESOLVED, TASK_RESOLVED
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "thawkit"
 
@@ -96,6 +96,8 @@ SAMPLES = {
     "dapt_text": "VALIDATION", "distill_alpha": 0.3, "distill_temperature": 3.0, "distill_hidden_weight": 0.1, "resume": "RUN",
     "progress": "lines", "select_best": False, "seed": 7, "split_seed": 8, "time_limit_seconds": 60.0, "ray_workers": 2,
     "ray_address": "auto", "ray_cpus": 2.0, "ray_gpus": 1.0, "out": "OUT", "overwrite": True, "report_to": ["tensorboard"],
+    # Generation's own (refused for the classification planned here: tests/test_generation.py).
+    "max_new_tokens": None, "generation_samples": None,
 }
 NOT_PLANNED_TOGETHER = {"resume", "data", "strategy_options", "text_pair_col"}  # resume plans from a run; the rest fixed
 
@@ -168,10 +170,10 @@ def test_no_setting_is_defaulted_outside_the_planner():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             where = f"{path.relative_to(SRC)}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or) and isinstance(node.values[0], ast.Attribute) \
-                    and node.values[0].attr in RESOLVED and isinstance(node.values[0].value, ast.Name) \
+                    and node.values[0].attr in RESOLVED + TASK_RESOLVED and isinstance(node.values[0].value, ast.Name) \
                     and node.values[0].value.id in ("cfg", "config", "self"):
                 problems.append(f"{where} {node.values[0].value.id}.{node.values[0].attr} or ...")
-            if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and node.left.attr in RESOLVED \
+            if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and node.left.attr in RESOLVED + TASK_RESOLVED \
                     and isinstance(node.left.value, ast.Name) and node.left.value.id in ("cfg", "config") \
                     and isinstance(node.ops[0], ast.Is) and any(isinstance(c, ast.Constant) and c.value is None for c in node.comparators):
                 problems.append(f"{where} {node.left.value.id}.{node.left.attr} is None")

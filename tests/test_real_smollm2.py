@@ -67,3 +67,42 @@ def test_smollm2_adapter_loads_in_stock_peft(sst2_small, tmp_path, strategy):
         for text, want in zip(TEXTS, expected):  # one at a time: no padding question for the stock side
             logits = model.eval()(**tokenizer(text, return_tensors="pt", truncation=True, max_length=48)).logits
             np.testing.assert_allclose(torch.softmax(logits, -1)[0].numpy()[order], want, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def e2e_small(shared_datasets, tmp_path_factory):
+    """E2E NLG: 12 training meaning representations with all their references, 3 held out, 3 test ones."""
+    root = tmp_path_factory.mktemp("e2e-small")
+    train = pd.read_csv(shared_datasets / "e2e_nlg" / "train.csv")
+    mrs = list(dict.fromkeys(train["mr"]))
+    train[train["mr"].isin(mrs[:12])].to_csv(root / "train.csv", index=False)
+    train[train["mr"].isin(mrs[12:15])].to_csv(root / "validation.csv", index=False)
+    test = pd.read_csv(shared_datasets / "e2e_nlg" / "test.csv")
+    test[test["mr"].isin(list(dict.fromkeys(test["mr"]))[:3])].to_csv(root / "test.csv", index=False)
+    return root
+
+
+def test_smollm2_generation_lora_adapter_writes_as_stock_peft_does(e2e_small, tmp_path):
+    """LoRA on E2E through the chat template: the adapter is a stock causal-LM adapter, and stock
+    peft + transformers generate exactly what thawkit's predict writes (greedy)."""
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    run_dir = tmp_path / "e2e-lora"
+    run = thawkit.train(task="generation", data=e2e_small / "train.csv", validation=e2e_small / "validation.csv",
+                        test=e2e_small / "test.csv", text_col="mr", label_col="ref", model="smollm2-135m", strategy="lora",
+                        epochs=1, max_length=128, out=run_dir, progress="off", measure_forgetting=False)
+    assert run.info["prompt_format"] == "the tokenizer's chat template" and run.info["train_examples_dropped"] == 0
+    test = run.metrics["test"]
+    assert test["num_prompts"] == 3 and test["num_references"] > 3 and 0 < test["bleu"] <= 100
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    assert tokenizer.chat_template and tokenizer.pad_token is not None
+    model = AutoPeftModelForCausalLM.from_pretrained(run_dir).eval()
+    prompt = "name[The Eagle], eatType[coffee shop], food[French], area[riverside]"
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)
+    with torch.inference_mode():
+        output = model.generate(**ids, max_new_tokens=24, do_sample=False, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    stock = tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    ours = thawkit.load(run_dir).predict(prompt, max_new_tokens=24)[0]["generated_text"]
+    assert ours == stock and ours

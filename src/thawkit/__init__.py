@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# transformers (5.2x) swaps in kernels downloaded from the Hub by default when the `kernels` package is
+# installed (it depends on it): thawkit runs the stock PyTorch modules, which its cache surgery, its
+# exactness self-checks and its bitwise tests rely on, and never reaches for the Hub unasked.
+# USE_HUB_KERNELS=YES in the environment turns them back on.
+os.environ.setdefault("USE_HUB_KERNELS", "NO")
+
 from thawkit.version import __version__  # noqa: E402
 
 from thawkit.api import dapt, distill, load, lr_find, plan, train

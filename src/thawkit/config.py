@@ -24,14 +24,16 @@ from thawkit.tasks import available_tasks
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=False)
 
-    task: str = Field(default="classification", description="what to train: classification, ner, qa or similarity")
+    task: str = Field(default="classification", description="what to train: classification, ner, qa, similarity or generation")
     # Data
     data: Path = Field(description="training file (.csv, .tsv, .jsonl, .parquet, CoNLL, SQuAD JSON) or save_to_disk folder")
     validation: Path | None = Field(default=None, description="validation file (default: a seeded split of --data)")
     test: Path | None = Field(default=None, description="test file, evaluated once at the end")
-    text_col: str | None = Field(default=None, description="text column (default: text, sentence, ...)")
+    text_col: str | None = Field(default=None, description="text column (default: text, sentence, ...); generation: the prompt column",
+                                 json_schema_extra={"aliases": ["--prompt-col"]})
     text_pair_col: str | None = Field(default=None, description="second text column, for sentence pairs")
-    label_col: str | None = Field(default=None, description="label (or score) column (default: label, labels, ...)")
+    label_col: str | None = Field(default=None, description="label (or score) column (default: label, labels, ...); generation: the "
+                                  "completion column", json_schema_extra={"aliases": ["--completion-col"]})
     multi_label: bool | None = Field(default=None, description="multi-label classification (default: detected from list cells)")
     label_sep: str = Field(default=",", min_length=1, description="separator of labels in a multi-label cell")
     delimiter: str | None = Field(default=None, description="column separator when the extension's is wrong: ';', '|', 'tab'")
@@ -93,6 +95,10 @@ class TrainConfig(BaseModel):
     select_best: bool = Field(default=True, description="restore the best validation checkpoint at the end")
     seed: int = Field(default=42, ge=0, description="random seed (init, shuffling, split)")
     split_seed: int | None = Field(default=None, ge=0, description="seed of the validation split (default: --seed)")
+    max_new_tokens: int | None = Field(default=None, ge=1, le=4096, description="generation: tokens written per prompt when "
+                                       "scoring and predicting (default: the longest training completion + 25%)")
+    generation_samples: int = Field(default=64, ge=0, le=100_000, description="generation: validation prompts answered and "
+                                    "scored (BLEU, ROUGE-L, exact match) after training; a --test file's are all scored")
     time_limit_seconds: float | None = Field(default=None, gt=0, description="stop training after this many seconds")
 
     # Scale-out on Ray (needs the [ray] extra; docs/scaling.md)

@@ -14,7 +14,7 @@ from thawkit.cli.display import console
 
 def advise(
     data: Path = typer.Option(..., "--data", help="labeled training file"),
-    task: Optional[str] = typer.Option(None, "--task", help="task: classification (the default), ner, qa or similarity"),
+    task: Optional[str] = typer.Option(None, "--task", help="task: classification (the default), ner, qa, similarity or generation"),
     validation: Optional[Path] = typer.Option(None, "--validation", help="validation file (default: a seeded split of --data)"),
     model: str = typer.Option("minilm-l6", "--model", help="backbone: hub id, folder or alias"),
     text_col: Optional[str] = typer.Option(None, "--text-col"),

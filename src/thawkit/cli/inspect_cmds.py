@@ -40,20 +40,47 @@ def predict(
     text_col: Optional[str] = typer.Option(None, "--text-col"),
     text_pair_col: Optional[str] = typer.Option(None, "--text-pair-col"),
     output: Optional[Path] = typer.Option(None, "--output", help="write predictions as JSONL here"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, max=4096,
+                                                 help="generation: tokens to write (default: the run's)"),
+    num_beams: Optional[int] = typer.Option(None, "--num-beams", min=1, max=64, help="generation: beam search with N beams"),
+    sample: Optional[bool] = typer.Option(None, "--sample/--greedy", help="generation: sample (default: greedy)"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.01, max=10.0, help="generation: sampling temperature"),
+    top_p: Optional[float] = typer.Option(None, "--top-p", min=0.01, max=1.0, help="generation: nucleus sampling share"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="generation: seed of the sampling"),
+    stream: bool = typer.Option(False, "--stream", help="generation: print the answer as it is written"),
 ) -> None:
-    """Classify texts given as arguments or in a file; prints one JSON object per text."""
+    """Predict for texts given as arguments or in a file (a generation run writes the answer to each
+    prompt); prints one JSON object per text."""
     from thawkit.api import load
-    from thawkit.data.classification import read_texts_for_prediction
 
     if not texts and file is None:
         raise ConfigError("nothing to predict; fix: pass texts as arguments or --file FILE")
+    asked = {"--max-new-tokens": max_new_tokens, "--num-beams": num_beams, "--sample": sample, "--temperature": temperature,
+             "--top-p": top_p, "--seed": seed, "--stream": stream or None}
+    given = {flag: value for flag, value in asked.items() if value is not None}
+    if not sample and any(flag in given for flag in ("--temperature", "--top-p", "--seed")):
+        raise ConfigError(f"{next(f for f in ('--temperature', '--top-p', '--seed') if f in given)} shapes sampling; fix: add --sample")
+    if stream and output is not None:
+        raise ConfigError("--stream prints to the terminal; fix: drop --output, or --stream")
+    loaded = load(run)
+    if given and not loaded.generates:
+        raise ConfigError(f"{next(iter(given))} is for generation runs; {run} is a {loaded.info.get('task')} run; fix: drop it")
     pairs = None
     if file is not None:
-        texts, pairs = read_texts_for_prediction(file, text_col, text_pair_col)
+        texts, pairs = loaded.prediction_inputs(file, text_col, text_pair_col)
     elif pair is not None:
         pairs = [pair] * len(texts or [])
-    loaded = load(run)
-    results = loaded.predict(list(texts or []), pairs)
+    options = {"max_new_tokens": max_new_tokens, "num_beams": num_beams or 1, "do_sample": bool(sample),
+               "temperature": temperature or 1.0, "top_p": top_p or 1.0} if loaded.generates else {}
+    if seed is not None:
+        options["seed"] = seed
+    if stream:
+        for text in texts or []:
+            for piece in loaded.stream(text, **options):  # type: ignore[attr-defined]
+                print(piece, end="", flush=True)
+            print()
+        return
+    results = loaded.predict(list(texts or []), pairs, **options)
     lines = [json.dumps({"text": text, **result}, default=float) for text, result in zip(texts or [], results)]
     if output is not None:
         output.write_text("\n".join(lines) + "\n", encoding="utf-8")

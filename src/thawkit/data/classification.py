@@ -42,7 +42,7 @@ class ClassificationData:
         return dict(enumerate(self.labels))
 
 
-def _where(path: Path, index: int) -> str:
+def describe_row(path: Path, index: int) -> str:
     row = index + 1
     if path.suffix.lower() in {".csv", ".tsv", ".tab", ".txt"}:
         return f"row {row} (line {row + 1})"
@@ -51,8 +51,8 @@ def _where(path: Path, index: int) -> str:
     return f"row {row}"
 
 
-def _rows(path: Path, indices: list[int]) -> str:
-    shown = ", ".join(_where(path, i) for i in indices[:3])
+def describe_rows(path: Path, indices: list[int]) -> str:
+    shown = ", ".join(describe_row(path, i) for i in indices[:3])
     more = f" and {len(indices) - 3} more" if len(indices) > 3 else ""
     return shown + more
 
@@ -80,7 +80,7 @@ def pick_column(frame: pd.DataFrame, path: Path, wanted: str | None, guesses: tu
     )
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
@@ -123,9 +123,9 @@ def _sort_labels(labels: set[str]) -> list[str]:
 
 
 def _require_values(frame: pd.DataFrame, path: Path, column: str, what: str, fix: str) -> None:
-    missing = [i for i, value in enumerate(frame[column].tolist()) if _is_missing(value)]
+    missing = [i for i, value in enumerate(frame[column].tolist()) if is_missing(value)]
     if missing:
-        raise DataError(f"{path}: {what} in column {column!r} at {_rows(path, missing)}; fix: {fix}")
+        raise DataError(f"{path}: {what} in column {column!r} at {describe_rows(path, missing)}; fix: {fix}")
 
 
 MAX_TEXT_CHARS = 1_000_000  # ~200x what a 512-token model reads: a cell this long is a broken file
@@ -136,7 +136,7 @@ def check_texts(frame: pd.DataFrame, path: Path, column: str) -> None:
     lengths = frame[column].astype(str).str.len()
     if len(lengths) and lengths.max() > MAX_TEXT_CHARS:
         index = int(lengths.idxmax())
-        raise DataError(f"{path}: the text at {_where(path, index)} has {int(lengths.max()):,} characters (an unclosed quote "
+        raise DataError(f"{path}: the text at {describe_row(path, index)} has {int(lengths.max()):,} characters (an unclosed quote "
                         f"swallowing the rest of the file looks like this); fix: check the quoting, or split texts longer "
                         f"than {MAX_TEXT_CHARS:,} characters (the model reads only the first max-length tokens)")
 
@@ -147,7 +147,7 @@ def _check_labels_present(frame: pd.DataFrame, path: Path, column: str) -> None:
                if isinstance(value, str) and value.strip().lower() in _MISSING_LABEL_TEXT]
     if literal:
         raise DataError(f"{path}: missing label (the text {frame[column][literal[0]]!r}) in column {column!r} at "
-                        f"{_rows(path, literal)}; fix: label those rows or remove them")
+                        f"{describe_rows(path, literal)}; fix: label those rows or remove them")
 
 
 def _prepare_split(
@@ -204,7 +204,7 @@ def _check_known_labels(frame: pd.DataFrame, path: Path, known: set[str], train_
         unseen = [name for name in names if name not in known]
         if unseen:
             raise DataError(
-                f"{path}: label {unseen[0]!r} at {_where(path, index)} never occurs in the training data "
+                f"{path}: label {unseen[0]!r} at {describe_row(path, index)} never occurs in the training data "
                 f"{train_path}; fix: add training examples of {unseen[0]!r} or drop those rows"
             )
 
@@ -329,7 +329,7 @@ def load_eval_split(
         unseen = [name for name in names if name not in known]
         if unseen:
             raise DataError(
-                f"{path}: label {unseen[0]!r} at {_where(path, index)} is not one the model was trained on "
+                f"{path}: label {unseen[0]!r} at {describe_row(path, index)} is not one the model was trained on "
                 f"({', '.join(labels)}); fix: drop those rows or retrain with them"
             )
     return _encode(frame, {name: i for i, name in enumerate(labels)}, multi_label)

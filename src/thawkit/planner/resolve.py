@@ -15,6 +15,10 @@ from thawkit.runplan import RunPlan, world_size
 # The settings this module resolves when not given (every other field keeps its own default).
 RESOLVED = ("split_seed", "max_length", "lr", "head_lr_mult", "metric", "epochs", "precision", "cache_dtype", "cache", "out",
             "tokenizer")
+# Settings a task resolves from its data (``Task.task_settings``), concrete in its runs' plans only.
+TASK_RESOLVED = ("max_new_tokens",)
+# What only a generating task honours (flag, field).
+GENERATION_SETTINGS = (("--max-new-tokens", "max_new_tokens"), ("--generation-samples", "generation_samples"))
 
 
 @dataclass
@@ -44,12 +48,19 @@ def resolve_settings(cfg: TrainConfig, r: Resolution, command: Command, extra_tr
     task = get_task(cfg.task)
     strategy = _strategy(cfg)
     task.check_config(cfg, strategy)
+    if not task.generates:
+        foreign = [flag for flag, name in GENERATION_SETTINGS if name in r.values]
+        if foreign:
+            raise ConfigError(f"{foreign[0]} is for --task generation; fix: drop it for --task {task.name}")
     r.default("split_seed", cfg.data_split_seed(), "the run's seed (--seed)")
     if command.writes_run:
         _out(r, task.name, cfg)
     data = task.load_data(make_config(r.values))
     if extra_train is not None:
         task.add_training_examples(data, extra_train)
+    r.default("tokenizer", cfg.model, "the model's own")
+    for name, (value, source) in task.task_settings(make_config(r.values), data).items():
+        r.default(name, value, source)
     facts = model_facts(cfg.model)
     _max_length(r, task, facts)
     measured = _learning_rates(r, task, strategy, facts.num_params)
@@ -58,7 +69,6 @@ def resolve_settings(cfg: TrainConfig, r: Resolution, command: Command, extra_tr
     _epochs(r, len(data.train), world_size(cfg), closed_form=strategy.fits_head_in_closed_form)
     _hardware(r)
     cache_reason = _cache(r, task, strategy, world_size(cfg))
-    r.default("tokenizer", cfg.model, "the model's own")
     config = make_config(r.values)
     plan = RunPlan(command.name, config, dict(r.sources), measured, {}, cache_reason, {"data": data})
     if extra_train is not None:

@@ -152,7 +152,7 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
             if route.path in mounted:
                 raise RuntimeError(f"route {route.path} is declared by tasks {mounted[route.path]} and {task.name}")
             mounted[route.path] = task.name
-            app.post(route.path, summary=route.summary or None)(_endpoint(route, task.run_type, pick, run_batch))
+            app.post(route.path, summary=route.summary or None)(_endpoint(route, task.run_type, pick, run_batch, check_inputs))
 
     return app
 
@@ -172,17 +172,33 @@ class _Call:
     def labels(self) -> list[str]:
         return list(self.model.run.labels)
 
+    check_inputs: Any = None
+
     async def batch(self, kind: str, texts: list[str], pairs: list[str] | None = None) -> tuple[list[Any], int]:
         return await self.run_batch(self.model, kind, texts, pairs)
 
+    async def exclusive(self, work: Any) -> Any:
+        import asyncio
 
-def _endpoint(route: Route, run_type: str, pick: Any, run_batch: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, _exclusive, self.model, work)
+
+    def check_texts(self, texts: list[str]) -> None:
+        self.check_inputs(texts)
+
+
+def _exclusive(model: ServedModel, work: Any) -> Any:
+    with model.lock:  # runs sharing a base switch adapters: one at a time
+        model.activate()
+        return work(model.run)
+
+
+def _endpoint(route: Route, run_type: str, pick: Any, run_batch: Any, check_inputs: Any) -> Any:
     """A FastAPI endpoint for a task's route: the body validated against the route's schema, the run
     picked among the served runs of that task."""
     import inspect
 
     async def endpoint(body: Any) -> Any:
-        return await route.handler(body, _Call(pick(body.model, run_type), run_batch))
+        return await route.handler(body, _Call(pick(body.model, run_type), run_batch, check_inputs))
 
     endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=route.request)])

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import Field
 
-from thawkit.models.layout import BlockLayout, head_module_names
+from thawkit.models.layout import BlockLayout
 from thawkit.strategies.base import StrategyConfig, register_strategy
 from thawkit.strategies.lora import detect_target_modules
-from thawkit.strategies.peft_base import PeftStrategy
+from thawkit.strategies.peft_base import PeftStrategy, heads_to_save
 
 if TYPE_CHECKING:
     from torch import nn
@@ -53,7 +53,7 @@ class AdaLoRA(PeftStrategy):
         return AdaLoraConfig(task_type=task_type, init_r=cfg.init_r, target_r=cfg.target_r, lora_alpha=cfg.alpha,
                              lora_dropout=cfg.dropout, target_modules=cfg.target_modules or detect_target_modules(model),
                              total_step=_PROVISIONAL_STEPS, tinit=0, tfinal=0, deltaT=cfg.every,
-                             modules_to_save=head_module_names(model))
+                             modules_to_save=heads_to_save(model, task_type))
 
     def prepare(self, model: nn.Module, peft_task_type: str | None = None) -> nn.Module:
         self.model = super().prepare(model, peft_task_type)

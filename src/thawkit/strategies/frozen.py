@@ -77,6 +77,7 @@ class FrozenBackbone(Strategy):
         super().__init__(config)
         cfg: Any = self.config
         self.resolved = {"pooling": cfg.pooling, "head": cfg.head}
+        self.trains_nothing = False  # set for a language model (zero-shot)
 
     @property
     def uses_pooled_head(self) -> bool:  # type: ignore[override]
@@ -120,8 +121,15 @@ class FrozenBackbone(Strategy):
 
     def prepare(self, model: nn.Module, peft_task_type: str | None = None) -> nn.Module:
         """Drop the layers above ``feature_layer``: the head reads that layer's output, and the saved model is
-        a standard one of that depth (smaller and faster to serve)."""
+        a standard one of that depth (smaller and faster to serve). A language model's head is pretrained:
+        frozen trains nothing, and the run is the untrained model, a zero-shot baseline."""
         cfg: Any = self.config
+        if peft_task_type == "CAUSAL_LM":
+            if cfg.feature_layer is not None:
+                raise ConfigError("--feature-layer feeds a task head; a language model writes from its top layer; fix: drop it")
+            self.trains_nothing = True
+            self.resolved.update(zero_shot=True)
+            return model
         if cfg.feature_layer is None:
             return model
         total = len(find_layer_list(model)[1])
@@ -136,4 +144,4 @@ class FrozenBackbone(Strategy):
         return model
 
     def plan(self, layout: BlockLayout, stage: int) -> TrainablePlan:
-        return blocks_plan(layout, [HEAD])
+        return blocks_plan(layout, [] if self.trains_nothing else [HEAD])

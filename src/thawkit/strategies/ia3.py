@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from thawkit.models.layout import head_module_names
 from thawkit.strategies.base import StrategyConfig, register_strategy
-from thawkit.strategies.peft_base import PeftStrategy, targets_from
+from thawkit.strategies.peft_base import PeftStrategy, heads_to_save, targets_from
 
 if TYPE_CHECKING:
     from torch import nn
@@ -56,4 +55,4 @@ class IA3(PeftStrategy):
             m for m in targets_from(own_ff, TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING, model,
                                     "(IA)3 feed-forward modules", "--ia3-feedforward-modules") if m in targets]
         return PeftIA3Config(task_type=task_type, target_modules=targets, feedforward_modules=feedforward,
-                             modules_to_save=head_module_names(model))
+                             modules_to_save=heads_to_save(model, task_type))

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from thawkit.models.layout import head_module_names
 from thawkit.strategies.base import StrategyConfig, register_strategy
-from thawkit.strategies.peft_base import PeftStrategy, targets_from
+from thawkit.strategies.peft_base import PeftStrategy, heads_to_save, targets_from
 
 if TYPE_CHECKING:
     from torch import nn
@@ -71,4 +70,4 @@ class LoRA(PeftStrategy):
         cfg: Any = self.config
         return LoraConfig(task_type=task_type, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                           target_modules=cfg.target_modules or detect_target_modules(model), use_rslora=cfg.rslora,
-                          use_dora=self.use_dora, modules_to_save=head_module_names(model))
+                          use_dora=self.use_dora, modules_to_save=heads_to_save(model, task_type))

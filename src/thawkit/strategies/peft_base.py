@@ -29,6 +29,15 @@ def targets_from(table: dict[str, list[str]], peft_table: dict[str, list[str]], 
     raise ConfigError(f"no default {what} for model type {model_type!r}; fix: pass {flag} (module names, comma-separated)")
 
 
+def heads_to_save(model: Any, task_type: str | None) -> list[str] | None:
+    """peft's ``modules_to_save``: a fresh task head trains and is saved beside the adapter; a
+    language model's head is the pretrained one (tied to the embeddings in most decoders), which
+    stays as it is, as in peft's and TRL's own causal-LM recipes."""
+    from thawkit.models.layout import head_module_names
+
+    return None if task_type == "CAUSAL_LM" else head_module_names(model)
+
+
 class PeftStrategy(Strategy):
     """Base of the PEFT strategies: ``peft_config(model, task_type)`` is the one method to write."""
 
@@ -57,4 +66,4 @@ class PeftStrategy(Strategy):
         return TrainablePlan(trainable=frozenset(n for block in layout.params.values() for n in block if n in names))
 
 
-__all__ = ["PeftStrategy", "model_type_of", "targets_from"]
+__all__ = ["PeftStrategy", "heads_to_save", "model_type_of", "targets_from"]

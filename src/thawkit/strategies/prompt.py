@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from thawkit.errors import ConfigError
-from thawkit.models.layout import head_module_names
 from thawkit.strategies.base import StrategyConfig, register_strategy
-from thawkit.strategies.peft_base import PeftStrategy
+from thawkit.strategies.peft_base import PeftStrategy, heads_to_save
 
 if TYPE_CHECKING:
     from torch import nn
@@ -50,7 +49,7 @@ class PromptLearning(PeftStrategy):
 
         cfg: Any = self.config
         kind = {"prompt": PromptTuningConfig, "p-tuning": PromptEncoderConfig, "prefix": PrefixTuningConfig}[cfg.method]
-        return kind(task_type=task_type, num_virtual_tokens=cfg.virtual_tokens, modules_to_save=head_module_names(model))
+        return kind(task_type=task_type, num_virtual_tokens=cfg.virtual_tokens, modules_to_save=heads_to_save(model, task_type))
 
     def prepare(self, model: nn.Module, peft_task_type: str | None = None) -> nn.Module:
         import inspect

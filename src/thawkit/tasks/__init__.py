@@ -1,4 +1,4 @@
-"""Tasks: sequence classification, token classification (NER), extractive QA, sentence similarity.
+"""Tasks: sequence classification, token classification (NER), extractive QA, sentence similarity, generation.
 
 Built-in tasks are imported when first asked for (their modules pull in torch, numpy and
 scikit-learn; `thawkit --help` must not); plugins register with ``@register_task`` as before.
@@ -15,6 +15,7 @@ _BUILT_IN = {
     "ner": "thawkit.tasks.ner",
     "qa": "thawkit.tasks.qa",
     "similarity": "thawkit.tasks.similarity",
+    "generation": "thawkit.tasks.generation",
 }
 
 

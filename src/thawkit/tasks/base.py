@@ -77,6 +77,8 @@ class Task(DataRole, ModelRole, ScoringRole, ServingRole, ExportRole, AdviceRole
 class RunBase:
     """A trained run of any task: its model, tokenizer, facts and metrics; ``predict`` per task."""
 
+    generates = False  # predict() writes text and takes generation options (max_new_tokens, num_beams, ...)
+
     def __init__(self, model: Any, tokenizer: Any, info: dict[str, Any], path: Path | None = None,
                  labels: list[str] | None = None, multi_label: bool = False) -> None:
         self.model, self.tokenizer, self.info, self.path = model, tokenizer, info, path
@@ -112,6 +114,12 @@ class RunBase:
 
     def predict(self, texts: list[str] | str, text_pairs: Any = None, batch_size: int = 32) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    def prediction_inputs(self, path: Path, text_col: str | None, text_pair_col: str | None) -> tuple[list[Any], list[str] | None]:
+        """The inputs of ``predict --file`` (texts, and pairs for a pair model)."""
+        from thawkit.data.classification import read_texts_for_prediction
+
+        return read_texts_for_prediction(path, text_col, text_pair_col)
 
     def evaluate(self, data: str | Path, **columns: Any) -> dict[str, Any]:
         raise NotImplementedError

@@ -231,7 +231,10 @@ def prepare_cached_path(
     """
     layout = controller.layout
     stages = controller.num_stages if reachable_stages is None else max(1, min(controller.num_stages, reachable_stages))
-    stage_boundaries = [boundary_for(controller.strategy.plan(layout, s), layout) for s in range(stages)]
+    plans = [controller.strategy.plan(layout, s) for s in range(stages)]
+    if not any(plan.trainable for plan in plans) and not controller.strategy.fits_head_in_closed_form:
+        return None, "nothing trains (the run is the pretrained model, evaluated once): no cache needed"
+    stage_boundaries = [boundary_for(plan, layout) for plan in plans]
     boundaries = sorted({b for b in stage_boundaries if b is not None and b > 0})
     if not boundaries:
         return None, "every stage trains the embeddings or the first layer: nothing frozen to cache"

@@ -102,6 +102,7 @@ def build_loop(
     tokenizer: Any, compute_metrics: Callable[[Any], dict[str, float]], metric: str, ever_trainable: set[str],
     class_weights: list[float] | None = None, materialize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     distillation: Distillation | None = None, hooks: RunHooks | None = None,
+    reduce_logits: Callable[[Any, Any], Any] | None = None, training_loss: Callable[..., Any] | None = None,
 ) -> Loop:
     from transformers import PrinterCallback
 
@@ -146,6 +147,7 @@ def build_loop(
         data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=reduce_logits,
         callbacks=callbacks,
         controller=controller,
         train_lengths=example_lengths(train_ds) if cfg.group_by_length else None,
@@ -154,6 +156,7 @@ def build_loop(
         materialize=materialize,
         checkpoint_state=checkpoint_state,
         distillation=distillation,
+        training_loss=training_loss,
         keep_checkpoints=10**6 if cfg.save_checkpoints else cfg.keep_checkpoints,  # --save-checkpoints keeps every epoch
     )
     trainer.remove_callback(PrinterCallback)  # the rich progress bar replaces the raw log dicts

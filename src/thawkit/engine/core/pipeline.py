@@ -109,7 +109,8 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
     loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
                       cfg.metric, ever_trainable, class_weights=prepared.class_weights,
                       materialize=runtime.materialize if runtime is not None else None, distillation=distillation,
-                      hooks=hooks)
+                      hooks=hooks, reduce_logits=task.logits_for_metrics(),
+                      training_loss=task.training_loss())
     trainer, history, best = loop.trainer, loop.history, loop.best
     if resume_from is not None:
         _prepare_resume(loop, resume_from)
@@ -299,7 +300,8 @@ def _final_metrics(task: Task, data: TaskData, trainer: Any, val_ds: Any, tokeni
     splits = {"validation": val_ds}
     if data.test is not None:
         splits["test"] = encoded_split(task, data, "test", tokenizer, cfg)
-    return {split: task.final_metrics(data, split, trainer.predict(dataset, metric_key_prefix=split))
+    return {split: {**task.final_metrics(data, split, trainer.predict(dataset, metric_key_prefix=split)),
+                    **task.model_metrics(trainer.model, tokenizer, data, split, cfg)}
             for split, dataset in splits.items()}
 
 

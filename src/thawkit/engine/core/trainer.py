@@ -54,9 +54,11 @@ class StrategyTrainer(Trainer):
         checkpoint_state: CheckpointState | None = None,
         keep_checkpoints: int = 1,
         distillation: Distillation | None = None,
+        training_loss: Callable[..., Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.training_loss = training_loss  # the task's cheaper exact loss (a language model's: completion positions only)
         self.distillation = distillation  # a teacher's soft targets
         if distillation is not None:
             distillation.teacher.eval()
@@ -136,7 +138,17 @@ class StrategyTrainer(Trainer):
             self.controller.enforce_eval_modes()
         if self.distillation is not None and model.training and "labels" in inputs:
             return self.distillation.loss(model, inputs, self.class_weights, return_outputs)
-        if self.class_weights is not None and "labels" in inputs:
+        cheaper = None
+        if self.training_loss is not None and model.training and not return_outputs and "labels" in inputs:
+            # Normalised as the Trainer normalises the model's own loss: by the tokens of the whole
+            # accumulated batch where the model takes loss kwargs (else a mean, divided by the steps later).
+            items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+            cheaper = self.training_loss(model, inputs, items)
+            if cheaper is not None and items is not None and self.args.average_tokens_across_devices:
+                cheaper = cheaper * self.accelerator.num_processes  # items were counted over every process
+        if cheaper is not None:
+            result = cheaper
+        elif self.class_weights is not None and "labels" in inputs:
             labels = inputs["labels"]
             outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
             weights = self.class_weights.to(outputs.logits.device)

@@ -73,7 +73,8 @@ def lr_find(plan: RunPlan, steps: int = 100, start_lr: float = 1e-7, end_lr: flo
         val_ds = encoded_split(task, data, "validation", tokenizer, cfg)
         collator = SwitchableCollator(tokenizer, task.collator(tokenizer)) if task.cacheable else task.collator(tokenizer)
         loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
-                          cfg.metric, ever_trainable, class_weights=prepared.class_weights)
+                          cfg.metric, ever_trainable, class_weights=prepared.class_weights,
+                          reduce_logits=task.logits_for_metrics())
         trainer = loop.trainer
         trainer.divergence = None  # divergence is what we are looking for
         optimizer = trainer.create_optimizer()

@@ -16,6 +16,7 @@ class DataRole:
     name: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]]  # metrics --metric may name for this task
     supports_class_weights: ClassVar[bool] = False
+    generates: ClassVar[bool] = False  # the model writes text (generation settings apply)
 
     def load_data(self, cfg: "TrainConfig") -> "TaskData":
         raise NotImplementedError(f"task {self.name} must define load_data")
@@ -23,6 +24,11 @@ class DataRole:
     def sample_texts(self, data: "TaskData", limit: int = 500) -> list[str]:
         """Training texts the tokenizer guard (and the advisor's profile) look at."""
         raise NotImplementedError(f"task {self.name} must define sample_texts")
+
+    def task_settings(self, cfg: "TrainConfig", data: "TaskData") -> dict[str, tuple[Any, str]]:
+        """Settings only this task has, resolved from its data: name -> (value, where it came from);
+        the planner applies each unless the user gave it."""
+        return {}
 
     def class_counts(self, data: "TaskData") -> dict[str, int] | None:
         """Examples per class, for the imbalance guard and class weights; None: not a class task."""

@@ -24,6 +24,20 @@ class ScoringRole:
         """Scalar metrics of an ``EvalPrediction`` on ``split`` (called at every evaluation)."""
         raise NotImplementedError(f"task {self.name} must define metric_function")
 
+    def logits_for_metrics(self) -> Callable[[Any, Any], Any] | None:
+        """Reduces each evaluation batch's logits before the Trainer gathers them (``preprocess_logits_for_metrics``):
+        a language model's (batch, tokens, vocabulary) logits would not fit; None: kept as they are."""
+        return None
+
+    def training_loss(self) -> Callable[[Any, dict[str, Any], Any], Any] | None:
+        """A cheaper exact training loss (model, inputs, num_items_in_batch) -> loss, or None from it for the
+        model's own; None: the model's own loss."""
+        return None
+
+    def model_metrics(self, model: Any, tokenizer: Any, data: "TaskData", split: str, cfg: "TrainConfig") -> dict[str, Any]:
+        """Metrics the model's forward pass cannot give (a generator's written answers), added to the split's entry."""
+        return {}
+
     def final_metrics(self, data: "TaskData", split: str, output: Any) -> dict[str, Any]:
         """metrics.json's entry for a split, from ``Trainer.predict``'s output."""
         scalar = self.metric_function(data, split)(output)

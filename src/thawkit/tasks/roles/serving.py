@@ -41,6 +41,15 @@ class ServedCall(Protocol):
         requests; returns the results in order and the input tokens counted."""
         ...
 
+    async def exclusive(self, work: Callable[[Any], Any]) -> Any:
+        """Run ``work(run)`` on a worker thread, alone on the run's model (its adapter active): for work
+        that is not one forward pass (generating an answer token by token)."""
+        ...
+
+    def check_texts(self, texts: list[str]) -> None:
+        """The server's limits on inputs per request and characters per input (raises RequestError)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Route:
@@ -56,6 +65,7 @@ class ServingRole:
     card_library: ClassVar[str] = "transformers"  # the card's library_name (peft for an unmerged adapter)
     # What the card's usage snippet predicts: arguments of `thawkit predict RUN ...` (tests run it).
     usage_arguments: ClassVar[tuple[str, ...]] = ("your text",)
+    unserved_fix: ClassVar[str] = "use thawkit predict"  # what to do instead, for a task without routes
 
     def routes(self) -> tuple[Route, ...]:
         """The HTTP endpoints this task's runs answer."""
