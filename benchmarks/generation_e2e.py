@@ -104,7 +104,7 @@ def run_trl(paths: dict[str, Path], out: Path, args: argparse.Namespace, lora: d
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     config = SFTConfig(output_dir=str(out), per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64,
-                       learning_rate=lr, num_train_epochs=args.epochs, warmup_ratio=0.1, weight_decay=0.01, lr_scheduler_type="linear",
+                       learning_rate=lr, num_train_epochs=args.epochs, warmup_steps=0.1, weight_decay=0.01, lr_scheduler_type="linear",
                        max_length=args.max_length, eval_strategy="epoch", save_strategy="no", logging_steps=10, report_to=[],
                        use_cpu=True, bf16=False, seed=42, dataloader_num_workers=0)
     peft_config = LoraConfig(r=lora["r"], lora_alpha=lora["lora_alpha"], lora_dropout=lora["lora_dropout"],

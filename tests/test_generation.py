@@ -146,6 +146,15 @@ def test_the_completion_loss_equals_the_models_own(tiny_decoders, wrapped):
     assert ours is not None and torch.allclose(own, ours, atol=1e-6), (float(own), float(ours))
     items = int((batch["labels"][:, 1:] != IGNORE).sum())
     assert torch.allclose(completion_loss(model, dict(batch), torch.tensor(items * 2)), own / 2, atol=1e-6)
+    # Evaluation takes the same path: the kept logits, realigned, score as the full ones.
+    from thawkit.tasks.generation_text import argmax_aligned
+
+    loss, outputs = completion_loss(model.eval(), dict(batch), None, True)
+    full = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    assert outputs.logits.shape[1] < full.shape[1] and torch.allclose(loss, model(**batch).loss, atol=1e-6)
+    kept, everything = argmax_aligned(outputs.logits, batch["labels"]), argmax_aligned(full, batch["labels"])
+    assert kept.shape == batch["labels"].shape
+    assert token_accuracy(kept.numpy(), batch["labels"].numpy()) == token_accuracy(everything.numpy(), batch["labels"].numpy())
 
 
 def test_text_scores_use_every_reference_of_a_prompt():

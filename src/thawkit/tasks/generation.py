@@ -148,7 +148,7 @@ class GenerationTask(Task):
     def logits_for_metrics(self) -> Callable[[Any, Any], Any]:
         return argmax_aligned
 
-    def training_loss(self) -> Callable[[Any, dict[str, Any], Any], Any]:
+    def training_loss(self) -> Callable[..., Any]:
         return completion_loss
 
     def metric_function(self, data: TaskData, split: str) -> Callable[[Any], dict[str, float]]:

@@ -160,11 +160,13 @@ def token_accuracy(predictions: Any, labels: Any) -> float:
     return float((predicted[keep] == gold[keep]).mean()) if keep.any() else float("nan")
 
 
-def completion_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+def completion_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None, return_outputs: bool = False) -> Any:
     """The causal-LM loss computed where it is defined: the LM head (a 49k-token vocabulary on SmolLM2,
-    ~20 % of a small decoder's matmuls per token) runs only from the first labelled position of the
-    batch on (``logits_to_keep``), not over every prompt token. Equal to the model's own loss (the same
-    positions, the same reduction); None where the model does not take ``logits_to_keep``."""
+    ~20 % of a small decoder's matmuls per token) and the softmax over it run only from the first
+    labelled position of the batch on (``logits_to_keep``), not over every prompt token. Equal to the
+    model's own loss (the same positions, the same reduction); with ``return_outputs`` also the
+    model's outputs, whose logits cover the kept positions only (``argmax_aligned`` realigns them).
+    None where the model does not take ``logits_to_keep``."""
     import torch.nn.functional as F
 
     labels = inputs["labels"]
@@ -181,15 +183,22 @@ def completion_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any 
     targets = labels[:, first:].to(logits.device)
     total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
     count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE).sum()
-    return total / count.to(total.device) if hasattr(count, "to") else total / count
+    loss = total / count.to(total.device) if hasattr(count, "to") else total / count
+    return (loss, outputs) if return_outputs else loss
 
 
 def argmax_aligned(logits: Any, labels: Any) -> Any:
     """The Trainer's per-batch reduction of (batch, tokens, vocabulary) logits to predicted ids, so
-    evaluation never holds the whole vocabulary per token; prompt tuning's virtual tokens (logits
-    longer than the labels) are dropped from the front."""
+    evaluation never holds the whole vocabulary per token, aligned with the labels: prompt tuning's
+    virtual tokens (logits longer than the labels) are dropped from the front; logits of the kept
+    positions only (``completion_loss``) are padded in front with ignored ids."""
     if isinstance(logits, tuple):
         logits = logits[0]
-    if labels is not None and logits.shape[1] > labels.shape[1]:
-        logits = logits[:, -labels.shape[1]:]
-    return logits.argmax(-1)
+    predicted = logits.argmax(-1)
+    if labels is not None and predicted.shape[1] > labels.shape[1]:
+        predicted = predicted[:, -labels.shape[1]:]
+    if labels is not None and predicted.shape[1] < labels.shape[1]:
+        front = torch.full((predicted.shape[0], labels.shape[1] - predicted.shape[1]), IGNORE, dtype=predicted.dtype,
+                           device=predicted.device)
+        predicted = torch.cat([front, predicted], 1)
+    return predicted

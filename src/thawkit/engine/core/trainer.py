@@ -54,7 +54,7 @@ class StrategyTrainer(Trainer):
         checkpoint_state: CheckpointState | None = None,
         keep_checkpoints: int = 1,
         distillation: Distillation | None = None,
-        training_loss: Callable[..., Any] | None = None,
+        training_loss: Callable[..., Any] | None = None,  # (model, inputs, num_items, return_outputs) -> loss[, outputs] | None
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -139,11 +139,11 @@ class StrategyTrainer(Trainer):
         if self.distillation is not None and model.training and "labels" in inputs:
             return self.distillation.loss(model, inputs, self.class_weights, return_outputs)
         cheaper = None
-        if self.training_loss is not None and model.training and not return_outputs and "labels" in inputs:
+        if self.training_loss is not None and "labels" in inputs:
             # Normalised as the Trainer normalises the model's own loss: by the tokens of the whole
             # accumulated batch where the model takes loss kwargs (else a mean, divided by the steps later).
-            items = num_items_in_batch if self.model_accepts_loss_kwargs else None
-            cheaper = self.training_loss(model, inputs, items)
+            items = num_items_in_batch if self.model_accepts_loss_kwargs and model.training else None
+            cheaper = self.training_loss(model, inputs, items, return_outputs)
             if cheaper is not None and items is not None and self.args.average_tokens_across_devices:
                 cheaper = cheaper * self.accelerator.num_processes  # items were counted over every process
         if cheaper is not None:

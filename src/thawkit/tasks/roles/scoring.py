@@ -29,9 +29,10 @@ class ScoringRole:
         a language model's (batch, tokens, vocabulary) logits would not fit; None: kept as they are."""
         return None
 
-    def training_loss(self) -> Callable[[Any, dict[str, Any], Any], Any] | None:
-        """A cheaper exact training loss (model, inputs, num_items_in_batch) -> loss, or None from it for the
-        model's own; None: the model's own loss."""
+    def training_loss(self) -> Callable[..., Any] | None:
+        """A cheaper exact loss for training and evaluation: (model, inputs, num_items_in_batch,
+        return_outputs) -> loss (or loss and outputs), or None from it for the model's own; None: the
+        model's own loss always."""
         return None
 
     def model_metrics(self, model: Any, tokenizer: Any, data: "TaskData", split: str, cfg: "TrainConfig") -> dict[str, Any]:
