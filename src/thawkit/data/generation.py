@@ -60,7 +60,8 @@ class GenerationData:
     data_format: str
 
 
-def _messages_example(path: Path, index: int, value: Any) -> Example:
+def _turns(path: Path, index: int, value: Any) -> list[tuple[str, str]]:
+    """A row's messages as (role, content), each checked."""
     where = f"{path}: {describe_row(path, index)}"
     if not isinstance(value, list) or not value:
         raise DataError(f"{where}: 'messages' is not a list of messages; fix: write "
@@ -73,6 +74,12 @@ def _messages_example(path: Path, index: int, value: Any) -> Example:
         if message["role"] not in ROLES:
             raise DataError(f"{where}: message {number} has role {message['role']!r}; fix: use one of {', '.join(ROLES)}")
         turns.append((message["role"], message["content"]))
+    return turns
+
+
+def _messages_example(path: Path, index: int, value: Any) -> Example:
+    where = f"{path}: {describe_row(path, index)}"
+    turns = _turns(path, index, value)
     if turns[-1][0] != "assistant":
         raise DataError(f"{where}: the last message is the {turns[-1][0]}'s, not the assistant's; fix: end each conversation "
                         "with the assistant's answer (the completion the model learns)")
@@ -137,9 +144,13 @@ def read_prompts(path: str | Path, prompt_col: str | None = None) -> list[Any]:
     if prompt_col is None and "messages" in frame.columns:
         conversations = []
         for i, value in enumerate(frame["messages"].tolist()):
-            if isinstance(value, list) and value and isinstance(value[-1], dict) and value[-1].get("role") == "assistant":
-                value = value[:-1]
-            conversations.append(_messages_example(path, i, [*value, {"role": "assistant", "content": "-"}]).messages)
+            turns = _turns(path, i, value)
+            if turns[-1][0] == "assistant":
+                if len(turns) < 2:
+                    raise DataError(f"{path}: {describe_row(path, i)}: only the assistant's message; fix: add the user's message "
+                                    "it answers")
+                turns = turns[:-1]
+            conversations.append([{"role": role, "content": content} for role, content in turns])
         return conversations
     column = pick_column(frame, path, prompt_col, (*PROMPT_GUESSES, "instruction", "text"), "--text-col")
     _require(frame, path, column, "prompts")

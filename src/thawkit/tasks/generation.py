@@ -24,7 +24,8 @@ from thawkit.tasks.base import RunBase, Task, TaskData, register_task
 from thawkit.tasks.generation_text import (
     argmax_aligned,
     completion_loss,
-    encode_example,
+    example_tokens,
+    fit_example,
     generate_texts,
     generation_options,
     has_chat_template,
@@ -122,12 +123,12 @@ class GenerationTask(Task):
         examples: list[Example] = data.split(split)
         rows, dropped, cut = [], 0, 0
         for example in examples:
-            row = encode_example(tokenizer, example.messages, example.completion, cfg.max_length)
+            head, tail = example_tokens(tokenizer, example.messages, example.completion)
+            row = fit_example(head, tail, cfg.max_length)
             if row is None:
                 dropped += 1
                 continue
-            full = encode_example(tokenizer, example.messages, example.completion, 10**9)
-            cut += full is not None and len(full["input_ids"]) > len(row["input_ids"])
+            cut += len(head) + len(tail) > cfg.max_length
             rows.append(row)
         if not rows:
             raise DataError(f"{cfg.data if split == 'train' else split}: no {split} example has a completion token left after "
@@ -280,20 +281,14 @@ class GenerationRun(RunBase):
         """The answer's text as it is generated (an iterator of pieces)."""
         import threading
 
-        import torch
-
         from transformers import TextIteratorStreamer
 
         if num_beams > 1:
             raise ConfigError("streaming writes one answer token by token; beam search keeps several; fix: drop --num-beams "
                               "or --stream")
-        if seed is not None:
-            torch.manual_seed(seed)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        options = generation_options(max_new_tokens or self.max_new_tokens, 1, do_sample, temperature, top_p)
-        conversation = self._conversations([prompt])
-        worker = threading.Thread(target=generate_texts, args=(self.model, self.tokenizer, conversation, options, 1, streamer),
-                                  daemon=True)
+        worker = threading.Thread(target=self.complete, args=(self._conversations([prompt]), max_new_tokens, do_sample, temperature,
+                                                              top_p, seed, None, streamer), daemon=True)
         worker.start()
         yield from streamer
         worker.join()

@@ -42,12 +42,20 @@ def prompt_ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"])
 
 
+def example_tokens(tokenizer: Any, messages: list[dict[str, str]], completion: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids), untruncated."""
+    prompt, answer = render(tokenizer, messages, completion)
+    return prompt_ids(tokenizer, prompt), list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+
+
 def encode_example(tokenizer: Any, messages: list[dict[str, str]], completion: str, max_length: int) -> dict[str, list[int]] | None:
     """input_ids, attention_mask and labels (the prompt's tokens masked); a completion that does not
     fit after the prompt is cut at ``max_length``; None when no completion token fits at all."""
-    prompt, answer = render(tokenizer, messages, completion)
-    head = prompt_ids(tokenizer, prompt)
-    tail = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    return fit_example(*example_tokens(tokenizer, messages, completion), max_length)
+
+
+def fit_example(head: list[int], tail: list[int], max_length: int) -> dict[str, list[int]] | None:
+    """The row of ``encode_example`` from already tokenized parts."""
     room = max_length - len(head)
     if room <= 0 or not tail:
         return None
