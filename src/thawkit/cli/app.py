@@ -51,11 +51,17 @@ app.command("export")(export_cmd.export)
 
 
 class Interrupted(BaseException):
-    """Ctrl-C, raised past click (which would turn KeyboardInterrupt into a silent exit 0)."""
+    """Ctrl-C or SIGTERM, raised past click (which would turn KeyboardInterrupt into a silent exit 0)."""
+
+    reports_notes = True  # what the engine notes on it (a kept checkpoint) goes into the CLI's one line
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _on_interrupt(signum: int, frame: object) -> None:
-    raise Interrupted()
+    raise Interrupted(signum)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,15 +72,18 @@ def main(argv: list[str] | None = None) -> None:
 
     quiet_libraries()
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, _on_interrupt) if in_main_thread else None
+    # SIGTERM (kill, docker stop, a scheduler's preemption) is handled as Ctrl-C is: checkpoints kept, one line.
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, _on_interrupt) for s in handled} if in_main_thread else {}
     try:
         result = app(args=argv, standalone_mode=False, prog_name="thawkit")
         if isinstance(result, int) and result != 0:
             sys.exit(result)
-    except Interrupted:
-        typer.secho("interrupted: no run folder was published (a run appears only when complete); "
-                    "a checkpoint, if one was reached, is kept for 'thawkit train --resume OUT'", err=True)
-        sys.exit(130)
+    except Interrupted as stop:
+        cause = "SIGTERM" if stop.signum == signal.SIGTERM else "interrupted"
+        kept = "; ".join(getattr(stop, "__notes__", [])) or "a checkpoint, if one was reached, is kept for 'thawkit train --resume OUT'"
+        typer.secho(f"{cause}: no run folder was published (a run appears only when complete); {kept}", err=True)
+        sys.exit(128 + stop.signum)  # 130 for Ctrl-C, 143 for SIGTERM, as shells report them
     except ThawkitError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(exc.exit_code)
@@ -103,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
                     "thawkit; please report it with the command (THAWKIT_DEBUG=1 shows the traceback)", fg="red", err=True)
         sys.exit(1)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
+        for handled_signal, handler in previous.items():
+            signal.signal(handled_signal, handler)
 
 
 if __name__ == "__main__":

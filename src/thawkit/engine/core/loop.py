@@ -62,8 +62,10 @@ def discard_or_keep(partial_dir: Path, exc: BaseException) -> None:
         shutil.rmtree(partial_dir, ignore_errors=True)
         return
     final = partial_dir.parent / partial_dir.name[1 : -len(".partial")]
-    logging.getLogger("thawkit").warning("Checkpoint at step %s kept in %s; continue with: thawkit train --resume %s",
-                                         kept[-1].name.split("-")[-1], kept[-1], final)
+    message = f"checkpoint at step {kept[-1].name.split('-')[-1]} kept in {kept[-1]}; continue with: thawkit train --resume {final}"
+    exc.add_note(message)
+    if not getattr(exc, "reports_notes", False):  # the CLI's interruption says it in its one line
+        logging.getLogger("thawkit").warning(message[0].upper() + message[1:])
 
 
 @dataclass

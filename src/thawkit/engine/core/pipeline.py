@@ -206,6 +206,7 @@ def _prepare_resume(loop: Any, checkpoint: Path) -> None:
     loop.checkpoint_state.restore(checkpoint)
     loop.trainer.resume_stage = int(state["stage"])
     loop.trainer.resume_step = int(checkpoint.name.split("-")[-1])
+    loop.trainer.resume_losses = state.get("losses")  # None in checkpoints from versions that did not keep them
     log.info("Resuming from %s (stage %s)", checkpoint, state["stage"])
 
 

@@ -99,7 +99,7 @@ class CheckpointState:
     def __init__(self, controller: Any, history: Any, best: Any, divergence: Any) -> None:
         self.controller, self.history, self.best, self.divergence = controller, history, best, divergence
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, losses: dict[str, float] | None = None) -> None:
         from safetensors.torch import save_file
 
         best, snapshot = self.best.checkpoint_state()
@@ -111,6 +111,7 @@ class CheckpointState:
             "history": self.history.records,
             "best": best,
             "divergence_losses": list(self.divergence.losses) if self.divergence is not None else [],
+            "losses": losses,  # the Trainer's running loss sums (StrategyTrainer.loss_accumulators)
             "saved_at": time.time(),
         }
         temporary = folder / f".{STATE_FILE}.tmp"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from thawkit.engine.core.stages import StageController
 
@@ -67,6 +67,8 @@ class StrategyTrainer(Trainer):
         self.keep_checkpoints = keep_checkpoints
         self.resume_stage = 0  # set when resuming: the stage whose optimizer groups the checkpoint holds
         self.resume_step = 0
+        self.resume_losses: dict[str, float] | None = None  # the interrupted run's loss accumulators
+        self.add_callback(_RestoreLosses(self))
         self.materialize = materialize  # the cached path's: boundary states for this batch's rows
         self.controller = controller
         self.train_lengths = train_lengths
@@ -121,8 +123,28 @@ class StrategyTrainer(Trainer):
             return
         root = Path(self._get_output_dir(trial=trial))
         if self.checkpoint_state is not None:
-            self.checkpoint_state.save(root / f"checkpoint-{self.state.global_step}")
+            self.checkpoint_state.save(root / f"checkpoint-{self.state.global_step}", self.loss_accumulators())
         rotate(root, self.keep_checkpoints)
+
+    def loss_accumulators(self) -> dict[str, float]:
+        """The Trainer's running loss sums at this step (what a resumed run must continue from, so its
+        logged epoch losses and final training loss equal the uninterrupted run's)."""
+        return {
+            "pending": float(self._tr_loss.item()),  # summed since the last log (losses are logged per epoch)
+            "total": float(self._total_loss_scalar),  # summed over the logged steps
+            "last_logged_step": int(self._globalstep_last_logged),
+            "first_step": int(self._initial_global_step),  # the step the sums start at (0: from the start)
+        }
+
+    def restore_loss_accumulators(self) -> None:
+        """After the Trainer zeroed its sums for a resumed ``train()``: the interrupted run's."""
+        saved = self.resume_losses
+        if saved is None:
+            return
+        self._tr_loss = torch.tensor(saved["pending"], dtype=self._tr_loss.dtype, device=self._tr_loss.device)
+        self._total_loss_scalar = saved["total"]
+        self._globalstep_last_logged = saved["last_logged_step"]
+        self._initial_global_step = saved["first_step"]
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         with self.controller.full_structure():
@@ -167,3 +189,13 @@ class StrategyTrainer(Trainer):
 
                 raise GuardError(finding.line())
         return result
+
+
+class _RestoreLosses(TrainerCallback):
+    """``on_train_begin`` comes right after the Trainer reset its loss sums: put a resumed run's back."""
+
+    def __init__(self, trainer: StrategyTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[override]
+        self.trainer.restore_loss_accumulators()
