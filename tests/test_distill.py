@@ -70,6 +70,25 @@ def test_distill_cli_and_bad_teacher(teacher, tmp_path, capsys):
     assert exit_info.value.code == 2 and "layers:9" in capsys.readouterr().err
 
 
+def test_refused_distillations_leave_no_out_and_no_student_base(teacher, tmp_path, capsys):
+    """Data labelled otherwise than the teacher, or --unlabeled that is not text: exit 2 before --out
+    is written, and the layers:N initialisation folder (a temporary) is gone too."""
+    teacher_run, data = teacher
+    other = tmp_path / "other.csv"
+    other.write_text(data.read_text().replace(",positive", ",good").replace(",negative", ",bad"))
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(bytes(range(256)) * 8)
+    for extra, fragment in (([ "--data", str(other)], "differ from the teacher's"),
+                            (["--data", str(data), "--unlabeled", str(binary)], str(binary))):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["distill", "--teacher", str(teacher_run.path), "--student", "layers:1", *extra, "--epochs", "1", "--max-length", "16",
+                  "--out", str(tmp_path / "s"), "--progress", "off", "--no-measure-forgetting"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and fragment in err and "Traceback" not in err, err
+        assert not (tmp_path / "s").exists() and not (tmp_path / "s-student-base").exists(), sorted(tmp_path.iterdir())
+        assert not any(p.name.startswith(".s") for p in tmp_path.iterdir())
+
+
 def test_soft_targets_teach_what_labels_cannot(teacher, tmp_path):
     """Distillation data whose labels are random: the distilled student still agrees with its teacher
     on new texts far more often than the same student trained on those labels alone."""

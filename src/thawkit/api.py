@@ -65,7 +65,7 @@ def distill(teacher: str | Path, student: str = "layers:3", config: TrainConfig 
     and the distillation facts (size, measured speed-up, share of the teacher's metric kept)."""
     import time
 
-    from thawkit.engine.programs.distill import load_teacher, prepare_student, run_distill
+    from thawkit.engine.programs.distill import discard_student_base, load_teacher, prepare_student, run_distill
     from thawkit.logging_setup import quiet_libraries
     from thawkit.planner.commands import COMMANDS, refuse_unhonoured
     from thawkit.tasks import get_task
@@ -87,11 +87,15 @@ def distill(teacher: str | Path, student: str = "layers:3", config: TrainConfig 
     teacher_run = load_teacher(Path(teacher), task)
     out = Path(values.get("out") or Path("runs") / f"distill-{time.strftime('%Y%m%d-%H%M%S')}")
     picked = prepare_student(teacher_run, student, out, task)
-    values.update(model=picked.model, out=str(out))
-    origin.update(model=f"thawkit distill: the student ({student})", out=origin.get("out", "thawkit distill's default"))
-    extra_train = task.teacher_labelled(teacher_run, Path(unlabeled), make_config(values)) if unlabeled is not None else None
-    planned = plan_run(values, "distill", origin, extra_train=extra_train,
-                       facts={"unlabeled": str(unlabeled)} if unlabeled is not None else None)
+    try:
+        values.update(model=picked.model, out=str(out))
+        origin.update(model=f"thawkit distill: the student ({student})", out=origin.get("out", "thawkit distill's default"))
+        extra_train = task.teacher_labelled(teacher_run, Path(unlabeled), make_config(values)) if unlabeled is not None else None
+        planned = plan_run(values, "distill", origin, extra_train=extra_train,
+                           facts={"unlabeled": str(unlabeled)} if unlabeled is not None else None)
+    except BaseException:
+        discard_student_base(picked)  # a temporary: never left behind by a refused input
+        raise
     return run_distill(planned, Path(teacher), teacher_run, picked)
 
 

@@ -110,17 +110,46 @@ def write_history(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def read_run_files(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """(folder, thawkit.json, labels.json) of a finished run; every command that loads a run comes here first."""
     run = Path(path)
     if not run.is_dir():
         raise RunDirError(f"{run}: no such run directory; fix: pass the --out folder of a finished training run")
+    if run.name.startswith(".") and run.name.endswith(".partial"):
+        final = run.parent / run.name[1 : -len(".partial")]
+        raise RunDirError(f"{run}: an unfinished run (still being written, or interrupted), never loaded; fix: continue it with "
+                          f"'thawkit train --resume {final}' or pass a finished run folder")
     for name in (RUN_FILE, LABELS_FILE):
         if not (run / name).exists():
             raise RunDirError(
                 f"{run}: missing {name}, so this is not a complete thawkit run; fix: pass a run folder written by 'thawkit train'"
             )
-    info = json.loads((run / RUN_FILE).read_text(encoding="utf-8"))
-    labels = json.loads((run / LABELS_FILE).read_text(encoding="utf-8"))
-    return run, info, labels
+    check_safetensors_only(run)
+    return run, _read_object(run / RUN_FILE), _read_object(run / LABELS_FILE)
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path}: not valid JSON ({exc}); the run folder is damaged; fix: train the run again or restore "
+                          "the folder from a copy") from None
+    if not isinstance(value, dict):
+        raise RunDirError(f"{path}: holds a JSON {type(value).__name__}, not the object thawkit writes; the run folder is "
+                          "damaged; fix: train the run again or restore the folder from a copy")
+    return value
+
+
+def check_safetensors_only(run: Path) -> None:
+    """Weights are read from safetensors only: a folder (or its backbone/) whose weights exist only as
+    a pickle (``pytorch_model.bin``, which can run code when loaded) is refused, never unpickled."""
+    for folder in (run, run / "backbone"):
+        if not folder.is_dir() or any(folder.glob("*.safetensors")):
+            continue
+        pickles = sorted(p.name for p in folder.glob("*.bin") if p.name.startswith(("pytorch_model", "adapter_model")))
+        if pickles:
+            raise RunDirError(f"{folder / pickles[0]}: weights only as a pickle, which thawkit never loads (unpickling can run "
+                              "code); fix: use a run folder with model.safetensors / adapter_model.safetensors, as thawkit "
+                              "writes them")
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:

@@ -202,6 +202,9 @@ def load_peft_run(base: Any, run_folder: Path) -> Any:
     pad = json.loads(saved.read_text(encoding="utf-8")).get("pad_token_id") if saved.exists() else None
     if getattr(base.config, "pad_token_id", None) is None and pad is not None:
         base.config.pad_token_id = pad
+    if not (Path(run_folder) / "adapter_model.safetensors").exists():  # PEFT would fall back to unpickling adapter_model.bin
+        raise ConfigError(f"{run_folder}: no adapter_model.safetensors; thawkit loads adapters from safetensors only; fix: "
+                          "pass a run folder written by thawkit")
     return PeftModel.from_pretrained(base, str(run_folder))
 
 

@@ -96,7 +96,7 @@ class PooledHeadClassifier(nn.Module):
 
         path = Path(path)
         config = json.loads((path / HEAD_CONFIG).read_text())
-        backbone = AutoModel.from_pretrained(str(path / "backbone"))
+        backbone = AutoModel.from_pretrained(str(path / "backbone"), use_safetensors=True)
         model = cls(backbone, config["num_labels"], config["pooling"], config["head"], config["problem_type"],
                     config["id2label"], config["mlp_hidden"], config["dropout"])
         model.head.load_state_dict(load_file(str(path / HEAD_WEIGHTS)))

@@ -198,7 +198,7 @@ class ClassificationTask(Task):
         if (path / "adapter_config.json").exists():
             base = load_sequence_classifier(info["config"]["model"], len(names), dict(enumerate(names)), info["problem_type"])
             return load_peft_run(base, path)
-        return AutoModelForSequenceClassification.from_pretrained(str(path))  # a standard Hugging Face model folder
+        return AutoModelForSequenceClassification.from_pretrained(str(path), use_safetensors=True)  # a standard Hugging Face model folder
 
 
 def _logits(prediction: Any) -> np.ndarray:

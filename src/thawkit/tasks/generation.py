@@ -196,7 +196,7 @@ class GenerationTask(Task):
         if (path / "adapter_config.json").exists():
             model = load_peft_run(load_task_model(AutoModelForCausalLM, info["config"]["model"]), path)
         else:
-            model = AutoModelForCausalLM.from_pretrained(str(path))
+            model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True)
         return GenerationRun(model.eval(), AutoTokenizer.from_pretrained(str(path)), info, path)
 
     def onnx_module(self, model: nn.Module) -> nn.Module:

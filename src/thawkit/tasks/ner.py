@@ -219,7 +219,7 @@ class NerTask(Task):
             base = load_task_model(AutoModelForTokenClassification, info["config"]["model"], num_labels=len(names),
                                            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
             return load_peft_run(base, path)
-        return AutoModelForTokenClassification.from_pretrained(str(path))
+        return AutoModelForTokenClassification.from_pretrained(str(path), use_safetensors=True)
 
 
 def _logits(prediction: Any) -> np.ndarray:

@@ -297,7 +297,7 @@ class QATask(Task):
 
         if (path / "adapter_config.json").exists():
             return load_peft_run(load_task_model(AutoModelForQuestionAnswering, info["config"]["model"]), path)
-        return AutoModelForQuestionAnswering.from_pretrained(str(path))
+        return AutoModelForQuestionAnswering.from_pretrained(str(path), use_safetensors=True)
 
 
 # --- run ----------------------------------------------------------------------------------------

@@ -391,5 +391,5 @@ class SimilarityTask(Task):
         model = exported_model(path)
         if model is None:
             checkpoint = checkpoint_pooling(str(path))
-            model = BiEncoder(AutoModel.from_pretrained(str(path)), "cosine", checkpoint.mode if checkpoint else "mean").eval()
+            model = BiEncoder(AutoModel.from_pretrained(str(path), use_safetensors=True), "cosine", checkpoint.mode if checkpoint else "mean").eval()
         return SimilarityRun(model, AutoTokenizer.from_pretrained(str(path)), info, path)

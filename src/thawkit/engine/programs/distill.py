@@ -126,6 +126,12 @@ def prepare_student(teacher: RunBase, spec: str, out: Path, task: Task) -> Stude
     return Student(spec, str(folder), kept, init_folder)
 
 
+def discard_student_base(student: Student) -> None:
+    """The ``layers:N`` initialisation folder is a temporary: gone when distillation fails or no longer needs it."""
+    if student.init_folder is not None:
+        shutil.rmtree(student.init_folder, ignore_errors=True)
+
+
 def run_distill(plan: RunPlan, teacher_path: Path, teacher: RunBase, student: Student) -> tuple[RunBase, dict[str, Any]]:
     """Train the planned student (``plan.config.model`` is the student) on the teacher's soft targets."""
     cfg, task = plan.config, plan.task
@@ -135,16 +141,19 @@ def run_distill(plan: RunPlan, teacher_path: Path, teacher: RunBase, student: St
                                 cfg.distill_hidden_weight, _layer_map(teacher, student.model, student.kept, cfg))
     unlabeled_facts = {"unlabeled": plan.facts.get("unlabeled"), "teacher_labelled_examples": len(extra_train)} \
         if extra_train is not None else {}
+    # The last check before anything is written: --out appears only for a student that can be kept.
+    data_labels, teacher_labels = list(getattr(plan.data(), "labels", None) or []), list(getattr(teacher, "labels", None) or [])
+    if data_labels != teacher_labels:
+        discard_student_base(student)
+        raise ConfigError(f"{cfg.data}: the data's labels {data_labels} differ from the teacher's {teacher_labels}; fix: distill "
+                          "on data labelled like the teacher's")
     try:
         run = run_training(plan, {"distillation": {"teacher": str(teacher_path), "student": student.spec, **unlabeled_facts}},
                            distillation=distillation)
     finally:
         adapter_run = (out / "adapter_config.json").exists()  # an adapter student needs its base folder to load
-        if student.init_folder is not None and not adapter_run:
-            shutil.rmtree(student.init_folder, ignore_errors=True)
-    if list(getattr(run, "labels", [])) != list(getattr(teacher, "labels", [])):
-        raise ConfigError(f"the data's labels {run.labels} differ from the teacher's {teacher.labels}; fix: distill on data "
-                          "labelled like the teacher's")
+        if not adapter_run:
+            discard_student_base(student)
     metric = run.info["metric"]
     student_value = run.metrics["validation"].get(metric)
     if cfg.validation is not None:
@@ -173,4 +182,4 @@ def run_distill(plan: RunPlan, teacher_path: Path, teacher: RunBase, student: St
     return run, facts
 
 
-__all__ = ["Student", "evenly_spaced", "load_teacher", "prepare_student", "run_distill", "student_from_teacher"]
+__all__ = ["Student", "discard_student_base", "evenly_spaced", "load_teacher", "prepare_student", "run_distill", "student_from_teacher"]
