@@ -300,3 +300,145 @@ def test_a_base_with_an_unroutable_head_copy_is_served_per_adapter(tiny_decoders
 
     assert not _routes_mixed_batches(served_with(["model.norm", "score"]))
     assert _routes_mixed_batches(served_with(["score"]))
+
+
+def test_every_error_has_the_documented_shape(client):
+    """Malformed JSON, a body that is not UTF-8, a lone surrogate, an unknown path or method: one JSON
+    error shape, 422 for bodies, naming what is wrong."""
+    headers = {"content-type": "application/json"}
+    cases = [
+        (client.post("/predict", content=b'{"inputs": ["a", ', headers=headers), 422, "not valid JSON"),
+        (client.post("/predict", content=b'\xff\xfe{"inputs": "x"}', headers=headers), 422, "UTF-8"),
+        (client.post("/predict", content=b'{"inputs": ["fine", "bad \\ud800 text"], "model": "full3"}', headers=headers), 422,
+         "inputs[1]: invalid Unicode"),
+        (client.post("/qa", content=b'{"question": "\\udfff?", "context": "c", "model": "qa"}', headers=headers), 422,
+         "question: invalid Unicode"),
+        (client.get("/no/such/path"), 404, "no such endpoint"),
+        (client.get("/predict"), 405, "method not allowed"),
+    ]
+    for response, status, fragment in cases:
+        assert response.status_code == status and fragment in response.json()["error"]["message"], response.text
+        assert set(response.json()["error"]) == {"message", "type", "code"} and response.json()["error"]["code"] == status
+
+
+def test_metrics_label_only_known_routes(client):
+    for path in ("/a", "/b/c", "/predict/../x", "/v2/whatever"):
+        client.get(path)
+    text = client.get("/metrics").text
+    endpoints = {line.split('endpoint="')[1].split('"')[0] for line in text.splitlines() if line.startswith("thawkit_requests_total{")}
+    assert "other" in endpoints and endpoints <= {"other", *ENDPOINTS, "/v1/models", "/openapi.json", "/v1/completions", "/v1/chat/completions"}, endpoints
+
+
+def _start_server(runs, *options):
+    import httpx
+
+    port = _free_port()
+    exe = Path(sys.executable).with_name("thawkit")
+    process = subprocess.Popen([str(exe), "serve", f"full3={runs['full3']}", f"qa={runs['qa']}", f"sim={runs['sim']}", "--port", str(port),
+                                *options], env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process, port
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    process.kill()
+    raise AssertionError(f"thawkit serve did not start: {process.communicate()[1][-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def guarded(runs):
+    """The real server (uvicorn on 127.0.0.1) with short timeouts and few connections."""
+    process, port = _start_server(runs, "--max-body-bytes", "20000", "--max-inputs", "8", "--max-chars", "500",
+                                  "--header-timeout", "1", "--body-timeout", "1.5", "--max-connections", "6")
+    yield port
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _read_response(sock) -> tuple[int, dict]:
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+            [h for h in data.split(b"\r\n\r\n")[0].split(b"\r\n") if h.lower().startswith(b"content-length:")][0].split(b":")[1]):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+def test_chunked_bodies_are_bounded_while_they_stream(guarded):
+    """A chunked body (no Content-Length) over the limit is answered 413 before it ends: the server
+    never waits for, nor buffers, the rest."""
+    with socket.create_connection(("127.0.0.1", guarded), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+        chunk = b" " * 8192
+        for _ in range(4):  # 32 KB of a body that never ends (no terminating chunk)
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        status, body = _read_response(sock)
+    assert status == 413 and "--max-body-bytes" in body["error"]["message"]
+
+
+def test_slow_bodies_get_408_and_slow_headers_are_cut(guarded):
+    with socket.create_connection(("127.0.0.1", guarded), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"in")
+        status, body = _read_response(sock)  # the remaining 96 bytes never come
+    assert status == 408 and "--body-timeout" in body["error"]["message"]
+    with socket.create_connection(("127.0.0.1", guarded), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # headers that never end (slowloris)
+        assert sock.recv(1024) == b""  # closed by the server (a hang would raise socket.timeout)
+
+
+def test_the_connection_limit_answers_503_json_and_frees_up(guarded):
+    import httpx
+
+    idle = [socket.create_connection(("127.0.0.1", guarded), timeout=10) for _ in range(6)]
+    try:
+        with socket.create_connection(("127.0.0.1", guarded), timeout=10) as extra:
+            status, body = _read_response(extra)
+        assert status == 503 and "--max-connections" in body["error"]["message"]
+        for sock in idle:
+            assert sock.recv(1024) == b""  # the header deadline closes connections that send nothing
+    finally:
+        for sock in idle:
+            sock.close()
+    answer = httpx.post(f"http://127.0.0.1:{guarded}/predict", json={"inputs": TEXTS, "model": "full3"}, timeout=30)
+    assert answer.status_code == 200 and len(answer.json()) == 3
+
+
+def test_schemathesis_finds_no_500_and_no_undocumented_status(guarded):
+    """Requests generated from the server's own OpenAPI schema (bounded): never a 500, every status
+    and error body as documented."""
+    import schemathesis
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+
+    schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{guarded}/openapi.json")
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    tested = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def check(case):
+            case.call_and_validate(checks=checks)
+
+        check()
+        tested.append(operation.label)
+    assert {"POST /predict", "POST /qa", "POST /similarity", "GET /health"} <= set(tested)
+
+
+def test_a_busy_port_is_one_line_and_exit_2(runs):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        exe = Path(sys.executable).with_name("thawkit")
+        done = subprocess.run([str(exe), "serve", str(runs["full3"]), "--port", str(port)], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and f"port {port}" in lines[0] and "--port" in lines[0], done.stderr

@@ -20,6 +20,9 @@ def serve(
     max_chars: int = typer.Option(20000, min=1, help="characters per input"),
     max_body_bytes: int = typer.Option(1_000_000, min=1, help="request body size"),
     max_queue: int = typer.Option(1024, min=1, help="inputs waiting per model; beyond, 503"),
+    max_connections: int = typer.Option(256, min=1, help="open connections; beyond, a new one gets 503"),
+    header_timeout: float = typer.Option(10.0, min=0.1, help="seconds a connection has to send its request line and headers"),
+    body_timeout: float = typer.Option(30.0, min=0.1, help="seconds a request has to send its whole body (else 408)"),
 ) -> None:
     """Serve finished runs over HTTP: /predict, /ner, /qa, /embed, /v1/embeddings, /similarity, /v1/models, /metrics."""
     import os
@@ -34,8 +37,17 @@ def serve(
         from thawkit.serve.models import parse_run_arguments
     except ImportError as exc:
         raise ConfigError(f"serving needs the [serve] extra ({exc.name} is missing); fix: pip install 'thawkit[serve]'") from None
-    served = load_served(parse_run_arguments(runs))
-    limits = ServeLimits(max_inputs=max_inputs, max_chars=max_chars, max_body_bytes=max_body_bytes, max_queue=max_queue,
-                         max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms)
-    typer.secho(f"serving {', '.join(f'{n} ({m.task})' for n, m in served.items())} on http://{host}:{port}", err=True)
-    uvicorn.run(create_app(served, limits), host=host, port=port, log_level="warning")
+    from thawkit.serve.http import bind, guarded_protocol
+
+    sock = bind(host, port)  # first: a busy port is one line before minutes of model loading
+    try:
+        served = load_served(parse_run_arguments(runs))
+        limits = ServeLimits(max_inputs=max_inputs, max_chars=max_chars, max_body_bytes=max_body_bytes, max_queue=max_queue,
+                             max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, body_timeout_s=body_timeout,
+                             header_timeout_s=header_timeout, max_connections=max_connections)
+        config = uvicorn.Config(create_app(served, limits), log_level="warning", http=guarded_protocol(header_timeout, max_connections),
+                                timeout_keep_alive=5)
+        typer.secho(f"serving {', '.join(f'{n} ({m.task})' for n, m in served.items())} on http://{host}:{port}", err=True)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

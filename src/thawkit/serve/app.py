@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 from thawkit.serve.batching import Batcher, Item, QueueFull
 from thawkit.serve.models import ServedModel
 from thawkit.tasks.roles import Route
@@ -24,6 +26,27 @@ class ServeLimits:
     # 0: continuous batching — a batch is what queued while the model was busy, so a lone request
     # waits for nothing; above 0, a batch also waits this long for company.
     max_wait_ms: float = 0.0
+    body_timeout_s: float = 30.0  # for the whole request body, once its headers arrived; beyond: 408
+    header_timeout_s: float = 10.0  # for a connection's request line and headers (real server only: serve.http)
+    max_connections: int = 256  # open connections (real server only); beyond: 503
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorBody(BaseModel):
+    """Every error the server answers (400-level and 5xx alike) has this shape."""
+
+    error: ErrorDetail
+
+
+_ERRORS = {404: "no such model (or none of this task served)", 408: "the request body did not arrive in time (--body-timeout)",
+           413: "over a limit (--max-body-bytes, --max-inputs, --max-chars)", 422: "an invalid request: the message names the field",
+           503: "overloaded (--max-queue, --max-connections): retry later"}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody, "description": text} for status, text in _ERRORS.items()}
 
 
 class ApiError(RequestError):
@@ -60,6 +83,10 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
         return batchers[key]
 
     app = FastAPI(title="thawkit serve", version="1", description="Fine-tuned thawkit runs over HTTP")
+    from thawkit.serve.http import BodyGuard
+
+    # Added first, so it sits inside the metrics middleware below: its 413/408 answers are counted too.
+    app.add_middleware(BodyGuard, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
 
     @app.on_event("shutdown")
     async def _stop() -> None:
@@ -69,16 +96,28 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
     @app.middleware("http")
     async def _limits_and_metrics(request: Request, call_next: Any) -> Any:
         started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-            response = _error(413, f"request body of {int(length):,} bytes exceeds the limit of {limits.max_body_bytes:,} bytes "
-                                   "(--max-body-bytes)")
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         if request.url.path not in ("/metrics", "/health"):
-            latency.labels(request.url.path).observe(time.perf_counter() - started)
-            requests.labels(request.url.path, str(response.status_code)).inc()
+            # Only the app's own routes get a series: any other path is "other" (bounded label values).
+            endpoint = request.url.path if request.url.path in known_paths else "other"
+            latency.labels(endpoint).observe(time.perf_counter() - started)
+            requests.labels(endpoint, str(response.status_code)).inc()
         return response
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8, not the declared form)
+            return _error(422, "body: could not be read as JSON (send UTF-8 JSON with content-type application/json)")
+        message = {404: "no such endpoint; see /openapi.json", 405: "method not allowed on this endpoint; see /openapi.json"}
+        return _error(exc.status_code, message.get(exc.status_code, str(exc.detail)), "not_found" if exc.status_code == 404 else
+                      "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
+        import logging
+
+        logging.getLogger("thawkit").exception("request failed")
+        return _error(500, f"internal error ({type(exc).__name__}): a bug in thawkit; please report it with the request", "server_error")
 
     @app.exception_handler(RequestError)
     async def _api_error(_request: Request, exc: RequestError) -> JSONResponse:
@@ -87,6 +126,9 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":
+            reason = (first.get("ctx") or {}).get("error", "invalid JSON")
+            return _error(422, f"body: not valid JSON ({reason}, at character {first.get('loc', ('', '?'))[-1]})")
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         return _error(422, f"{where or 'body'}: {first.get('msg')}")
 
@@ -132,27 +174,29 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
             queue_depth.labels(model.name).set(batcher.depth())
         return results, sum(counts)
 
-    @app.get("/health")
+    @app.get("/health", responses={408: ERROR_RESPONSES[408], 413: ERROR_RESPONSES[413]})
     async def health() -> dict[str, Any]:
         return {"status": "ok", "models": list(served)}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses={408: ERROR_RESPONSES[408], 413: ERROR_RESPONSES[413]})
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [m.describe() for m in served.values()]}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses={408: ERROR_RESPONSES[408], 413: ERROR_RESPONSES[413]})
     async def metrics() -> PlainTextResponse:
         for name, model in served.items():
             queue_depth.labels(name).set(batcher_for(model).depth())
         return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
     mounted: dict[str, str] = {}
+    known_paths = {"/health", "/metrics", "/v1/models", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"}
     for task in registered_task_handlers():
         for route in task.routes():
             if route.path in mounted:
                 raise RuntimeError(f"route {route.path} is declared by tasks {mounted[route.path]} and {task.name}")
             mounted[route.path] = task.name
-            app.post(route.path, summary=route.summary or None)(_endpoint(route, task.run_type, pick, run_batch, check_inputs))
+            known_paths.add(route.path)
+            app.post(route.path, summary=route.summary or None, responses=ERROR_RESPONSES)(_endpoint(route, task.run_type, pick, run_batch, check_inputs))
 
     return app
 
@@ -198,12 +242,29 @@ def _endpoint(route: Route, run_type: str, pick: Any, run_batch: Any, check_inpu
     import inspect
 
     async def endpoint(body: Any) -> Any:
+        check_unicode(body.model_dump())
         return await route.handler(body, _Call(pick(body.model, run_type), run_batch, check_inputs))
 
     endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=route.request)])
     endpoint.__name__ = route.path.strip("/").replace("/", "_") or "root"
     return endpoint
+
+
+def check_unicode(value: Any, where: str = "") -> None:
+    """JSON may escape a lone surrogate (``"\\ud800"``) that no UTF-8 text holds: refused, naming the field."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ApiError(422, f"{where or 'body'}: invalid Unicode (a lone surrogate U+{ord(value[exc.start]):04X} at character "
+                                f"{exc.start}); send valid UTF-8 text") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_unicode(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_unicode(item, f"{where}[{index}]")
 
 
 def registered_task_handlers() -> list[Any]:
