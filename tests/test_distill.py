@@ -37,6 +37,8 @@ def test_layers_student_keeps_the_teachers_metric(teacher, tmp_path):
     assert facts["speedup"] > 0
     saved = json.loads((tmp_path / "student" / "distillation.json").read_text())
     assert saved["student"] == "layers:2" and len(student.model.base_model.encoder.layer) == 2
+    # Written after the run was published, still thawkit's: a later --overwrite may replace it.
+    assert "distillation.json" in json.loads((tmp_path / "student" / ".thawkit-written").read_text())
     assert not (tmp_path / "student-student-base").exists()  # the init folder is temporary for a full student
     reloaded = thawkit.load(tmp_path / "student")  # a normal run
     assert reloaded.predict(["the film was great"])[0]["label"] == student.predict(["the film was great"])[0]["label"]

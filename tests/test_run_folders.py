@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import thawkit
 from thawkit.cli.app import main
@@ -88,3 +90,85 @@ def test_damaged_run_files_are_one_line(finished, toy_csv, tmp_path, capsys, dam
     for command in ("predict", "evaluate"):
         _refused(COMMANDS[command](run, toy_csv, tmp_path / "exported"), capsys, file)
     _refused(["info", str(run)], capsys, file)
+
+
+GOOD = "text,label\n" + "".join(f"good example {i},pos\nbad example {i},neg\n" for i in range(10))
+
+
+def test_overwrite_never_deletes_a_folder_thawkit_did_not_write(tiny_bert, tmp_path, capsys):
+    """The reported data loss: --out is the folder holding the training data, with --overwrite."""
+    folder = tmp_path / "ow_data"
+    folder.mkdir()
+    data = folder / "good.csv"
+    data.write_text(GOOD)
+    err = _refused(["train", "--model", str(tiny_bert), "--data", str(data), "--out", str(folder), "--overwrite", "--epochs", "1",
+                    "--progress", "off"], capsys, "not a folder thawkit wrote")
+    assert str(data) in err and data.read_text() == GOOD
+
+
+def test_overwrite_replaces_a_run_only_while_it_holds_nothing_else(tiny_bert, toy_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--model", str(tiny_bert), "--data", str(toy_csv), "--out", str(out), "--epochs", "1", "--max-length", "16",
+            "--progress", "off", "--no-measure-forgetting", "--overwrite"]
+    main(args)
+    first = (out / "thawkit.json").read_text()
+    notes = out / "notes" / "mine.txt"
+    notes.parent.mkdir()
+    notes.write_text("keep me")
+    err = _refused(args, capsys, "that thawkit did not write")
+    assert str(notes) in err and notes.read_text() == "keep me" and (out / "thawkit.json").read_text() == first
+    notes.unlink()
+    notes.parent.rmdir()
+    main(args)  # only thawkit's own files: replaced
+    assert (out / "thawkit.json").read_text() != first and not notes.exists()
+
+
+def test_predict_output_never_replaces_its_input(finished, tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a fine film\na dull film\n")
+    _refused(["predict", str(finished["full"]), "--file", str(texts), "--output", str(texts)], capsys, "is the --file being read")
+    assert texts.read_text() == "a fine film\na dull film\n"
+    _refused(["predict", str(finished["full"]), "a film", "--output", str(finished["full"] / "labels.json")], capsys,
+             "inside the run folder")
+
+
+_names = st.lists(st.from_regex(r"[a-z]{1,6}(/[a-z]{1,6}){0,2}\.(txt|csv|json)", fullmatch=True), max_size=4, unique=True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ours=_names, theirs=_names, marked=st.booleans(), legacy=st.booleans())
+def test_overwrite_removes_only_files_it_wrote(tmp_path_factory, ours, theirs, marked, legacy):
+    """Property: publishing over a folder either replaces it (and then every file there was one a
+    thawkit publish wrote) or refuses with ConfigError leaving every file in place."""
+    from thawkit.errors import ConfigError
+    from thawkit.rundir import partial_dir_for, publish
+
+    root = tmp_path_factory.mktemp("prop")
+    final = root / "run"
+    if marked:  # a folder thawkit published earlier
+        earlier = partial_dir_for(final)
+        earlier.mkdir()
+        for name in ours + (["thawkit.json"] if legacy else []):
+            (earlier / name).parent.mkdir(parents=True, exist_ok=True)
+            (earlier / name).write_text("ours")
+        publish(earlier, final, overwrite=False)
+    elif legacy:
+        final.mkdir()
+        (final / "thawkit.json").write_text("{}")
+    final.mkdir(exist_ok=True)
+    foreign = [name for name in theirs if not (final / name).exists()]
+    for name in foreign:
+        (final / name).parent.mkdir(parents=True, exist_ok=True)
+        (final / name).write_text("theirs")
+    new = partial_dir_for(final)
+    new.mkdir()
+    (new / "thawkit.json").write_text('{"new": 1}')
+    before = {str(p.relative_to(final)): p.read_text() for p in final.rglob("*") if p.is_file()}
+    try:
+        publish(new, final, overwrite=True)
+    except ConfigError:
+        assert {str(p.relative_to(final)): p.read_text() for p in final.rglob("*") if p.is_file()} == before
+        assert foreign or not (marked or legacy)  # refused only for a reason
+        return
+    assert not foreign or (legacy and not marked)  # replaced: nothing foreign was there (or an old run, by its thawkit.json)
+    assert (final / "thawkit.json").read_text() == '{"new": 1}'

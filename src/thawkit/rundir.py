@@ -28,6 +28,7 @@ RUN_FILE = "thawkit.json"
 LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.jsonl"
+WRITTEN_FILE = ".thawkit-written"  # the files a published folder held: what --overwrite may replace
 
 
 def default_run_dir(strategy: str) -> Path:
@@ -68,17 +69,61 @@ def check_destination(final: Path, overwrite: bool) -> None:
     for folder in (final, *final.parents):
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"{folder}: is a file, so {final} cannot be a run directory; fix: choose another --out")
-    if final.exists() and any(final.iterdir()) and not overwrite:
-        raise ConfigError(f"{final}: run directory already exists; fix: choose another --out or pass --overwrite")
+    if final.exists() and any(final.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{final}: run directory already exists; fix: choose another --out or pass --overwrite")
+        check_replaceable(final)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def check_replaceable(final: Path) -> None:
+    """--overwrite replaces only what thawkit wrote: a folder whose every file is listed in its
+    ``.thawkit-written`` (written when it was published), or a run of an earlier version (thawkit.json,
+    no list). Anything else there (the training data, a user's notes) means the folder is not ours."""
+    listed = final / WRITTEN_FILE
+    if listed.is_file():
+        try:
+            ours = set(json.loads(listed.read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+            ours = set()
+        foreign = [name for name in _files(final) if name not in ours and name != WRITTEN_FILE]
+        if foreign:
+            raise ConfigError(f"{final}: --overwrite would delete {final / foreign[0]}"
+                              f"{f' and {len(foreign) - 1} more files' if len(foreign) > 1 else ''} that thawkit did not write; "
+                              "fix: move them out, or choose another --out")
+        return
+    if not (final / RUN_FILE).is_file():
+        raise ConfigError(f"{final}: not a folder thawkit wrote (no {RUN_FILE}, no {WRITTEN_FILE}), so --overwrite will not "
+                          f"delete it (it holds {final / _files(final)[0] if _files(final) else 'folders'}); fix: choose another "
+                          "--out, or empty it yourself")
+
+
+def record_written(final: Path, *names: str) -> None:
+    """Files a command adds to a folder it already published: listed, so --overwrite may replace them."""
+    listed = final / WRITTEN_FILE
+    known = set(json.loads(listed.read_text(encoding="utf-8"))) if listed.is_file() else set()
+    temporary = final / f".{WRITTEN_FILE}.tmp"
+    temporary.write_text(json.dumps(sorted(known | set(names)), indent=0) + "\n", encoding="utf-8")
+    os.replace(temporary, listed)
 
 
 def publish(partial: Path, final: Path, overwrite: bool) -> None:
-    """Move a complete run into place; an existing run is replaced only after the new one is whole."""
+    """Move a complete run into place; an existing run is replaced only after the new one is whole,
+    and only if thawkit wrote it (``check_replaceable``)."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    written = partial / WRITTEN_FILE
+    temporary = partial / f".{WRITTEN_FILE}.tmp"
+    temporary.write_text(json.dumps(_files(partial), indent=0) + "\n", encoding="utf-8")
+    os.replace(temporary, written)  # what --overwrite may later replace: exactly these files
     backup = None
     if final.exists():
         if not overwrite and any(final.iterdir()):
             raise ConfigError(f"{final}: run directory already exists; fix: choose another --out or pass --overwrite")
+        if any(final.iterdir()):
+            check_replaceable(final)
         backup = final.parent / f".{final.name}.old"
         shutil.rmtree(backup, ignore_errors=True)
         final.rename(backup)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -62,6 +63,11 @@ def predict(
         raise ConfigError(f"{next(f for f in ('--temperature', '--top-p', '--seed') if f in given)} shapes sampling; fix: add --sample")
     if stream and output is not None:
         raise ConfigError("--stream prints to the terminal; fix: drop --output, or --stream")
+    if output is not None and file is not None and output.resolve() == file.resolve():
+        raise ConfigError(f"--output {output} is the --file being read: the predictions would replace its texts; fix: write "
+                          "them to another file")
+    if output is not None and output.resolve().is_relative_to(Path(run).resolve()):
+        raise ConfigError(f"--output {output} lies inside the run folder {run}; fix: write the predictions elsewhere")
     loaded = load(run)
     if given and not loaded.generates:
         raise ConfigError(f"{next(iter(given))} is for generation runs; {run} is a {loaded.info.get('task')} run; fix: drop it")
@@ -83,7 +89,9 @@ def predict(
     results = loaded.predict(list(texts or []), pairs, **options)
     lines = [json.dumps({"text": text, **result}, default=float) for text, result in zip(texts or [], results)]
     if output is not None:
-        output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        temporary = output.parent / f".{output.name}.tmp"  # a failed write never leaves half a file under the name
+        temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        os.replace(temporary, output)
         console.print(f"{len(lines)} predictions written to {output}")
     else:
         for line in lines:

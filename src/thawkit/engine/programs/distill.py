@@ -27,7 +27,7 @@ from thawkit.engine.core.distill_loss import Distillation
 from thawkit.engine.core.pipeline import run_training
 from thawkit.runplan import RunPlan, out_dir
 from thawkit.errors import ConfigError
-from thawkit.rundir import read_run_files
+from thawkit.rundir import read_run_files, record_written
 from thawkit.tasks import RunBase, Task, task_for_run
 
 DISTILLATION_FILE = "distillation.json"
@@ -179,6 +179,7 @@ def run_distill(plan: RunPlan, teacher_path: Path, teacher: RunBase, student: St
     temporary = target.with_suffix(".tmp")
     temporary.write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, target)
+    record_written(Path(run.path), DISTILLATION_FILE)
     return run, facts
 
 
