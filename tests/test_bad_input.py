@@ -164,3 +164,24 @@ def test_pickle_only_model_is_refused(tiny_bert, tmp_path, capsys):
     good = write(tmp_path / "good.csv", GOOD)
     code, err = run_cli(["train", "--data", str(good), "--model", str(folder), "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "pytorch_model.bin" in err and "safetensors" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("task, name", [("classification", "data.csv"), ("ner", "data.conll"), ("qa", "data.json"),
+                                        ("classification", "data.txt")])
+def test_a_fifo_as_data_is_refused_not_read_forever(tmp_path, capsys, tiny_bert, task, name):
+    import os
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)  # nothing ever writes to it: opening it for reading would block forever
+    if name.endswith(".txt"):
+        code, err = run_cli(["predict", str(tmp_path / "no-run"), "--file", str(fifo)], capsys)
+        assert code == 2 and "no such run directory" in err  # the run is checked first; the reader next:
+        from thawkit.data.classification import read_texts_for_prediction
+        from thawkit.errors import DataError
+
+        with pytest.raises(DataError, match="named pipe"):
+            read_texts_for_prediction(fifo, None, None)
+        return
+    code, err = run_cli(["train", "--task", task, "--data", str(fifo), "--model", str(tiny_bert), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "named pipe (FIFO)" in err and str(fifo) in err and "Traceback" not in err, err
+    assert not (tmp_path / "r").exists()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thawkit.data.tables import TableFormat, read_table
+from thawkit.data.tables import TableFormat, check_data_path, read_table
 from thawkit.errors import DataError
 
 log = logging.getLogger("thawkit")
@@ -293,9 +293,8 @@ def read_texts_for_prediction(path: str | Path, text_col: str | None, text_pair_
     """Texts (and optional pairs) from a file, for ``predict --file``."""
     path = Path(path)
     if path.suffix.lower() == ".txt":
-        raw = path.read_bytes() if path.exists() else None
-        if raw is None:
-            raise DataError(f"{path}: file not found; fix: check the path")
+        check_data_path(path)
+        raw = path.read_bytes()
         from thawkit.data.tables import decode_utf8
 
         lines = [line for line in decode_utf8(path, raw).splitlines() if line.strip()]

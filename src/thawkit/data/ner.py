@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thawkit.data.tables import decode_utf8
+from thawkit.data.tables import check_data_path, decode_utf8
 from thawkit.errors import DataError
 
 Sentence = tuple[list[str], list[str]]  # (words, IOB2 tags)
@@ -100,8 +100,7 @@ def normalise_tags(tags: list[str]) -> list[str]:
 
 def read_ner_file(path: str | Path) -> list[Sentence]:
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found; fix: check the path")
+    check_data_path(path)
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"{path}: file is empty; fix: 'TOKEN TAG' lines with blank lines between sentences, or JSONL")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from thawkit.data.tables import check_data_path
+
 import collections
 import json
 from dataclasses import dataclass
@@ -22,8 +24,7 @@ class QAExample:
 
 def read_squad(path: str | Path, titles: set[str] | None = None) -> list[QAExample]:
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found; fix: check the path")
+    check_data_path(path)
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

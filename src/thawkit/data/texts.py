@@ -9,11 +9,10 @@ from thawkit.errors import DataError
 
 def read_texts(path: Path, text_col: str | None = None, flag: str = "--text") -> list[str]:
     """Plain text (one document per line), JSONL/CSV/TSV/Parquet with a text column, or a folder of .txt files."""
-    from thawkit.data.tables import decode_utf8
+    from thawkit.data.tables import check_data_path, decode_utf8
 
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found; fix: check the {flag} path")
+    check_data_path(path, f"check the {flag} path")
     if path.is_dir():
         files = sorted(path.rglob("*.txt"))
         if not files:
