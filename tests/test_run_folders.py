@@ -172,3 +172,18 @@ def test_overwrite_removes_only_files_it_wrote(tmp_path_factory, ours, theirs, m
         return
     assert not foreign or (legacy and not marked)  # replaced: nothing foreign was there (or an old run, by its thawkit.json)
     assert (final / "thawkit.json").read_text() == '{"new": 1}'
+
+
+def test_a_relative_model_path_is_recorded_absolute_so_adapters_load_anywhere(tiny_bert, toy_csv, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tiny_bert.parent)
+    run = thawkit.train(model=tiny_bert.name, data=toy_csv, strategy="lora", epochs=1, max_length=16, out=tmp_path / "lora",
+                        progress="off", measure_forgetting=False)
+    adapter = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(tiny_bert.resolve())
+    assert run.info["config"]["model"] == str(tiny_bert.resolve())
+    assert "absolute path" in run.info["plan"]["settings"]["model"]["source"]
+    expected = run.predict(["a fine film"])[0]["scores"]
+    monkeypatch.chdir(tmp_path)  # elsewhere: the base is still found
+    assert thawkit.load(tmp_path / "lora").predict(["a fine film"])[0]["scores"] == pytest.approx(expected, abs=1e-6)

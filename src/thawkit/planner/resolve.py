@@ -52,13 +52,14 @@ def resolve_settings(cfg: TrainConfig, r: Resolution, command: Command, extra_tr
         foreign = [flag for flag, name in GENERATION_SETTINGS if name in r.values]
         if foreign:
             raise ConfigError(f"{foreign[0]} is for --task generation; fix: drop it for --task {task.name}")
+    _absolute_model_paths(r)
     r.default("split_seed", cfg.data_split_seed(), "the run's seed (--seed)")
     if command.writes_run:
         _out(r, task.name, cfg)
     data = task.load_data(make_config(r.values))
     if extra_train is not None:
         task.add_training_examples(data, extra_train)
-    r.default("tokenizer", cfg.model, "the model's own")
+    r.default("tokenizer", r.values.get("model", cfg.model), "the model's own")
     for name, (value, source) in task.task_settings(make_config(r.values), data).items():
         r.default(name, value, source)
     facts = model_facts(cfg.model)
@@ -74,6 +75,17 @@ def resolve_settings(cfg: TrainConfig, r: Resolution, command: Command, extra_tr
     if extra_train is not None:
         plan.loaded["extra_train"] = extra_train
     return plan
+
+
+def _absolute_model_paths(r: Resolution) -> None:
+    """A model or tokenizer given as a relative folder is recorded absolute: the run (and an
+    adapter's ``base_model_name_or_path``) must load from any working directory."""
+    import os
+
+    for name in ("model", "tokenizer"):
+        value = r.values.get(name)
+        if isinstance(value, str) and not os.path.isabs(value) and os.path.isdir(value):
+            r.set(name, os.path.abspath(value), f"{r.sources.get(name, 'given')} (as an absolute path: the run loads from anywhere)")
 
 
 def _out(r: Resolution, task: str, cfg: TrainConfig) -> None:
