@@ -108,6 +108,13 @@ def lr_find(config: TrainConfig | dict[str, Any] | None = None, steps: int = 100
     values = given_values(config, options)
     if values.get("strategy") == "auto":
         raise ConfigError("lr-find needs a named strategy; fix: pass --strategy")
+    if not start_lr > 0:
+        raise ConfigError(f"--start-lr {start_lr:g}: the range is exponential and starts above 0; fix: e.g. --start-lr 1e-7")
+    if end_lr is not None and not end_lr > start_lr:
+        raise ConfigError(f"--end-lr {end_lr:g} is not above --start-lr {start_lr:g}; fix: an end above the start, e.g. "
+                          f"--end-lr {start_lr * 1e6:g}")
+    if steps < 2:
+        raise ConfigError(f"--steps {steps}: a range test needs at least 2 steps; fix: e.g. --steps 100")
     quiet_libraries()
     return run_range_test(plan_run(values, "lr-find", sources), steps=steps, start_lr=start_lr, end_lr=end_lr)
 

@@ -39,9 +39,10 @@ def serve(
         raise ConfigError(f"serving needs the [serve] extra ({exc.name} is missing); fix: pip install 'thawkit[serve]'") from None
     from thawkit.serve.http import bind, guarded_protocol
 
-    sock = bind(host, port)  # first: a busy port is one line before minutes of model loading
+    named = parse_run_arguments(runs)
+    sock = bind(host, port)  # before the runs load: a busy port is one line, not minutes later
     try:
-        served = load_served(parse_run_arguments(runs))
+        served = load_served(named)
         limits = ServeLimits(max_inputs=max_inputs, max_chars=max_chars, max_body_bytes=max_body_bytes, max_queue=max_queue,
                              max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, body_timeout_s=body_timeout,
                              header_timeout_s=header_timeout, max_connections=max_connections)

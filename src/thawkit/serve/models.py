@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,12 @@ def parse_run_arguments(runs: list[str]) -> dict[str, Path]:
     named: dict[str, Path] = {}
     for item in runs:
         name, _, path = item.partition("=") if "=" in item else (Path(item).name, "", item)
+        if not name.strip() or not path.strip():
+            raise ConfigError(f"{item!r}: {'the name' if not name.strip() else 'the run folder'} is empty; fix: RUN or NAME=RUN, "
+                              "e.g. sentiment=runs/lora-a")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise ConfigError(f"{item!r}: a served name is letters, digits, '.', '_' and '-' (it is the API's \"model\"); fix: "
+                              "name the run, e.g. sentiment=RUN")
         if name in named:
             raise ConfigError(f"two served runs are named {name!r}; fix: name them, e.g. {name}2={path}")
         named[name] = Path(path)
