@@ -188,10 +188,8 @@ def test_incomplete_checkpoint_is_never_resumed_from(reference, tiny_bert, toy_c
     _assert_same_run(reference["full"], out)
 
 
-def test_sigkill_then_resume_from_the_command_line(reference, tiny_bert, toy_csv, tmp_path):
-    """The real signal: SIGKILL the CLI process right after its second checkpoint, resume with
-    `thawkit train --resume OUT` only."""
-    out = tmp_path / "run"
+def _cli_signalled_after_checkpoint(tiny_bert, toy_csv, out: Path, signal_name: str) -> subprocess.CompletedProcess:
+    """`thawkit train` in a subprocess that sends itself ``signal_name`` right after its second checkpoint."""
     script = (
         "import os, signal, sys\n"
         "from thawkit.engine.core.trainer import StrategyTrainer\n"
@@ -199,7 +197,7 @@ def test_sigkill_then_resume_from_the_command_line(reference, tiny_bert, toy_csv
         "def save(self, model, trial):\n"
         "    original(self, model, trial)\n"
         "    if self.state.global_step >= 6:\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"        os.kill(os.getpid(), signal.{signal_name})\n"
         "StrategyTrainer._save_checkpoint = save\n"
         "from thawkit.cli.app import main\n"
         "main(sys.argv[1:])\n"
@@ -207,11 +205,18 @@ def test_sigkill_then_resume_from_the_command_line(reference, tiny_bert, toy_csv
     args = ["train", "--model", str(tiny_bert), "--data", str(toy_csv), "--strategy", "full", "--epochs", "3", "--lr", "1e-3",
             "--batch-size", "16", "--max-length", "16", "--out", str(out), "--progress", "off", "--no-measure-forgetting",
             "--checkpoint-every", "3", "--keep-checkpoints", "2", "--early-stopping-patience", "0", "--seed", "7"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    killed = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", script, *args], env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_sigkill_then_resume_from_the_command_line(reference, tiny_bert, toy_csv, tmp_path):
+    """The real signal: SIGKILL the CLI process right after its second checkpoint, resume with
+    `thawkit train --resume OUT` only."""
+    out = tmp_path / "run"
+    killed = _cli_signalled_after_checkpoint(tiny_bert, toy_csv, out, "SIGKILL")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     resumed = subprocess.run([str(Path(sys.executable).with_name("thawkit")), "train", "--resume", str(out), "--progress", "off"],
-                             env=env, capture_output=True, text=True, timeout=300)
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _assert_same_run(reference["full"], out)
 
@@ -219,23 +224,7 @@ def test_sigkill_then_resume_from_the_command_line(reference, tiny_bert, toy_csv
 def test_sigterm_keeps_the_checkpoint_says_one_line_and_exits_143(reference, tiny_bert, toy_csv, tmp_path):
     """SIGTERM (kill, docker stop, preemption) as Ctrl-C: the checkpoint kept, one line, 128 + 15."""
     out = tmp_path / "run"
-    script = (
-        "import os, signal, sys\n"
-        "from thawkit.engine.core.trainer import StrategyTrainer\n"
-        "original = StrategyTrainer._save_checkpoint\n"
-        "def save(self, model, trial):\n"
-        "    original(self, model, trial)\n"
-        "    if self.state.global_step >= 6:\n"
-        "        os.kill(os.getpid(), signal.SIGTERM)\n"
-        "StrategyTrainer._save_checkpoint = save\n"
-        "from thawkit.cli.app import main\n"
-        "main(sys.argv[1:])\n"
-    )
-    args = ["train", "--model", str(tiny_bert), "--data", str(toy_csv), "--strategy", "full", "--epochs", "3", "--lr", "1e-3",
-            "--batch-size", "16", "--max-length", "16", "--out", str(out), "--progress", "off", "--no-measure-forgetting",
-            "--checkpoint-every", "3", "--keep-checkpoints", "2", "--early-stopping-patience", "0", "--seed", "7"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    stopped = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300)
+    stopped = _cli_signalled_after_checkpoint(tiny_bert, toy_csv, out, "SIGTERM")
     assert stopped.returncode == 143, stopped.stderr[-2000:]
     lines = [line for line in stopped.stderr.splitlines() if line.strip() and not line.startswith("Hint:")]  # the LR guard's
     assert len(lines) == 1 and lines[0].startswith("SIGTERM:") and f"thawkit train --resume {out}" in lines[0], lines

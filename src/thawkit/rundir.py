@@ -96,9 +96,10 @@ def check_replaceable(final: Path) -> None:
                               "fix: move them out, or choose another --out")
         return
     if not (final / RUN_FILE).is_file():
+        held = _files(final)
         raise ConfigError(f"{final}: not a folder thawkit wrote (no {RUN_FILE}, no {WRITTEN_FILE}), so --overwrite will not "
-                          f"delete it (it holds {final / _files(final)[0] if _files(final) else 'folders'}); fix: choose another "
-                          "--out, or empty it yourself")
+                          f"delete it (it holds {final / held[0] if held else 'folders'}); fix: choose another --out, or empty "
+                          "it yourself")
 
 
 def record_written(final: Path, *names: str) -> None:
