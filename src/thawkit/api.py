@@ -15,7 +15,7 @@ from thawkit.errors import ConfigError
 from thawkit.planner import given_values, plan_run
 from thawkit.rundir import read_run_files
 from thawkit.runplan import RunPlan
-from thawkit.tasks import RunBase, task_for_run
+from thawkit.tasks import RunBase, load_checked, open_run, task_for_run
 
 log = logging.getLogger("thawkit")
 
@@ -123,10 +123,9 @@ def load(path: str | Path) -> RunBase:
     """Load a finished run directory of any task for prediction or evaluation."""
     from thawkit.logging_setup import quiet_libraries
 
-    run, info, labels = read_run_files(path)
-    task = task_for_run(info.get("task", ""))
+    task, run, info, labels = open_run(path)
     quiet_libraries()
-    return task.load_run(run, info, labels)
+    return load_checked(task, run, info, labels)
 
 
 __all__ = ["train", "plan", "load", "lr_find", "dapt", "distill"]

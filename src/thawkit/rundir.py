@@ -29,6 +29,9 @@ LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.jsonl"
 WRITTEN_FILE = ".thawkit-written"  # the files a published folder held: what --overwrite may replace
+# Written with a run, not needed to load it: everything else a run was published with must still be there.
+NOT_NEEDED_TO_LOAD = frozenset({"README.md", METRICS_FILE, HISTORY_FILE})
+DAMAGED_FIX = "the run folder is damaged; fix: train the run again or restore the folder from a copy"
 
 
 def default_run_dir(strategy: str) -> Path:
@@ -133,6 +136,28 @@ def publish(partial: Path, final: Path, overwrite: bool) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
+DISK_FULL_MESSAGES = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+
+
+def as_disk_full(exc: BaseException, folder: Path | None = None) -> OSError | None:
+    """The disk-full error behind ``exc``, as an ``OSError(ENOSPC)`` naming ``folder``, or None.
+    Libraries report a full disk their own way: an OSError (ENOSPC/EDQUOT), safetensors'
+    SafetensorError ("... os error 28"), torch.save's RuntimeError ("unexpected pos", the errno
+    lost: recognised by the folder's file system having under 1 MiB left)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return exc
+    chain = [exc, *([exc.__cause__] if exc.__cause__ else []), *([exc.__context__] if exc.__context__ else [])]
+    worded = any(message in str(item) for item in chain for message in DISK_FULL_MESSAGES)
+    if not worded and folder is not None and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        probe = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        worded = probe is not None and shutil.disk_usage(probe).free < 2**20
+    if not worded:
+        return None
+    return OSError(errno.ENOSPC, "No space left on device", str(folder) if folder is not None else None)
+
+
 def json_safe(value: Any) -> Any:
     """NaN/inf are not JSON (a NaN metric from a constant score column would make the file unreadable
     to strict parsers): they become null."""
@@ -170,18 +195,103 @@ def read_run_files(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, An
                 f"{run}: missing {name}, so this is not a complete thawkit run; fix: pass a run folder written by 'thawkit train'"
             )
     check_safetensors_only(run)
-    return run, _read_object(run / RUN_FILE), _read_object(run / LABELS_FILE)
+    info, labels = _read_object(run / RUN_FILE), _read_object(run / LABELS_FILE)
+    if not isinstance(info.get("task"), str) or not info["task"]:
+        raise RunDirError(f"{run / RUN_FILE}: no 'task' recorded, so thawkit cannot tell how to load this run; {DAMAGED_FIX}")
+    check_run_folder(run)
+    return run, info, labels
+
+
+def check_run_folder(run: Path) -> None:
+    """What loading needs, checked before anything is loaded, each failure naming its file: every file
+    the run was published with is still there, every JSON file is an object, every safetensors file
+    is whole, every model config names an architecture this transformers knows, and the tokenizer the
+    run was trained with is there (never silently replaced by another)."""
+    _check_published_files_present(run)
+    for path in sorted(run.rglob("*.json")):
+        _read_json(path, list if path.name in JSON_LIST_FILES else dict)
+    for path in sorted(run.rglob("*.safetensors")):
+        _check_safetensors(path)
+    for folder in (run, run / "backbone"):
+        if (folder / "config.json").is_file():
+            _check_model_config(folder / "config.json")
+    _check_tokenizer_present(run)
+
+
+def _check_published_files_present(run: Path) -> None:
+    listed = run / WRITTEN_FILE
+    if not listed.is_file():
+        return  # a run of an earlier version: the checks below still apply
+    try:
+        names = json.loads(listed.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        names = None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise RunDirError(f"{listed}: not the list of files thawkit writes; {DAMAGED_FIX}")
+    missing = [name for name in names if Path(name).name not in NOT_NEEDED_TO_LOAD and not (run / name).is_file()]
+    if missing:
+        raise RunDirError(f"{run / missing[0]}: missing{f' (and {len(missing) - 1} more files)' if len(missing) > 1 else ''}; "
+                          f"the run was written with it; {DAMAGED_FIX}")
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as exc:
+        raise RunDirError(f"{path}: not a whole safetensors file ({exc}); {DAMAGED_FIX}") from None
+
+
+def _check_model_config(path: Path) -> None:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    config = _read_object(path)
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise RunDirError(f"{path}: no 'model_type', so no architecture can be chosen for the weights; {DAMAGED_FIX}")
+    if model_type not in CONFIG_MAPPING:
+        raise RunDirError(f"{path}: model_type {model_type!r} is unknown to the installed transformers; fix: upgrade "
+                          "transformers, or pass a run folder of a model it supports")
+    if "auto_map" in config:
+        import logging
+
+        logging.getLogger("thawkit").warning(
+            "%s: 'auto_map' names custom model code; thawkit never runs code from a run folder (no trust_remote_code), "
+            "so the standard %s classes load these weights", path, model_type)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
+def _check_tokenizer_present(run: Path) -> None:
+    if not any((run / name).is_file() for name in TOKENIZER_FILES):
+        raise RunDirError(f"{run}: no tokenizer files (tokenizer.json or a vocabulary), and thawkit never substitutes "
+                          f"another model's tokenizer; {DAMAGED_FIX}")
+    settings = run / "tokenizer_config.json"  # the special tokens (padding, [CLS]...): without it the same vocabulary encodes differently
+    if not settings.is_file():
+        raise RunDirError(f"{settings}: missing, so the tokenizer's special tokens are unknown; {DAMAGED_FIX}")
+    if not isinstance(_read_object(settings).get("tokenizer_class"), str):
+        raise RunDirError(f"{settings}: no 'tokenizer_class', not the file transformers writes; {DAMAGED_FIX}")
+
+
+JSON_LIST_FILES = frozenset({"modules.json"})  # sentence-transformers' module list; every other JSON file is an object
 
 
 def _read_object(path: Path) -> dict[str, Any]:
+    return _read_json(path, dict)
+
+
+def _read_json(path: Path, kind: type) -> Any:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{path}: not valid JSON ({exc}); the run folder is damaged; fix: train the run again or restore "
-                          "the folder from a copy") from None
-    if not isinstance(value, dict):
-        raise RunDirError(f"{path}: holds a JSON {type(value).__name__}, not the object thawkit writes; the run folder is "
-                          "damaged; fix: train the run again or restore the folder from a copy")
+        raise RunDirError(f"{path}: not valid JSON ({exc}); {DAMAGED_FIX}") from None
+    if not isinstance(value, kind):
+        wanted = "the object" if kind is dict else "the list"
+        raise RunDirError(f"{path}: holds a JSON {type(value).__name__}, not {wanted} thawkit writes; {DAMAGED_FIX}")
     return value
 
 
@@ -202,4 +312,18 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     history = path / HISTORY_FILE
     if not history.exists():
         return []
-    return [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        lines = history.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise RunDirError(f"{history}: not UTF-8 text; {DAMAGED_FIX}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line) if line.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise RunDirError(f"{history}: line {number} is not valid JSON ({exc}); {DAMAGED_FIX}") from None
+        if not isinstance(record, dict):
+            raise RunDirError(f"{history}: line {number} is not a JSON object; {DAMAGED_FIX}")
+        if record:
+            records.append(record)
+    return records

@@ -71,14 +71,12 @@ def _adapter_key(path: Path) -> tuple[Any, ...] | None:
 
 def load_served(runs: dict[str, Path]) -> dict[str, ServedModel]:
     from thawkit.api import load
-    from thawkit.rundir import read_run_files
-    from thawkit.tasks import task_for_run
+    from thawkit.tasks import open_run
 
     served: dict[str, ServedModel] = {}
     shared: dict[tuple[Any, ...], ServedModel] = {}
     for name, path in runs.items():
-        _, info, _ = read_run_files(path)  # a clear error for a folder that is not a finished run
-        task = task_for_run(info.get("task", ""))
+        task, _, info, _ = open_run(path)  # a clear error for a folder that is not a finished, whole run
         if not task.routes():
             raise ConfigError(f"{path}: thawkit serve has no endpoints for {task.name} runs yet; fix: {task.unserved_fix}")
         key = _adapter_key(path)

@@ -5,8 +5,11 @@ scikit-learn; `thawkit --help` must not); plugins register with ``@register_task
 """
 
 import importlib
+from pathlib import Path
+from typing import Any
 
-from thawkit.errors import ConfigError
+from thawkit.errors import ConfigError, RunDirError, ThawkitError
+from thawkit.rundir import DAMAGED_FIX, RUN_FILE, read_run_files
 from thawkit.tasks.base import RunBase, Task, TaskData, register_task, registered_tasks
 
 # name -> module that registers it
@@ -45,4 +48,33 @@ def task_for_run(run_type: str) -> Task:
     raise ConfigError(f"this run was written by task {run_type!r}, unknown to this thawkit; fix: upgrade thawkit")
 
 
-__all__ = ["RunBase", "Task", "TaskData", "available_tasks", "get_task", "register_task", "task_for_run"]
+def task_only_settings() -> dict[str, tuple[str, str]]:
+    """config field -> (flag, the task that owns it), over every task."""
+    return {name: (flag, cls.name) for cls in _load().values() for flag, name in cls.own_settings}
+
+
+def open_run(path: str | Path) -> tuple[Task, Path, dict[str, Any], dict[str, Any]]:
+    """(task, folder, thawkit.json, labels.json) of a finished run, every file checked (rundir's generic
+    checks, then the task's own) before anything is loaded."""
+    run, info, labels = read_run_files(path)
+    try:
+        task = task_for_run(info["task"])
+    except ConfigError as exc:
+        raise RunDirError(f"{run / RUN_FILE}: {exc}") from None
+    task.check_run(run, info, labels)
+    return task, run, info, labels
+
+
+def load_checked(task: Task, run: Path, info: dict[str, Any], labels: dict[str, Any]) -> RunBase:
+    """``task.load_run`` on a folder ``open_run`` checked: what the checks cannot see (a tokenizer.json
+    that is JSON but not a tokenizer, an ONNX graph cut short) is still one line naming the folder."""
+    try:
+        return task.load_run(run, info, labels)
+    except ThawkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any library's complaint about the folder's files
+        reason = " ".join(str(exc).split())[:300]
+        raise RunDirError(f"{run}: cannot be loaded ({type(exc).__name__}: {reason}); {DAMAGED_FIX}") from exc
+
+
+__all__ = ["load_checked", "open_run", "RunBase", "Task", "TaskData", "available_tasks", "get_task", "register_task", "task_for_run", "task_only_settings"]

@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from thawkit.data.classification import load_classification_data, load_eval_split
-from thawkit.errors import ConfigError
+from thawkit.errors import ConfigError, RunDirError
 from thawkit.models.backbone import load_peft_run, load_sequence_classifier
 from thawkit.models.pooled import HEAD_CONFIG, PooledHeadClassifier
 from thawkit.tasks.base import RunBase, Task, TaskData, register_task
 from thawkit.tasks.classification_advice import CLASSIFICATION_RULES
 from thawkit.tasks.roles import AdviceInput, Route, Rule, ServedCall, ServeRequest
+from thawkit.tasks.roles.model import check_head_size, check_label_names
 from thawkit.tasks.roles.serving import RequestError
 from thawkit.tasks.classification_metrics import detailed_metrics, scalar_metrics
 
@@ -166,6 +167,13 @@ class ClassificationTask(Task):
 
     def make_run(self, model: nn.Module, tokenizer: Any, data: TaskData, info: dict[str, Any], path: Path | None) -> RunBase:
         return ClassificationRun(model, tokenizer, info, path, data.labels, data.multi_label)
+
+    def check_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> None:
+        check_head_size(path, check_label_names(path, labels, minimum=2))
+        if not isinstance(labels.get("multi_label"), bool):
+            from thawkit.rundir import DAMAGED_FIX, LABELS_FILE
+
+            raise RunDirError(f"{path / LABELS_FILE}: 'multi_label' is not true or false; {DAMAGED_FIX}")
 
     def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> RunBase:
         from transformers import AutoTokenizer

@@ -18,6 +18,7 @@ from thawkit.models.backbone import load_peft_run, load_task_model
 from thawkit.tasks.base import RunBase, Task, TaskData, register_task
 from thawkit.tasks.roles import Route, Rule, ServedCall, ServeRequest
 from thawkit.tasks.roles.advice import MEMORY_RULE, budget_short
+from thawkit.tasks.roles.model import check_head_size, check_label_names
 
 if TYPE_CHECKING:
     from thawkit.config import TrainConfig
@@ -201,6 +202,9 @@ class NerTask(Task):
         return NerRun(model, tokenizer, info, path, data.labels)
 
     onnx_outputs = {"logits": ("batch", "sequence")}
+
+    def check_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> None:
+        check_head_size(path, check_label_names(path, labels, minimum=2))
 
     def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> RunBase:
         from transformers import AutoTokenizer

@@ -27,21 +27,20 @@ from thawkit.engine.core.distill_loss import Distillation
 from thawkit.engine.core.pipeline import run_training
 from thawkit.runplan import RunPlan, out_dir
 from thawkit.errors import ConfigError
-from thawkit.rundir import read_run_files, record_written
-from thawkit.tasks import RunBase, Task, task_for_run
+from thawkit.rundir import record_written
+from thawkit.tasks import RunBase, Task, load_checked, open_run
 
 DISTILLATION_FILE = "distillation.json"
 
 
 def load_teacher(path: Path, task: Task) -> RunBase:
-    run, info, labels = read_run_files(path)
-    teacher_task = task_for_run(info["task"])
+    teacher_task, run, info, labels = open_run(path)
     if not teacher_task.supports_distillation or labels.get("multi_label"):
         raise ConfigError(f"{path}: distillation takes single-label classification, NER or similarity teachers (this run is "
                           f"{info.get('task')}{', multi-label' if labels.get('multi_label') else ''}); fix: pass such a run")
     if teacher_task.name != task.name:
         raise ConfigError(f"{path}: the teacher is a {info.get('task')} run; fix: pass --task {teacher_task.name}")
-    teacher = teacher_task.load_run(run, info, labels)
+    teacher = load_checked(teacher_task, run, info, labels)
     if not hasattr(teacher.model, "parameters"):
         raise ConfigError(f"{path}: the teacher is an exported (ONNX) run; fix: pass the PyTorch run it was exported from")
     return teacher

@@ -21,8 +21,8 @@ import numpy as np
 
 from thawkit.errors import ConfigError
 from thawkit.models.onnx import ONNX_FILE, OnnxModel
-from thawkit.rundir import LABELS_FILE, RUN_FILE, check_destination, partial_dir_for, publish, read_run_files, write_json
-from thawkit.tasks import task_for_run
+from thawkit.rundir import LABELS_FILE, RUN_FILE, check_destination, partial_dir_for, publish, write_json
+from thawkit.tasks import load_checked, open_run
 
 log = logging.getLogger("thawkit")
 
@@ -33,14 +33,13 @@ PARITY_TOLERANCE = 1e-4
 def export_onnx(run_path: Path, out: Path, quantize: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     import torch
 
-    run_dir, info, labels = read_run_files(run_path)
+    task, run_dir, info, labels = open_run(run_path)
     if (run_dir / ONNX_FILE).exists():
         raise ConfigError(f"{run_path}: already an ONNX export; fix: export the PyTorch run it came from ({info.get('exported_from')})")
     if quantize not in (None, "int8"):
         raise ConfigError(f"--quantize {quantize}: only int8 (dynamic) is offered; fix: --quantize int8 or drop it")
     check_destination(out, overwrite)
-    task = task_for_run(info["task"])
-    run = task.load_run(run_dir, info, labels)
+    run = load_checked(task, run_dir, info, labels)
     model = run.model
     if hasattr(model, "merge_and_unload"):
         model = copy.deepcopy(model).merge_and_unload()

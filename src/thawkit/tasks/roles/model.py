@@ -52,6 +52,40 @@ class ModelRole:
     def load_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> "RunBase":
         raise NotImplementedError(f"task {self.name} must define load_run")
 
+    def check_run(self, path: Path, info: dict[str, Any], labels: dict[str, Any]) -> None:
+        """Refuse (RunDirError) a run folder whose task files disagree before anything is loaded; the
+        generic checks (files present, JSON, safetensors, model config, tokenizer) ran already."""
+
+
+def check_label_names(path: Path, labels: dict[str, Any], minimum: int) -> list[str]:
+    """labels.json's ``labels``: at least ``minimum`` distinct non-empty names."""
+    from thawkit.errors import RunDirError
+    from thawkit.rundir import DAMAGED_FIX, LABELS_FILE
+
+    names = labels.get("labels")
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        raise RunDirError(f"{path / LABELS_FILE}: 'labels' is not a list of label names; {DAMAGED_FIX}")
+    if len(names) < minimum or len(set(names)) != len(names):
+        raise RunDirError(f"{path / LABELS_FILE}: {len(names)} label names ({len(set(names))} distinct), a run needs at least "
+                          f"{minimum} distinct ones; {DAMAGED_FIX}")
+    return names
+
+
+def check_head_size(path: Path, names: list[str]) -> None:
+    """The classifier's output size (its config's labels, or thawkit's feature head) equals labels.json's count."""
+    from thawkit.errors import RunDirError
+    from thawkit.rundir import DAMAGED_FIX, LABELS_FILE
+
+    for name in ("thawkit_head.json", "config.json"):
+        if not (path / name).is_file():
+            continue
+        config = json.loads((path / name).read_text(encoding="utf-8"))
+        size = len(config["id2label"]) if isinstance(config.get("id2label"), dict) else config.get("num_labels")
+        if size is not None and size != len(names):
+            raise RunDirError(f"{path / LABELS_FILE}: {len(names)} labels, but the model in {path / name} has {size} outputs; "
+                              f"{DAMAGED_FIX}")
+        return
+
 
 def make_adapter_portable(model: Any, folder: Path, base_model: str) -> None:
     """An adapter folder stock tools can load: the base named portably (the hub id of a packaged
