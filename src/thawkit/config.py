@@ -9,6 +9,7 @@ other flags, e.g. ``strategy_options`` through each strategy's own flags).
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,6 +100,8 @@ class TrainConfig(BaseModel):
                                        "scoring and predicting (default: the longest training completion + 25%)")
     generation_samples: int = Field(default=64, ge=0, le=100_000, description="generation: validation prompts answered and "
                                     "scored (BLEU, ROUGE-L, exact match) after training; a --test file's are all scored")
+    score_scale: float | None = Field(default=None, gt=0, le=1_000_000, description="similarity: the top of the score "
+                                      "scale, scores from 0 to it (default: the smallest of 1, 5, 10, 100 that holds them)")
     time_limit_seconds: float | None = Field(default=None, gt=0, description="stop training after this many seconds")
 
     # Scale-out on Ray (needs the [ray] extra; docs/scaling.md)
@@ -209,6 +212,15 @@ def make_config(values: dict[str, Any], source: str = "arguments", model: type[B
         raise ConfigError(f"invalid {source}: {describe(exc)}") from None
 
 
+def comma_list(value: str, flag: str) -> list[str]:
+    """'a, b' -> ['a', 'b'] for a list option given as text (a flag, or a YAML string); '' and 'a,,b' are refused."""
+    parts = [part.strip() for part in value.split(",")]
+    if not any(parts) or (len(parts) > 1 and not all(parts)):
+        raise ConfigError(f"{flag} {value!r}: {'names nothing' if not any(parts) else 'an empty name between commas'}; "
+                          "fix: comma-separated names such as a,b, or leave it out for its default")
+    return parts
+
+
 def load_yaml_config(path: str | Path, schema: type[BaseModel] | None = None) -> dict[str, Any]:
     """The YAML file's options; with ``schema``, an unknown key is an error naming the file and the
     closest option."""
@@ -231,6 +243,17 @@ def load_yaml_config(path: str | Path, schema: type[BaseModel] | None = None) ->
                 close = difflib.get_close_matches(key, list(schema.model_fields), n=1)
                 hint = f"did you mean {close[0]!r}?" if close else "see docs/config.md for the options"
                 raise ConfigError(f"{path}: unknown option {key!r}; fix: {hint}")
+        from pydantic import TypeAdapter
+
+        for key, value in values.items():  # each value's type, before anything merges with it
+            annotation = schema.model_fields[key].annotation
+            if isinstance(value, str) and list in (typing.get_origin(annotation), *map(typing.get_origin, typing.get_args(annotation))):
+                values[key] = value = comma_list(value, f"{path}: {key}")
+            try:
+                TypeAdapter(annotation).validate_python(value)
+            except ValidationError as exc:
+                problem = exc.errors()[0]["msg"]
+                raise ConfigError(f"{path}: {key}: {problem} (got {value!r}); fix: see docs/config.md for what {key} takes") from None
     return values
 
 

@@ -131,7 +131,16 @@ def _require_values(frame: pd.DataFrame, path: Path, column: str, what: str, fix
 MAX_TEXT_CHARS = 1_000_000  # ~200x what a 512-token model reads: a cell this long is a broken file
 
 
+def _containers(values: list[Any]) -> list[int]:
+    return [i for i, value in enumerate(values) if isinstance(value, (list, tuple, dict, np.ndarray))]
+
+
 def check_texts(frame: pd.DataFrame, path: Path, column: str) -> None:
+    structured = _containers(frame[column].tolist())
+    if structured:
+        kind = "JSON object" if isinstance(frame[column][structured[0]], dict) else "list"
+        raise DataError(f"{path}: the text in column {column!r} at {describe_rows(path, structured)} is a {kind}, not a string; "
+                        "fix: one string per row (join the pieces; a second text goes in its own column, --text-pair-col)")
     _require_values(frame, path, column, "empty text", "remove those rows or fill in their text")
     lengths = frame[column].astype(str).str.len()
     if len(lengths) and lengths.max() > MAX_TEXT_CHARS:
@@ -148,6 +157,30 @@ def _check_labels_present(frame: pd.DataFrame, path: Path, column: str) -> None:
     if literal:
         raise DataError(f"{path}: missing label (the text {frame[column][literal[0]]!r}) in column {column!r} at "
                         f"{describe_rows(path, literal)}; fix: label those rows or remove them")
+
+
+def _check_label_shapes(path: Path, column: str, raw: list[Any], multi_label: bool | None) -> bool:
+    """One label name per row, or (multi-label) a list of names per row; never an object, a list
+    inside a list, or (with the mode not given) lists in some rows and single labels in others.
+    Returns the mode: detected from list cells when not given."""
+    objects = [i for i, value in enumerate(raw) if isinstance(value, dict)]
+    if objects:
+        raise DataError(f"{path}: the label in column {column!r} at {describe_rows(path, objects)} is a JSON object; fix: a label "
+                        "name, or (multi-label) a list of label names")
+    lists = _containers(raw)
+    nested = [i for i in lists if _containers(list(raw[i]))]
+    if nested:
+        raise DataError(f"{path}: the label in column {column!r} at {describe_rows(path, nested)} holds a list or object inside "
+                        "its list; fix: a flat list of label names, e.g. [\"sports\", \"politics\"]")
+    if multi_label is False and lists:
+        raise DataError(f"{path}: the label in column {column!r} at {describe_rows(path, lists)} is a list, but the run is "
+                        "single-label; fix: one label per row, or pass --multi-label")
+    if multi_label is None and lists and len(lists) < len(raw):
+        single = next(i for i in range(len(raw)) if i not in set(lists))
+        raise DataError(f"{path}: column {column!r} mixes lists of labels ({describe_row(path, lists[0])}) with single labels "
+                        f"({describe_row(path, single)}); fix: a list in every row for multi-label (e.g. [\"pos\"]), or one "
+                        "label per row")
+    return bool(lists) if multi_label is None else multi_label
 
 
 def _prepare_split(
@@ -172,8 +205,7 @@ def _prepare_split(
         check_texts(frame, path, text_pair_col)
     _check_labels_present(frame, path, label_col)
     raw_labels = frame[label_col].tolist()
-    if multi_label is None:
-        multi_label = any(isinstance(v, (list, tuple, np.ndarray)) for v in raw_labels)
+    multi_label = _check_label_shapes(path, label_col, raw_labels, multi_label)
     if multi_label:
         label_sets = [_label_set(v, label_sep) for v in raw_labels]
     else:

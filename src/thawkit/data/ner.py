@@ -67,11 +67,33 @@ def _read_jsonl(path: Path, text: str) -> list[tuple[list[str], list[str], int]]
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg}); fix: one JSON object per line") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object; fix: write "
+                            "{\"tokens\": [...], \"tags\": [...]} on every line")
         words, tags = record.get("tokens"), record.get("tags", record.get("ner_tags"))
         if not isinstance(words, list) or not isinstance(tags, list):
             raise DataError(f"{path}: line {number} lacks 'tokens' and 'tags' lists; fix: write {{\"tokens\": [...], \"tags\": [...]}}")
-        sentences.append(([str(w) for w in words], [str(t) for t in tags], number))
+        sentences.append((_tokens(path, number, words), _tag_names(path, number, tags), number))
     return sentences
+
+
+def _tokens(path: Path, number: int, words: list[Any]) -> list[str]:
+    if not words:
+        raise DataError(f"{path}: line {number} has no tokens; fix: drop empty sentences")
+    for position, word in enumerate(words):
+        if not isinstance(word, str) or not word.strip():
+            raise DataError(f"{path}: line {number}, token {position} is {word!r}; fix: every token a non-empty string "
+                            "(one word per token)")
+    return words
+
+
+def _tag_names(path: Path, number: int, tags: list[Any]) -> list[str]:
+    for position, tag in enumerate(tags):
+        if isinstance(tag, bool) or not isinstance(tag, str):
+            hint = (" (a class id: thawkit needs the tag names; a Hugging Face dataset has them in "
+                    "features['ner_tags'].feature.names)" if isinstance(tag, int) and not isinstance(tag, bool) else "")
+            raise DataError(f"{path}: line {number}, tag {position} is {tag!r}{hint}; fix: tag names such as \"B-PER\", \"I-PER\", \"O\"")
+    return tags
 
 
 def normalise_tags(tags: list[str]) -> list[str]:

@@ -32,6 +32,7 @@ def read_squad(path: str | Path, titles: set[str] | None = None) -> list[QAExamp
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
         raise DataError(f"{path}: no top-level 'data' list; fix: use the SQuAD v1.1/v2.0 format")
     examples = []
+    seen: dict[str, str] = {}  # question id -> where it first appeared
     for a, article in enumerate(payload["data"]):
         where = f"data[{a}]"
         _expect(path, where, article, dict, "an article object with 'paragraphs'")
@@ -48,12 +49,23 @@ def read_squad(path: str | Path, titles: set[str] | None = None) -> list[QAExamp
                 qid = qa.get("id")
                 if not isinstance(qid, (str, int)) or isinstance(qid, bool):
                     raise DataError(f"{path}: {where_q} has no 'id'; fix: give every question a unique id")
+                if str(qid) in seen:
+                    raise DataError(f"{path}: {where_q} has id {qid!r}, the id of {seen[str(qid)]} too; fix: give every "
+                                    "question a unique id (predictions and scores are keyed by it)")
+                seen[str(qid)] = where_q
                 question = _expect(path, f"{where_q}.question (id {qid})", qa.get("question"), str, "the question text")
+                if not question.strip():
+                    raise DataError(f"{path}: {where_q}.question (id {qid}) is blank; fix: write the question, or drop it")
+                if not context.strip():
+                    raise DataError(f"{path}: {where_p}.context is blank; fix: the paragraph the answers are taken from")
                 answers = [] if qa.get("is_impossible") else _expect(path, f"{where_q}.answers (id {qid})", qa.get("answers", []), list, "a list")
                 for n, answer in enumerate(answers):
                     where_a = f"{where_q}.answers[{n}] (id {qid})"
                     _expect(path, where_a, answer, dict, "an object with 'text' and 'answer_start'")
                     text = _expect(path, f"{where_a}.text", answer.get("text"), str, "the answer text")
+                    if not text.strip():
+                        raise DataError(f"{path}: {where_a}.text is empty; fix: the answer span as it appears in the context, "
+                                        "or (unanswerable) \"answers\": [] with \"is_impossible\": true")
                     start = answer.get("answer_start")
                     if not isinstance(start, int) or isinstance(start, bool) or start < 0:
                         raise DataError(f"{path}: {where_a}.answer_start is {start!r}; fix: the answer's character offset "

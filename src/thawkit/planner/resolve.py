@@ -17,8 +17,6 @@ RESOLVED = ("split_seed", "max_length", "lr", "head_lr_mult", "metric", "epochs"
             "tokenizer")
 # Settings a task resolves from its data (``Task.task_settings``), concrete in its runs' plans only.
 TASK_RESOLVED = ("max_new_tokens",)
-# What only a generating task honours (flag, field).
-GENERATION_SETTINGS = (("--max-new-tokens", "max_new_tokens"), ("--generation-samples", "generation_samples"))
 
 
 @dataclass
@@ -43,15 +41,14 @@ class Resolution:
 
 def resolve_settings(cfg: TrainConfig, r: Resolution, command: Command, extra_train: Any = None) -> RunPlan:
     from thawkit.models.backbone import model_facts
-    from thawkit.tasks import get_task
+    from thawkit.tasks import get_task, task_only_settings
 
     task = get_task(cfg.task)
     strategy = _strategy(cfg)
     task.check_config(cfg, strategy)
-    if not task.generates:
-        foreign = [flag for flag, name in GENERATION_SETTINGS if name in r.values]
-        if foreign:
-            raise ConfigError(f"{foreign[0]} is for --task generation; fix: drop it for --task {task.name}")
+    for name, (flag, owner) in task_only_settings().items():
+        if owner != task.name and name in r.values:
+            raise ConfigError(f"{flag} is for --task {owner}; fix: drop it for --task {task.name}")
     _absolute_model_paths(r)
     r.default("split_seed", cfg.data_split_seed(), "the run's seed (--seed)")
     if command.writes_run:

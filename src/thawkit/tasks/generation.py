@@ -61,6 +61,7 @@ class GenerationTask(Task):
     metrics = ("loss", "token_accuracy")
     peft_task_type = "CAUSAL_LM"
     generates = True
+    own_settings = (("--max-new-tokens", "max_new_tokens"), ("--generation-samples", "generation_samples"))
     default_max_length = 256
     pipeline_tag = "text-generation"
 

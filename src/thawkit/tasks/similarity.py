@@ -7,7 +7,6 @@ in the sentence-transformers layout, so ``SentenceTransformer(run_dir)`` loads i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Union
 
@@ -16,6 +15,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from thawkit.data.pairs import load_pair_data, read_pairs
 from thawkit.errors import ConfigError, DataError
 from thawkit.models.backbone import checkpoint_pooling, from_pretrained_checked
 from thawkit.models.pooled import pool
@@ -27,70 +27,6 @@ from thawkit.tasks.roles.serving import RequestError
 
 if TYPE_CHECKING:
     from thawkit.config import TrainConfig
-
-SCORE_COLUMNS = ("score", "similarity", "label", "labels")
-
-
-@dataclass
-class PairData:
-    train: Any
-    validation: Any
-    test: Any | None
-    kind: str  # "scored", "binary" or "positive"
-    max_score: float
-    validation_source: str
-
-
-def _pairs(path: Path, text_col: str | None, pair_col: str | None, score_col: str | None, fmt: Any = None) -> tuple[Any, str | None]:
-    from thawkit.data.classification import check_texts, pick_column
-    from thawkit.data.tables import read_table
-
-    frame = read_table(path, tsv_quoting=True, fmt=fmt)
-    first = pick_column(frame, path, text_col, ("sentence1", "text", "anchor", "query"), "--text-col")
-    second = pick_column(frame, path, pair_col, ("sentence2", "text_pair", "positive", "document"), "--text-pair-col")
-    check_texts(frame, path, first)
-    check_texts(frame, path, second)
-    score = score_col if score_col is not None else next((c for c in SCORE_COLUMNS if c in frame.columns), None)
-    if score_col is not None and score_col not in frame.columns:
-        raise DataError(f"{path}: no column {score_col!r}; columns are: {', '.join(frame.columns)}; fix: pass --label-col with one of them")
-    import pandas as pd
-
-    out = pd.DataFrame({"a": frame[first].astype(str), "b": frame[second].astype(str)})
-    if score is not None:
-        values = pd.to_numeric(frame[score], errors="coerce")
-        bad = [i for i, v in enumerate(values.tolist()) if v != v]
-        if bad:
-            raise DataError(f"{path}: non-numeric or missing score in column {score!r} at row {bad[0] + 1}; fix: numeric scores only")
-        out["score"] = values.astype(float)
-    return out, score
-
-
-def load_pair_data(cfg: "TrainConfig") -> PairData:
-    train, score = _pairs(Path(cfg.data), cfg.text_col, cfg.text_pair_col, cfg.label_col, cfg.table_format())
-    if score is None:
-        kind, max_score = "positive", 1.0
-    else:
-        values = set(train["score"].unique().tolist())
-        if len(values) == 1:
-            raise DataError(f"{cfg.data}: every score is {values.pop():g}, so there is nothing to learn or rank; "
-                            "fix: include pairs of different similarity (e.g. 0 for unrelated, 5 for paraphrases)")
-        kind = "binary" if values <= {0.0, 1.0} else "scored"
-        max_score = float(train["score"].max()) if kind == "scored" else 1.0
-        if max_score <= 0:
-            raise DataError(f"{cfg.data}: every score is 0 or below; fix: scores from 0 (unrelated) up")
-    if cfg.validation is not None:
-        validation, _ = _pairs(Path(cfg.validation), cfg.text_col, cfg.text_pair_col, cfg.label_col, cfg.table_format())
-        if "score" in validation and validation["score"].nunique() == 1:
-            raise DataError(f"{cfg.validation}: every score is {validation['score'].iloc[0]:g}, so Spearman/Pearson are undefined; "
-                            "fix: a validation set with pairs of different similarity")
-        source = str(cfg.validation)
-    else:
-        shuffled = train.sample(frac=1.0, random_state=cfg.data_split_seed())
-        cut = max(2, int(round(len(shuffled) * cfg.val_fraction)))
-        validation, train = shuffled.iloc[:cut].reset_index(drop=True), shuffled.iloc[cut:].reset_index(drop=True)
-        source = f"random {cfg.val_fraction:.0%} split of {cfg.data}"
-    test = _pairs(Path(cfg.test), cfg.text_col, cfg.text_pair_col, cfg.label_col, cfg.table_format())[0] if cfg.test is not None else None
-    return PairData(train, validation, test, kind, max_score, source)
 
 
 class BiEncoder(nn.Module):
@@ -195,7 +131,7 @@ class SimilarityRun(RunBase):
                  label_col: str | None = None, **_: Any) -> dict[str, Any]:
         """Metrics on a scored (or binary) pair file, with the run's own columns as the default."""
         config = self.info.get("config", {})
-        frame, score = _pairs(Path(data), text_col or config.get("text_col"), text_pair_col or config.get("text_pair_col"),
+        frame, score = read_pairs(Path(data), text_col or config.get("text_col"), text_pair_col or config.get("text_pair_col"),
                               label_col or config.get("label_col"))
         if score is None:
             raise DataError(f"{data}: no score column; fix: pass --label-col naming the scores")
@@ -275,6 +211,7 @@ class SimilarityTask(Task):
     """A bi-encoder has no task head: strategies train (part of) the encoder itself."""
 
     run_type = "sentence-similarity"
+    own_settings = (("--score-scale", "score_scale"),)
     default_metric = "spearman"
     metrics = ("spearman", "pearson", "accuracy", "average_precision", "mean_cosine", "loss")
     cacheable = False  # two inputs per example
@@ -310,7 +247,7 @@ class SimilarityTask(Task):
 
     def teacher_labelled(self, teacher: RunBase, path: Path, cfg: "TrainConfig") -> Any:
         """Unlabeled pairs (a table with two text columns) scored by the teacher's cosine."""
-        pairs, _ = _pairs(Path(path), cfg.text_col, cfg.text_pair_col, None, cfg.table_format())
+        pairs, _ = read_pairs(Path(path), cfg.text_col, cfg.text_pair_col, None, cfg.table_format())
         pairs["score"] = teacher.similarity(pairs["a"].tolist(), pairs["b"].tolist())  # type: ignore[attr-defined]
         return pairs
 

@@ -17,6 +17,8 @@ class DataRole:
     metrics: ClassVar[tuple[str, ...]]  # metrics --metric may name for this task
     supports_class_weights: ClassVar[bool] = False
     generates: ClassVar[bool] = False  # the model writes text (generation settings apply)
+    # (flag, config field) only this task honours: the planner refuses them for every other task.
+    own_settings: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def load_data(self, cfg: "TrainConfig") -> "TaskData":
         raise NotImplementedError(f"task {self.name} must define load_data")
