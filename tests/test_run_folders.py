@@ -187,3 +187,11 @@ def test_a_relative_model_path_is_recorded_absolute_so_adapters_load_anywhere(ti
     expected = run.predict(["a fine film"])[0]["scores"]
     monkeypatch.chdir(tmp_path)  # elsewhere: the base is still found
     assert thawkit.load(tmp_path / "lora").predict(["a fine film"])[0]["scores"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_report_refuses_a_metric_the_runs_do_not_have(finished, tmp_path, capsys):
+    err = _refused(["report", str(finished["full"]), str(finished["lora"]), "--metric", "bogus", "--out", str(tmp_path / "r")],
+                   capsys, "--metric bogus")
+    assert "macro_f1" in err and "num_examples" not in err and not (tmp_path / "r").exists()
+    main(["report", str(finished["full"]), str(finished["lora"]), "--metric", "accuracy", "--out", str(tmp_path / "r")])
+    assert (tmp_path / "r" / "report.html").exists()

@@ -48,7 +48,10 @@ def parse_budget(text: str | None) -> float | None:
     parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text.strip().lower())
     if not parts or "".join(f"{n}{u}" for n, u in parts) != re.sub(r"\s+", "", text.strip().lower()):
         raise ConfigError(f"--budget {text!r} is not a duration; fix: write e.g. 30m, 2h or 1h30m")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if seconds <= 0:
+        raise ConfigError(f"--budget {text!r} leaves no time to train; fix: a budget above zero, e.g. 30m")
+    return seconds
 
 
 def parse_memory(text: str | None) -> float | None:

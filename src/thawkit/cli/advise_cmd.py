@@ -23,7 +23,7 @@ def advise(
     budget: Optional[str] = typer.Option(None, "--budget", help="time budget, e.g. 30m or 2h"),
     memory: Optional[str] = typer.Option(None, "--memory", help="memory available, e.g. 16GB"),
     gpu: bool = typer.Option(False, "--gpu/--cpu", help="plan for a GPU (memory means GPU memory)"),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="default: from the text lengths"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=8, max=32768, help="default: from the text lengths"),
     unlabeled: Optional[Path] = typer.Option(None, "--unlabeled", help="unlabeled in-domain text (one per line): "
                                              "should domain-adaptive pretraining on it come first?"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from thawkit.cli import advise_cmd, compare_cmds, dapt_cmd, demo_cmd, export_cmd, inspect_cmds, serve_cmd, train_cmds
-from thawkit.errors import ThawkitError
+from thawkit.errors import ConfigError, ThawkitError
 
 app = typer.Typer(
     name="thawkit",
@@ -64,6 +64,27 @@ def _on_interrupt(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
+def _check_arguments_decode(arguments: list[str]) -> None:
+    """Bytes that are not UTF-8 arrive as lone surrogates (Python's surrogateescape): refused by
+    position here, before any tokenizer or path sees them."""
+    for position, argument in enumerate(arguments, 1):
+        bad = next((i for i, c in enumerate(argument) if "\udc80" <= c <= "\udcff"), None)
+        if bad is not None and not os.path.lexists(argument):  # a file name may be any bytes
+            shown = argument.encode("utf-8", "surrogateescape")[:40]
+            raise ConfigError(f"argument {position} ({shown!r}) is not valid UTF-8 (byte 0x{ord(argument[bad]) - 0xDC00:02x} at "
+                              f"character {bad}); fix: pass UTF-8 text (convert a file with iconv -t UTF-8, and pass it with --file)")
+
+
+def _environment_error(exc: OSError) -> None:
+    """Disk full, permission denied, read-only file system: the environment, not a bug. One line,
+    with what was kept (a checkpoint to resume from) when the run says so."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    kept = "".join(f"; {note}" for note in getattr(exc, "__notes__", []))
+    typer.secho(f"error: {where}{exc.strerror or exc}{kept}; fix: free disk space or choose a writable --out "
+                "(earlier runs are untouched)", fg="red", err=True)
+    sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     import signal
     import threading
@@ -76,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     handled = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, _on_interrupt) for s in handled} if in_main_thread else {}
     try:
+        _check_arguments_decode(sys.argv[1:] if argv is None else argv)
         result = app(args=argv, standalone_mode=False, prog_name="thawkit")
         if isinstance(result, int) and result != 0:
             sys.exit(result)
@@ -93,11 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except OSError as exc:
-        # Disk full, permission denied, read-only file system: the environment, not a bug.
-        where = f"{exc.filename}: " if exc.filename else ""
-        typer.secho(f"error: {where}{exc.strerror or exc}; fix: free disk space or choose a writable --out "
-                    "(earlier runs are untouched)", fg="red", err=True)
-        sys.exit(2)
+        _environment_error(exc)
     except Exception as exc:
         # Usage errors (unknown flag, bad value, missing argument) are click exceptions from the
         # copy of click that typer bundles: recognised by their interface, shown as one message, exit 2.
@@ -106,6 +124,11 @@ def main(argv: list[str] | None = None) -> None:
             command = f"thawkit {ctx.info_name}" if ctx is not None and ctx.parent is not None else "thawkit"
             typer.secho(f"error: {exc.format_message()}; fix: see '{command} --help'", fg="red", err=True)
             sys.exit(exc.exit_code)
+        from thawkit.rundir import as_disk_full
+
+        full = as_disk_full(exc)  # a library's own wording of a full disk (safetensors, torch.save)
+        if full is not None:
+            _environment_error(full)
         if os.environ.get("THAWKIT_DEBUG"):
             raise
         typer.secho(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} -- this is a bug in "

@@ -18,7 +18,7 @@ import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from thawkit.config import flag_of
+from thawkit.config import comma_list, flag_of
 from thawkit.errors import ConfigError
 from thawkit.strategies import available_strategies, get_strategy_class
 
@@ -116,16 +116,17 @@ def strategy_parameters() -> list[inspect.Parameter]:
     return params
 
 
-def _convert(value: Any, annotation: Any) -> Any:
+def _convert(value: Any, annotation: Any, flag: str) -> Any:
     if isinstance(value, str) and typing.get_origin(_unwrap_optional(annotation)) is list:
-        return [part.strip() for part in value.split(",") if part.strip()]
+        return comma_list(value, flag)
     return value
 
 
 def config_values(model: type[BaseModel], given: dict[str, Any]) -> dict[str, Any]:
     """The config fields the user passed on the command line (list fields split on commas)."""
     fields = model.model_fields
-    return {name: _convert(value, fields[name].annotation) for name, value in given.items() if name in fields and value is not None}
+    return {name: _convert(value, fields[name].annotation, flag_of(name)) for name, value in given.items()
+            if name in fields and value is not None}
 
 
 def strategy_values(given: dict[str, Any], strategies: list[str]) -> dict[str, dict[str, Any]]:
@@ -140,7 +141,7 @@ def strategy_values(given: dict[str, Any], strategies: list[str]) -> dict[str, d
             owners = "/".join(s for s, _, _ in takers)
             raise ConfigError(f"{flag} does not apply to strategy {', '.join(map(repr, strategies))}; fix: drop it or use --strategy {owners}")
         for strategy, option, field in applicable:
-            chosen.setdefault(strategy, {})[option] = _convert(value, field.annotation)
+            chosen.setdefault(strategy, {})[option] = _convert(value, field.annotation, flag)
     return chosen
 
 

@@ -248,6 +248,12 @@ def report_from_runs(runs: list[Path], out: Path, metric: str | None = None) -> 
     if metric is None:
         info = summaries[0]["info"]
         metric = info.get("metric") or info.get("config", {}).get("metric") or "macro_f1"
+    scored = sorted({name for s in summaries for name, value in s["metrics"].get("validation", {}).items()
+                     if isinstance(value, (int, float)) and not isinstance(value, bool) and not name.startswith("num_")})
+    if scored and metric not in scored:
+        from thawkit.errors import ConfigError
+
+        raise ConfigError(f"--metric {metric}: not a validation metric of these runs; fix: one of {', '.join(scored)}")
     label_summaries(summaries)
     rows = aggregate(summaries, metric)
     winner = name_winner(rows, metric)

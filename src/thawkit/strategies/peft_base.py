@@ -38,6 +38,12 @@ def heads_to_save(model: Any, task_type: str | None) -> list[str] | None:
     return None if task_type == "CAUSAL_LM" else head_module_names(model)
 
 
+def adaptable_module_names(model: nn.Module) -> list[str]:
+    """The names (last component) of the layers an adapter can wrap: linear, GPT-2's Conv1D, embeddings."""
+    kinds = {"Linear", "Conv1D", "Embedding"}
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if name and type(module).__name__ in kinds})
+
+
 class PeftStrategy(Strategy):
     """Base of the PEFT strategies: ``peft_config(model, task_type)`` is the one method to write."""
 
@@ -54,7 +60,17 @@ class PeftStrategy(Strategy):
         if self.peft_task_types is not None and peft_task_type not in self.peft_task_types:
             raise ConfigError(f"--strategy {self.name} works for peft task types {', '.join(sorted(self.peft_task_types))} "
                               f"only, not {peft_task_type}; fix: use lora, dora or ia3")
-        wrapped = get_peft_model(model, self.peft_config(model, peft_task_type))
+        config = self.peft_config(model, peft_task_type)
+        try:
+            wrapped = get_peft_model(model, config)
+        except ValueError as exc:
+            targets = getattr(config, "target_modules", None)
+            if not targets or "target" not in str(exc).lower():
+                raise
+            field = getattr(self, "Config").model_fields.get("target_modules")
+            flag = (field.json_schema_extra or {}).get("flag", "the target_modules option") if field is not None else "the targets"
+            raise ConfigError(f"{flag} {','.join(sorted(targets))}: no such module in {type(model).__name__}; fix: name some of its "
+                              f"layers: {', '.join(adaptable_module_names(model))}") from None
         # peft marks exactly what trains: the adapters (or prompt) and the modules_to_save copies of the head.
         self.trainable_names = frozenset(n for n, p in wrapped.named_parameters() if p.requires_grad)
         return wrapped
