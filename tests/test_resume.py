@@ -59,7 +59,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def reference(tiny_bert, toy_csv, tmp_path_factory):
     root = tmp_path_factory.mktemp("uninterrupted")
-    return {s: (_train(tiny_bert, toy_csv, root / s, s) and root / s) for s in STRATEGIES}
+    return {s: (_train(tiny_bert, toy_csv, root / s, s) and root / s) for s in (*STRATEGIES, "partial")}
 
 
 def _kill_after_checkpoint(monkeypatch, at_step: int) -> None:
@@ -207,6 +207,61 @@ def _cli_signalled_after_checkpoint(tiny_bert, toy_csv, out: Path, signal_name: 
             "--checkpoint-every", "3", "--keep-checkpoints", "2", "--early-stopping-patience", "0", "--seed", "7"]
     return subprocess.run([sys.executable, "-c", script, *args], env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
                           text=True, timeout=300)
+
+
+# Where `thawkit train` SIGKILLs itself (a hook in a subprocess; the signal is the real one).
+KILL_POINTS = {
+    # half a cache entry on disk, as a kill inside the write leaves it
+    "during the cache pass": (
+        "from thawkit.engine.cache.store import FeatureStore\n"
+        "import numpy as np\n"
+        "def save(self, key, states, info):\n"
+        "    partial = self.root / f'.{key}.{os.getpid()}.partial'\n"
+        "    partial.mkdir(parents=True, exist_ok=True)\n"
+        "    np.save(partial / 'states.npy', states.data[: len(states.data) // 2])\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "FeatureStore.save = save\n"),
+    "mid-epoch": (
+        "from thawkit.engine.core.trainer import StrategyTrainer\n"
+        "original = StrategyTrainer.training_step\n"
+        "def step(self, *args, **kwargs):\n"
+        "    if self.state.global_step == 10:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return original(self, *args, **kwargs)\n"
+        "StrategyTrainer.training_step = step\n"),
+    "during the final save": (
+        "import thawkit.engine.core.artifacts as artifacts\n"
+        "original = artifacts.write_json\n"
+        "def write(path, payload):\n"
+        "    original(path, payload)\n"
+        "    if path.name == 'thawkit.json':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "artifacts.write_json = write\n"),
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+@pytest.mark.parametrize("strategy", ["partial", "gradual"])
+def test_kill_9_then_resume_gives_the_uninterrupted_run(reference, tiny_bert, toy_csv, tmp_path, strategy, point):
+    """The cached strategies, killed with SIGKILL in the cache pass, mid-epoch or while the run is
+    saved, then `thawkit train --resume OUT`: the same weights, history and metrics as never killed."""
+    out, cache = tmp_path / "run", tmp_path / "cache"  # a cold feature cache: the cache pass really runs
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "THAWKIT_CACHE_DIR": str(cache)}
+    script = "import os, signal, sys\n" + KILL_POINTS[point] + "from thawkit.cli.app import main\nmain(sys.argv[1:])\n"
+    args = ["train", "--model", str(tiny_bert), "--data", str(toy_csv), "--strategy", strategy, "--epochs", "3", "--lr", "1e-3",
+            "--batch-size", "16", "--max-length", "16", "--out", str(out), "--progress", "off", "--no-measure-forgetting",
+            "--checkpoint-every", "3", "--keep-checkpoints", "2", "--early-stopping-patience", "0", "--seed", "7"]
+    killed = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not out.exists()
+    if point == "during the cache pass":
+        assert list(cache.glob(".*.partial")) and not complete_checkpoints(tmp_path / ".run.partial" / "checkpoints")
+    resumed = subprocess.run([str(Path(sys.executable).with_name("thawkit")), "train", "--resume", str(out), "--progress", "off"],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _assert_same_run(reference[strategy], out)
+    assert json.loads((out / "thawkit.json").read_text())["cache"]["used"]
+    assert not list(cache.glob(".*.partial")), "the killed writer's half entry was left (or loaded)"
 
 
 def test_sigkill_then_resume_from_the_command_line(reference, tiny_bert, toy_csv, tmp_path):

@@ -64,8 +64,21 @@ def discard_or_keep(partial_dir: Path, exc: BaseException) -> None:
     final = partial_dir.parent / partial_dir.name[1 : -len(".partial")]
     message = f"checkpoint at step {kept[-1].name.split('-')[-1]} kept in {kept[-1]}; continue with: thawkit train --resume {final}"
     exc.add_note(message)
+    if isinstance(exc, OSError):
+        exc.reports_notes = True  # type: ignore[attr-defined]  # the CLI's disk-full line says it
     if not getattr(exc, "reports_notes", False):  # the CLI's interruption says it in its one line
         logging.getLogger("thawkit").warning(message[0].upper() + message[1:])
+
+
+def stop_run(partial_dir: Path, exc: BaseException, is_main: bool) -> BaseException | None:
+    """A run failed with ``exc``: discard or keep its partial folder; a full disk, however a library
+    worded it, comes back as the ``OSError`` to raise instead (None: re-raise ``exc``)."""
+    from thawkit.rundir import as_disk_full
+
+    full = as_disk_full(exc, partial_dir)
+    if is_main:
+        discard_or_keep(partial_dir, full or exc)
+    return full if full is not None and full is not exc else None
 
 
 @dataclass
@@ -180,8 +193,9 @@ def run_loop(loop: Loop, partial_dir: Path, is_main: bool, runtime: Any, fit: Ca
         else:
             training_loss = float(loop.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss)
     except BaseException as exc:
-        if is_main:
-            discard_or_keep(partial_dir, exc)
+        replacement = stop_run(partial_dir, exc, is_main)
+        if replacement is not None:
+            raise replacement from exc
         raise
     finally:
         if runtime is not None:

@@ -24,7 +24,7 @@ from thawkit.engine.core.arguments import peak_memory_mb, reachable_stages, rese
 from thawkit.engine.core.distill_loss import Distillation
 from thawkit.engine.core.artifacts import measure_forgetting_of, merge_checked, write_run_files
 from thawkit.engine.cache.cached_training import SwitchableCollator, SwitchableDataset, sorted_order
-from thawkit.engine.core.loop import RunHooks, build_loop, discard_or_keep, prepare_controller, run_loop
+from thawkit.engine.core.loop import RunHooks, build_loop, prepare_controller, run_loop, stop_run
 from thawkit.engine.core.resume import write_plan
 from thawkit.engine.core.trainability import set_requires_grad
 from thawkit.guards import GuardReport
@@ -95,15 +95,15 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
     timings["tokenize"] = time.perf_counter() - mark
     per_epoch = steps_per_epoch(cfg, len(train_ds), args.world_size)
     controller.strategy.plan_schedule(math.ceil(per_epoch * cfg.epochs), layout)  # gradual: stages spread over the run
-    runtime, cache_reason = (None, "off: distillation feeds the teacher the raw inputs") if distillation is not None else \
-        attach_cache(plan, controller, tokenizer, train_ds, val_ds)
-    with args.main_process_first(desc="prepare run directory"):
+    with args.main_process_first(desc="prepare run directory"):  # the plan first: a kill in the cache pass can be resumed
         if is_main and partial_dir.exists() and resume_from is None:
             shutil.rmtree(partial_dir)  # left over from a run that reached no checkpoint, or --overwrite
         if is_main:
             saved = plan.as_dict()
             saved["config"]["resume"] = None  # a resumed run resumes from its folder, wherever it was started from
             write_plan(partial_dir, saved)
+    runtime, cache_reason = (None, "off: distillation feeds the teacher the raw inputs") if distillation is not None else \
+        attach_cache(plan, controller, tokenizer, train_ds, val_ds)
 
     collator = SwitchableCollator(tokenizer, task.collator(tokenizer)) if task.cacheable else task.collator(tokenizer)
     loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
@@ -167,8 +167,9 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
             write_run_files(cfg, partial_dir, final_dir, tokenizer, labels, info, metrics, history.records,
                             lambda folder: task.save_model(saved, folder, cfg.model, cfg.max_length), task)
     except BaseException as exc:
-        if is_main:
-            discard_or_keep(partial_dir, exc)  # a kill while writing: the checkpoints are still there
+        replacement = stop_run(partial_dir, exc, is_main)  # a kill while writing: the checkpoints are still there
+        if replacement is not None:
+            raise replacement from exc
         raise
     trainer.accelerator.wait_for_everyone()
     set_requires_grad(model, [])

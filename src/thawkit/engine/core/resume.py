@@ -52,9 +52,10 @@ def rotate(checkpoints: Path, keep: int) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def find_resume_point(path: Path) -> tuple[Path, Path, Path]:
+def find_resume_point(path: Path) -> tuple[Path, Path, Path | None]:
     """(final run dir, partial dir, checkpoint) for ``--resume PATH``: the run's --out folder, its
-    ``.NAME.partial`` folder, or one checkpoint folder."""
+    ``.NAME.partial`` folder, or one checkpoint folder. A run stopped before its first checkpoint
+    (during the cache pass, say) has its plan but no checkpoint: None, it starts over as planned."""
     path = Path(path)
     if _step(path) >= 0 and path.parent.name == "checkpoints":
         partial = path.parent.parent
@@ -68,6 +69,8 @@ def find_resume_point(path: Path) -> tuple[Path, Path, Path]:
         if not complete:
             if path.is_dir() and (path / "thawkit.json").exists():
                 raise ConfigError(f"{path}: this run finished, there is nothing to resume; fix: train a new run with another --out")
+            if (partial / PLAN_FILE).exists():
+                return partial.parent / partial.name[1 : -len(".partial")], partial, None
             raise ConfigError(f"{path}: no checkpoint to resume from (looked in {partial / 'checkpoints'}); fix: pass the --out "
                               "folder of an interrupted run that reached a checkpoint (--checkpoint-every), or train from the start")
         checkpoint = complete[-1]
