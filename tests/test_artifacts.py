@@ -133,3 +133,27 @@ def test_a_quantized_packaged_model_is_not_its_hub_checkpoint():
     assert lineage_model_name("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert "de-quantized from SmolLM2-135M-Instruct.Q4_1.gguf" in lineage_note("smollm2-135m")
     assert lineage_note("minilm-l6") is None
+
+
+def test_the_card_is_huggingface_hub_metadata_with_the_bases_license(tiny_bert, three_class_csv, tmp_path):
+    """Front matter that huggingface_hub parses: the base's license and language inherited from its
+    own card, the model-index named after the run with its data file (no local path) and scores
+    only (no counts, no loss), metric names given."""
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_bert, base)
+    (base / "README.md").write_text("---\nlicense: mit\nlanguage:\n- en\n---\n# a base\n")
+    _train(base, three_class_csv, tmp_path / "sentiment-v1", "full")
+    card = ModelCard.load(tmp_path / "sentiment-v1" / "README.md")
+    data = card.data
+    assert data.license == "mit" and data.language == ["en"] and data.base_model == str(base)
+    assert data.model_name == "sentiment-v1" and "strategy-full" in data.tags
+    names = {result.metric_type for result in data.eval_results}
+    assert {"accuracy", "macro_f1"} <= names and not {"loss", "num_examples"} & names
+    assert all(str(tmp_path) not in result.dataset_name for result in data.eval_results)
+    assert {result.dataset_name for result in data.eval_results} == {"train.csv (held-out split)"}
+    assert all(result.metric_name for result in data.eval_results)
+    assert "License: `mit`" in card.text

@@ -52,34 +52,61 @@ def measure_forgetting_of(model_name: str, model: Any, tokenizer: Any, frozen_en
     return measure_forgetting(model, pretrained, tokenizer, general_sentences(), mlm)
 
 
+def base_card_metadata(base_model: str) -> dict[str, Any]:
+    """license and language of the base model's own card (its README.md front matter, in a local
+    folder or the packaged alias's): a fine-tuned model inherits them. Empty when it has none."""
+    from huggingface_hub import ModelCard
+
+    from thawkit.models.backbone import resolve_model_path
+
+    try:
+        readme = Path(resolve_model_path(base_model)) / "README.md"
+        data = ModelCard.load(readme).data.to_dict() if readme.is_file() else {}
+    except Exception:  # noqa: BLE001 - a base without a readable card: nothing inherited
+        return {}
+    return {key: data[key] for key in ("license", "language") if data.get(key)}
+
+
+def _card_metrics(values: dict[str, Any]) -> list[tuple[str, float]]:
+    """What a model-index lists: the measured scores, not counts or the loss."""
+    return [(name, round(float(value), 4)) for name, value in values.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and name != "loss" and not name.startswith("num_")]
+
+
 def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter: bool) -> str:
-    """README.md for the run: Hugging Face model-card front matter (model-index with the measured
+    """README.md for the run: front matter built with huggingface_hub's ``ModelCardData`` and
+    ``EvalResult`` (base model, its license and language, the model-index with the measured
     metrics) and what a reader needs to trust or reuse it; ``task`` (its serving role) gives the
     pipeline tag, the library and the usage snippet; ``adapter``: the folder is an unmerged PEFT adapter."""
-    import yaml
+    from huggingface_hub import EvalResult, ModelCardData
 
     from thawkit.models.backbone import lineage_model_name, lineage_note
 
     tag = task.pipeline_tag
-    library = "peft" if adapter else task.card_library
+    config = info.get("config", {})
+    data_files = {"validation": config.get("validation") or config.get("data"), "test": config.get("test")}
     results = [
-        {"task": {"type": tag},
-         "dataset": {"name": f"{split} split ({info.get('validation_source', split) if split == 'validation' else 'given with --test'})",
-                     "type": "custom"},
-         "metrics": [{"type": name, "value": round(float(value), 4)} for name, value in values.items()
-                     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)]}
+        EvalResult(task_type=tag, dataset_type="custom", dataset_split=split, metric_type=name, metric_name=name.replace("_", " "),
+                   metric_value=value,
+                   dataset_name=f"{Path(str(data_files[split])).name if data_files.get(split) else split}"
+                                f"{' (held-out split)' if split == 'validation' and not config.get('validation') else ''}")
         for split, values in metrics.items() if split in ("validation", "test") and isinstance(values, dict)
+        for name, value in _card_metrics(values)
     ]
-    front = {
-        "library_name": library,
-        "base_model": lineage_model_name(info["base_model"]),
-        "pipeline_tag": tag,
-        "tags": ["thawkit", f"strategy-{info['strategy']}"],
-        "model-index": [{"name": info.get("run_name", "thawkit run"), "results": results}],
-    }
+    teacher = (info.get("distillation") or {}).get("teacher")
+    card = ModelCardData(
+        library_name="peft" if adapter else task.card_library,
+        base_model=lineage_model_name(info["base_model"]),
+        pipeline_tag=tag,
+        tags=["thawkit", f"strategy-{info['strategy']}", *(["distillation"] if teacher else [])],
+        model_name=Path(str(config.get("out") or "thawkit-run")).name,
+        eval_results=results or None,
+        **base_card_metadata(info["base_model"]),
+    )
     headline = metrics.get("validation", {}).get(info.get("metric"))
     lines = [
-        "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
+        "---", card.to_yaml().strip(), "---", "",
         f"# {tag} fine-tuned with thawkit", "",
         f"- Base model: `{lineage_model_name(info['base_model'])}`"
         + (f" ({lineage_note(info['base_model'])})" if lineage_note(info["base_model"]) else ""),
@@ -90,6 +117,10 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter
         f"(validation: {info.get('validation_source')}); max length {info.get('config', {}).get('max_length')} tokens",
         f"- Validation {info.get('metric')}: {headline:.4f}" if isinstance(headline, (int, float)) else "- Validation metric: n/a",
     ]
+    if teacher:
+        lines.append(f"- Distilled from the teacher run `{teacher}` (student {info['distillation'].get('student')})")
+    if card.license:
+        lines.append(f"- License: `{card.license}`, the base model's (as its own card states)")
     if info.get("failed"):
         lines.append(f"- **Quality check failed**: {info['failed']}")
     lines += [
