@@ -96,8 +96,9 @@ SAMPLES = {
     "dapt_text": "VALIDATION", "distill_alpha": 0.3, "distill_temperature": 3.0, "distill_hidden_weight": 0.1, "resume": "RUN",
     "progress": "lines", "select_best": False, "seed": 7, "split_seed": 8, "time_limit_seconds": 60.0, "ray_workers": 2,
     "ray_address": "auto", "ray_cpus": 2.0, "ray_gpus": 1.0, "out": "OUT", "overwrite": True, "report_to": ["tensorboard"],
-    # Generation's own (refused for the classification planned here: tests/test_generation.py).
-    "max_new_tokens": None, "generation_samples": None,
+    # Generation's and similarity's own (refused for the classification planned here: tests/test_generation.py,
+    # tests/bad_inputs/cases.yaml).
+    "max_new_tokens": None, "generation_samples": None, "score_scale": None,
 }
 NOT_PLANNED_TOGETHER = {"resume", "data", "strategy_options", "text_pair_col"}  # resume plans from a run; the rest fixed
 

@@ -77,3 +77,20 @@ def test_minilm_similarity_not_below_zero_shot(shared_datasets, tmp_path):
     trained = run.metrics["validation"]["spearman"]
     print(f"STS-B spearman: zero-shot {zero_shot:.4f}, trained {trained:.4f}")
     assert trained >= zero_shot
+
+
+def test_the_score_scale_is_declared_or_the_smallest_standard_one(tmp_path):
+    from thawkit.data.pairs import score_scale
+    from thawkit.errors import DataError
+
+    path = tmp_path / "pairs.tsv"
+    assert score_scale(path, [0.0, 2.5, 5.0], None) == 5.0  # STS-B's 0-5
+    assert score_scale(path, [0.0, 0.3, 1.0], None) == 1.0
+    assert score_scale(path, [0.0, 4.0, 3.5], None) == 5.0  # its top need not occur
+    assert score_scale(path, [0.0, 2.5, 5.0], 10.0) == 10.0  # declared: honoured (targets halve)
+    spread = [float(i % 11) for i in range(200)]  # a real 0-10 scale
+    assert score_scale(path, spread, None) == 10.0
+    with pytest.raises(DataError, match=r"score 7.5 at row 3 \(line 4\) is above 5, the scale every other score fits"):
+        score_scale(path, [0.0, 5.0, 7.5, *[2.0] * 50], None)
+    with pytest.raises(DataError, match="above the scale's top, 4"):
+        score_scale(path, [0.0, 5.0], 4.0)
