@@ -199,22 +199,25 @@ def _small_filesystem_supported() -> bool:
 
 
 @pytest.mark.skipif(not _small_filesystem_supported(), reason="no user+mount namespace here (unshare -rm) to mount a small tmpfs")
-@pytest.mark.parametrize("size", ["64k", "6m", "20m"])
+@pytest.mark.parametrize("size", ["64k", "6m", "20m", "read-only"])
 def test_a_real_full_disk_is_one_line_at_every_write(tiny_bert, toy_csv, tmp_path, size):
     """--out (and the feature cache) on a real tmpfs of SIZE, mounted in a private mount namespace:
     the disk fills at the first write (64k), at a checkpoint or the model (6m), or after one
-    checkpoint (20m, which is kept for --resume). Every time: exit 2, one line saying the disk is
-    full, no traceback, no run folder."""
+    checkpoint (20m, which is kept for --resume); or a read-only one. Every time: exit 2, one line
+    saying the disk is full (read-only), no traceback, no run folder."""
     exe = Path(sys.executable).with_name("thawkit")
     small = "/tmp/thawkit-small"
-    command = (f"mkdir -p {small} && mount -t tmpfs -o size={size} tmpfs {small} && THAWKIT_CACHE_DIR={small}/cache {exe} train "
+    mount = (f"mount -t tmpfs -o size=1m tmpfs {small} && mount -o remount,ro {small}" if size == "read-only" else
+             f"mount -t tmpfs -o size={size} tmpfs {small}")
+    command = (f"mkdir -p {small} && {mount} && THAWKIT_CACHE_DIR={small}/cache {exe} train "
                f"--model {tiny_bert} --data {toy_csv} --epochs 1 --max-length 16 --progress off --no-measure-forgetting "
                f"--checkpoint-every 2 --out {small}/run; code=$?; echo; echo LEFT: $(ls -A {small}); exit $code")
     result = subprocess.run(["unshare", "-rm", "sh", "-c", command], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("Hint:")]
     assert result.returncode == 2, result.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "No space left on device" in lines[0], lines
+    expected = "Read-only file system" if size == "read-only" else "No space left on device"
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], lines
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     left = result.stdout.rsplit("LEFT:", 1)[1].split()
     assert "run" not in left, left  # never a half-written run folder
