@@ -137,3 +137,19 @@ def test_reported_metrics_match_the_saved_run(tiny_bert, tmp_path):
     answers = thawkit.load(tmp_path / "run").evaluate(EDGE_CASES)
     assert answers["f1"] == pytest.approx(run.metrics["validation"]["f1"], abs=1e-6)
     assert answers["exact_match"] == pytest.approx(run.metrics["validation"]["exact_match"], abs=1e-6)
+
+
+def test_the_answer_score_is_a_probability_of_the_span():
+    """P(start) x P(end) over the window's context tokens (and [CLS]); question tokens never count."""
+    import numpy as np
+
+    from thawkit.data.squad import QAExample
+    from thawkit.tasks.qa import postprocess
+
+    example = QAExample("q", "where?", "Paris is big", [])
+    offsets = [None, None, None, (0, 5), (6, 8), (9, 12), None]  # [CLS] question [SEP] Paris is big [SEP]
+    starts = np.array([0.0, 50.0, 50.0, 8.0, 0.0, 0.0, 0.0], dtype=np.float32)  # huge logits on the question: masked
+    ends = np.array([0.0, 50.0, 50.0, 8.0, 0.0, 0.0, 0.0], dtype=np.float32)
+    answer = postprocess([example], [{"example_id": "q", "offsets": offsets}], starts[None], ends[None])["q"]
+    p = np.exp(8.0) / (np.exp(8.0) + 3)  # context tokens Paris/is/big and [CLS]
+    assert answer["text"] == "Paris" and answer["score"] == pytest.approx(p * p, rel=1e-5) and 0 < answer["score"] < 1

@@ -116,34 +116,45 @@ def eval_features(tokenizer: Any, examples: list[QAExample], max_length: int, st
     return inputs, meta
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits.astype(np.float64) - float(np.max(logits)))
+    return shifted / shifted.sum()
+
+
 def postprocess(examples: list[QAExample], meta: list[dict[str, Any]], start_logits: np.ndarray, end_logits: np.ndarray,
                 n_best: int = N_BEST, max_answer_tokens: int = MAX_ANSWER_TOKENS, allow_null: bool = False) -> dict[str, dict[str, Any]]:
     """The best valid span of each example over all its windows: start <= end, inside the context,
     at most ``max_answer_tokens`` long; with ``allow_null`` the empty answer competes via [CLS]
-    (its score: the lowest [CLS] score over the example's windows)."""
+    (its score: the lowest [CLS] score over the example's windows). ``score``: the span's probability
+    in its window, P(start) x P(end) under the softmax over the window's context tokens (0-1)."""
     windows: dict[str, list[int]] = collections.defaultdict(list)
     for index, item in enumerate(meta):
         windows[item["example_id"]].append(index)
     results = {}
     for example in examples:
-        best: dict[str, Any] = {"text": "", "start": None, "end": None, "score": float("-inf")}
-        null_score = float("inf")
+        best: dict[str, Any] = {"text": "", "start": None, "end": None, "score": 0.0}
+        best_logit, null_logit, null_probability = float("-inf"), float("inf"), 0.0
         for index in windows[example.id]:
             starts, ends, offsets = start_logits[index], end_logits[index], meta[index]["offsets"]
+            length = len(offsets)
+            # as stock QA pipelines do: the softmax over the context tokens (and [CLS]), the question masked
+            usable = np.array([i == 0 or offsets[i] is not None for i in range(length)])
+            p_start, p_end = _softmax(np.where(usable, starts[:length], -np.inf)), _softmax(np.where(usable, ends[:length], -np.inf))
             # The null answer's score is the lowest over the windows (as in SQuAD v2 practice): a
             # window that does not contain the answer rightly votes "no answer here".
-            null_score = min(null_score, float(starts[0] + ends[0]))
-            length = len(offsets)
+            if float(starts[0] + ends[0]) < null_logit:
+                null_logit, null_probability = float(starts[0] + ends[0]), float(p_start[0] * p_end[0])
             for s in np.argsort(starts[:length])[::-1][:n_best]:
                 for e in np.argsort(ends[:length])[::-1][:n_best]:
                     if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > max_answer_tokens:
                         continue
-                    score = float(starts[s] + ends[e])
-                    if score > best["score"]:
+                    if float(starts[s] + ends[e]) > best_logit:  # ranked by logits, reported as a probability
+                        best_logit = float(starts[s] + ends[e])
                         begin, finish = offsets[s][0], offsets[e][1]
-                        best = {"text": example.context[begin:finish], "start": begin, "end": finish, "score": score}
-        if allow_null and null_score > best["score"]:
-            best = {"text": "", "start": None, "end": None, "score": null_score}
+                        best = {"text": example.context[begin:finish], "start": begin, "end": finish,
+                                "score": float(p_start[s] * p_end[e])}
+        if allow_null and null_logit > best_logit:
+            best = {"text": "", "start": None, "end": None, "score": null_probability}
         results[example.id] = best
     return results
 
