@@ -157,3 +157,21 @@ def test_the_card_is_huggingface_hub_metadata_with_the_bases_license(tiny_bert, 
     assert {result.dataset_name for result in data.eval_results} == {"train.csv (held-out split)"}
     assert all(result.metric_name for result in data.eval_results)
     assert "License: `mit`" in card.text
+
+
+def test_label_names_name_numeric_labels_everywhere(tiny_bert, tmp_path):
+    """--label-names: a file labelled 0/1 gives a run whose predictions, config and stock pipeline
+    say negative/positive; evaluate still reads files labelled 0/1 (or by the names)."""
+    from transformers import pipeline
+
+    data = tmp_path / "numeric.csv"
+    data.write_text("text,label\n" + "".join(f"good thing {i},1\nbad thing {i},0\n" for i in range(20)))
+    run = _train(tiny_bert, data, tmp_path / "run", "full", label_names=["negative", "positive"])
+    assert run.labels == ["negative", "positive"] and run.info["label_values"] == ["0", "1"]
+    assert set(run.predict(["good thing"])[0]["scores"]) == {"negative", "positive"}
+    classifier = pipeline("text-classification", model=str(tmp_path / "run"), device=-1)
+    assert classifier("good thing")[0]["label"] in ("negative", "positive")
+    reloaded = thawkit.load(tmp_path / "run")
+    named = tmp_path / "named.csv"
+    named.write_text(data.read_text().replace(",1\n", ",positive\n").replace(",0\n", ",negative\n"))
+    assert reloaded.evaluate(data)["accuracy"] == reloaded.evaluate(named)["accuracy"]

@@ -37,6 +37,8 @@ class TrainConfig(BaseModel):
                                   "completion column", json_schema_extra={"aliases": ["--completion-col"]})
     multi_label: bool | None = Field(default=None, description="multi-label classification (default: detected from list cells)")
     label_sep: str = Field(default=",", min_length=1, description="separator of labels in a multi-label cell")
+    label_names: list[str] | None = Field(default=None, description="classification: names for the label values in their "
+                                          "sorted order (0, 1, ... or as they sort), comma-separated: e.g. negative,positive")
     delimiter: str | None = Field(default=None, description="column separator when the extension's is wrong: ';', '|', 'tab'")
     quotechar: str | None = Field(default=None, description="quote character of CSV/TSV cells (TSVs are read unquoted unless given)")
     val_fraction: float = Field(default=0.1, gt=0, lt=1, description="validation share when splitting --data")

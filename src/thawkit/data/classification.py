@@ -280,8 +280,11 @@ def load_classification_data(
     val_fraction: float = 0.1,
     seed: int = 42,
     fmt: TableFormat | None = None,
+    label_names: list[str] | None = None,
 ) -> ClassificationData:
-    """Load and check the training file, plus a validation file or a seeded stratified split."""
+    """Load and check the training file, plus a validation file or a seeded stratified split.
+    ``label_names`` (--label-names) renames the label values in their sorted order (0, 1, ... or as
+    they sort): a file labelled 0/1 trains a model whose labels read negative/positive."""
     train_path = Path(data)
     train, text_col, text_pair_col, label_col, multi_label = _prepare_split(
         train_path, text_col, text_pair_col, label_col, multi_label, label_sep, fmt
@@ -292,13 +295,23 @@ def load_classification_data(
             f"{train_path}: column {label_col!r} has a single class {labels[0]!r}; "
             "fix: classification needs examples of at least two classes"
         )
+    values = list(labels)
+    if label_names is not None:
+        if len(label_names) != len(labels) or len(set(label_names)) != len(label_names):
+            raise DataError(f"--label-names {','.join(label_names)}: {len(label_names)} names ({len(set(label_names))} distinct) "
+                            f"for the {len(labels)} labels of {train_path} ({', '.join(labels)}, in this order); fix: one distinct "
+                            "name per label, in that order")
+        labels = list(label_names)
+    rename = dict(zip(values, labels))
+    train["label_names"] = [[rename[name] for name in names] for names in train["label_names"]]
     label_to_id = {name: i for i, name in enumerate(labels)}
     train = _encode(train, label_to_id, multi_label)
 
     def other_split(path: str | Path) -> pd.DataFrame:
         split_path = Path(path)
         frame, *_ = _prepare_split(split_path, text_col, text_pair_col, label_col, multi_label, label_sep, fmt)
-        _check_known_labels(frame, split_path, set(labels), train_path)
+        _check_known_labels(frame, split_path, set(values), train_path)
+        frame["label_names"] = [[rename[name] for name in names] for names in frame["label_names"]]
         return _encode(frame, label_to_id, multi_label)
 
     if validation is not None:
@@ -318,6 +331,7 @@ def load_classification_data(
         text_pair_col=text_pair_col,
         label_col=label_col,
         validation_source=source,
+        extra={"label_values": values} if label_names is not None else {},
     )
 
 
@@ -351,10 +365,15 @@ def load_eval_split(
     text_pair_col: str | None,
     label_col: str | None,
     label_sep: str = ",",
+    label_values: list[str] | None = None,
 ) -> pd.DataFrame:
-    """A labeled file checked against an existing label set (for ``thawkit evaluate``)."""
+    """A labeled file checked against an existing label set (for ``thawkit evaluate``); a run trained
+    with --label-names also takes the values it renamed (``label_values``: 0, 1 for negative, positive)."""
     path = Path(data)
     frame, *_ = _prepare_split(path, text_col, text_pair_col, label_col, multi_label, label_sep)
+    if label_values:
+        rename = dict(zip(label_values, labels))
+        frame["label_names"] = [[rename.get(name, name) for name in names] for names in frame["label_names"]]
     known = set(labels)
     for index, names in enumerate(frame["label_names"]):
         unseen = [name for name in names if name not in known]

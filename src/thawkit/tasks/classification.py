@@ -74,6 +74,7 @@ async def _predict(body: PredictRequest, call: ServedCall) -> Any:
 @register_task("classification")
 class ClassificationTask(Task):
     run_type = "sequence-classification"
+    own_settings = (("--label-names", "label_names"),)
     default_metric = "macro_f1"
     metrics = ("macro_f1", "accuracy", "weighted_f1", "loss")
     peft_task_type = "SEQ_CLS"
@@ -123,10 +124,10 @@ class ClassificationTask(Task):
         loaded = load_classification_data(
             cfg.data, validation=cfg.validation, test=cfg.test, text_col=cfg.text_col, text_pair_col=cfg.text_pair_col,
             label_col=cfg.label_col, multi_label=cfg.multi_label, label_sep=cfg.label_sep, val_fraction=cfg.val_fraction,
-            seed=cfg.data_split_seed(), fmt=cfg.table_format(),
+            seed=cfg.data_split_seed(), fmt=cfg.table_format(), label_names=cfg.label_names,
         )
         facts = {"problem_type": _problem_type(loaded.multi_label), "text_col": loaded.text_col,
-                 "text_pair_col": loaded.text_pair_col, "label_col": loaded.label_col}
+                 "text_pair_col": loaded.text_pair_col, "label_col": loaded.label_col, **loaded.extra}
         return TaskData(loaded.train, loaded.validation, loaded.test, loaded.labels, loaded.multi_label,
                         loaded.validation_source, facts)
 
@@ -260,6 +261,7 @@ class ClassificationRun(RunBase):
             data, labels=self.labels, multi_label=self.multi_label,
             text_col=text_col or self.info.get("text_col"), text_pair_col=text_pair_col or self.info.get("text_pair_col"),
             label_col=label_col or self.info.get("label_col"), label_sep=self.info.get("config", {}).get("label_sep", ","),
+            label_values=self.info.get("label_values"),
         )
         pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
         logits = self.logits(frame["text"].tolist(), pairs, batch_size)
