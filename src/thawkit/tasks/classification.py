@@ -81,6 +81,9 @@ class ClassificationTask(Task):
     supports_class_weights = True
     supports_distillation = True
     pipeline_tag = "text-classification"
+    stock_python = ('from transformers import pipeline\n'
+                    'classifier = pipeline("text-classification", model="{run}", truncation=True, top_k=None)\n'
+                    'print(classifier("your text"))')
     usage_arguments = ("a text to classify",)
 
     def routes(self) -> tuple[Route, ...]:

@@ -64,6 +64,9 @@ class GenerationTask(Task):
     own_settings = (("--max-new-tokens", "max_new_tokens"), ("--generation-samples", "generation_samples"))
     default_max_length = 256
     pipeline_tag = "text-generation"
+    stock_python = ('from transformers import pipeline\n'
+                    'generator = pipeline("text-generation", model="{run}")\n'
+                    'print(generator("your prompt", max_new_tokens=64, do_sample=False)[0]["generated_text"])')
 
     def routes(self) -> tuple[Route, ...]:
         return ROUTES

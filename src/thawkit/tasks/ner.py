@@ -113,6 +113,10 @@ class NerTask(Task):
     needs_fast_tokenizer = True  # word alignment
     supports_distillation = True
     pipeline_tag = "token-classification"
+    stock_python = ('from transformers import pipeline\n'
+                    '# thawkit labels the first sub-token of each word: "first" groups words as it does\n'
+                    'tagger = pipeline("token-classification", model="{run}", aggregation_strategy="first")\n'
+                    'print(tagger("Peter Blackburn flew to Brussels"))')
     usage_arguments = ("Peter Blackburn flew to Brussels",)
     example_noun = "training sentences"
 

@@ -206,6 +206,8 @@ class QATask(Task):
     metrics = ("f1", "exact_match", "loss")
     default_max_length = 384
     pipeline_tag = "question-answering"
+    stock_note = ("transformers 5 has no question-answering pipeline: `AutoModelForQuestionAnswering.from_pretrained(RUN)` "
+                  "loads the weights, and the span search (windows, offsets, best start/end) is `thawkit predict`'s")
     usage_arguments = ("Who won?", "--pair", "The Denver Broncos won the game.")
     length_from_data = False  # long contexts are split into overlapping windows, not truncated
     example_noun = "training questions"

@@ -218,6 +218,10 @@ class SimilarityTask(Task):
     saves_merged_weights = True  # sentence-transformers reads plain weights
     supports_distillation = True
     pipeline_tag = "sentence-similarity"
+    stock_python = ('from sentence_transformers import SentenceTransformer\n'
+                    'model = SentenceTransformer("{run}")\n'
+                    'a, b = model.encode(["A plane takes off", "An airplane is taking off"], normalize_embeddings=True)\n'
+                    'print(float(a @ b))')
     card_library = "sentence-transformers"
     usage_arguments = ("A plane takes off", "--pair", "An airplane is taking off")
     example_noun = "training pairs"

@@ -74,7 +74,24 @@ def _card_metrics(values: dict[str, Any]) -> list[tuple[str, float]]:
             and name != "loss" and not name.startswith("num_")]
 
 
-def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter: bool) -> str:
+def stock_usage(task: Any, layout: str) -> list[str]:
+    """The card's lines on loading the folder without thawkit: the task's stock snippet for a
+    standard folder; what holds instead for an adapter or a feature head."""
+    if layout == "adapter":
+        return ["An unmerged PEFT adapter: `peft`'s `AutoPeftModelFor...` classes load it on its base "
+                "(`adapter_config.json` names it; `config.json` holds the labels); train with `--merge-lora` for a "
+                "folder every stock tool loads directly."]
+    if layout == "feature-head":
+        return ["No stock loader reads this folder whole: `backbone/` is a standard `AutoModel` folder and the head "
+                "(`thawkit_head.json` + `thawkit_head.safetensors`, a pooling and a linear/MLP layer) is thawkit's; load it "
+                "with `thawkit.load(RUN)`, or export it with `thawkit export RUN --onnx` (pooling and head in the graph)."]
+    if task.stock_python is None:
+        return [task.stock_note] if task.stock_note else []
+    return ["Without thawkit (predictions equal `thawkit predict`'s, tested):", "", "```python",
+            task.stock_python.replace("{run}", "RUN_FOLDER"), "```"]
+
+
+def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter: bool, layout: str = "standard") -> str:
     """README.md for the run: front matter built with huggingface_hub's ``ModelCardData`` and
     ``EvalResult`` (base model, its license and language, the model-index with the measured
     metrics) and what a reader needs to trust or reuse it; ``task`` (its serving role) gives the
@@ -128,8 +145,7 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter
         "Predictions on text like the training data. Measured only on the splits above; check it on your own "
         "held-out data before relying on it, and expect it to degrade on other domains.", "",
         "## Use", "", "```bash", task.usage_snippet(), "```", "",
-        "The folder is a standard Hugging Face " + ("PEFT adapter (`adapter_config.json`, `config.json` holds the labels)"
-                                                    if adapter else "model folder") + "; `thawkit.json` records every setting.", "",
+        *stock_usage(task, layout), "", "`thawkit.json` records every setting.", "",
     ]
     return "\n".join(lines)
 
@@ -146,7 +162,8 @@ def write_run_files(
     tokenizer.model_max_length = int(cfg.max_length)
     tokenizer.save_pretrained(str(partial_dir))
     adapter = (partial_dir / "adapter_config.json").exists()
-    (partial_dir / "README.md").write_text(model_card(info, metrics, task, adapter), encoding="utf-8")
+    layout = "adapter" if adapter else "feature-head" if (partial_dir / "thawkit_head.json").exists() else "standard"
+    (partial_dir / "README.md").write_text(model_card(info, metrics, task, adapter, layout), encoding="utf-8")
     write_json(partial_dir / LABELS_FILE, labels)
     write_json(partial_dir / RUN_FILE, info)
     write_json(partial_dir / METRICS_FILE, metrics)

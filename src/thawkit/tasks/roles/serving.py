@@ -66,6 +66,10 @@ class ServingRole:
     # What the card's usage snippet predicts: arguments of `thawkit predict RUN ...` (tests run it).
     usage_arguments: ClassVar[tuple[str, ...]] = ("your text",)
     unserved_fix: ClassVar[str] = "use thawkit predict"  # what to do instead, for a task without routes
+    # The card's stock-library snippet for a standard folder ({run}: the folder), or None with
+    # ``stock_note`` saying why none exists (tests run every snippet against thawkit predict).
+    stock_python: ClassVar[str | None] = None
+    stock_note: ClassVar[str] = ""
 
     def routes(self) -> tuple[Route, ...]:
         """The HTTP endpoints this task's runs answer."""
