@@ -198,3 +198,18 @@ def test_compare_dapt_text_adapts_once_and_every_job_fine_tunes_the_adapted_enco
         info = json.loads((Path(row["runs"][0]) / "thawkit.json").read_text())
         assert info["base_model"] == str(adapted) and info["dapt"]["path"] == str(adapted)
         assert "compare --dapt-text" in info["plan"]["settings"]["model"]["source"]
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "distill", "lr-find"])
+def test_help_lists_only_the_options_a_command_honours(command):
+    """Refused options leave --help (giving one still gets the refusal's reason, not 'no such option')."""
+    from typer.main import get_command
+
+    from thawkit.cli.app import app
+
+    click_command = get_command(app).commands[command]
+    shown = {opt for param in click_command.params if not getattr(param, "hidden", False) for opt in param.opts}
+    hidden = {opt for param in click_command.params if getattr(param, "hidden", False) for opt in param.opts}
+    refused = {flag_of(name) for name in COMMANDS[command].refuses}
+    assert refused <= hidden and not refused & shown, refused & shown
+    assert {"--data", "--model"} <= shown and (command == "lr-find") != ("--epochs" in shown)

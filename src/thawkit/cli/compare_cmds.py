@@ -76,7 +76,7 @@ def _compare(config: Optional[Path] = None, **given: Any) -> None:
 def _build_compare() -> Any:
     from thawkit.config import CompareConfig
 
-    return command(_compare, [CONFIG_FILE], config_parameters(CompareConfig), strategy_parameters())
+    return command(_compare, [CONFIG_FILE], config_parameters(CompareConfig, command="compare"), strategy_parameters())
 
 
 compare = _build_compare()

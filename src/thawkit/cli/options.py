@@ -81,11 +81,17 @@ def config_fields(model: type[BaseModel], skip: set[str] = frozenset()) -> dict[
     return {n: f for n, f in model.model_fields.items() if n not in skip and _extra(f).get("cli", True)}
 
 
-def config_parameters(model: type[BaseModel], skip: set[str] = frozenset()) -> list[inspect.Parameter]:  # type: ignore[assignment]
+def config_parameters(model: type[BaseModel], skip: set[str] = frozenset(), command: str | None = None) -> list[inspect.Parameter]:  # type: ignore[assignment]
+    """One option per config field. With ``command``, the options the planner says it refuses stay
+    accepted (so giving one gets the refusal's reason, not "no such option") but leave its --help."""
+    from thawkit.planner.commands import COMMANDS
+
+    refused = set(COMMANDS[command].refuses) if command is not None else set()
     params = []
     for name, field in config_fields(model, skip).items():
         kind, note = cli_type(field.annotation)
-        option = typer.Option(None, *field_declarations(name, field), help=help_text(field, note), show_default=False)
+        option = typer.Option(None, *field_declarations(name, field), help=help_text(field, note), show_default=False,
+                              hidden=name in refused)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]))
     return params
 

@@ -59,7 +59,7 @@ DRY_RUN = inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, annotatio
 def _build_train() -> Any:
     from thawkit.config import TrainConfig
 
-    return command(_train, [CONFIG_FILE, DRY_RUN], config_parameters(TrainConfig), strategy_parameters())
+    return command(_train, [CONFIG_FILE, DRY_RUN], config_parameters(TrainConfig, command="train"), strategy_parameters())
 
 
 def _build_plan() -> Any:
@@ -154,7 +154,7 @@ def _build_lr_find() -> Any:
         inspect.Parameter("report", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                           default=typer.Option(None, "--report", help="write the curve and the findings as JSON")),
     ]
-    return command(_lr_find, [CONFIG_FILE, *extra], config_parameters(TrainConfig), strategy_parameters())
+    return command(_lr_find, [CONFIG_FILE, *extra], config_parameters(TrainConfig, command="lr-find"), strategy_parameters())
 
 
 lr_find_command = _build_lr_find()
@@ -191,7 +191,7 @@ def _build_distill() -> Any:
         inspect.Parameter("student", inspect.Parameter.KEYWORD_ONLY, annotation=str,
                           default=typer.Option("layers:3", "--student", help="layers:N (the teacher with N evenly spaced layers) or a model")),
     ]
-    return command(_distill, [CONFIG_FILE, *extra], config_parameters(TrainConfig), strategy_parameters())
+    return command(_distill, [CONFIG_FILE, *extra], config_parameters(TrainConfig, command="distill"), strategy_parameters())
 
 
 distill_command = _build_distill()
