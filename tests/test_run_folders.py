@@ -195,3 +195,16 @@ def test_report_refuses_a_metric_the_runs_do_not_have(finished, tmp_path, capsys
     assert "macro_f1" in err and "num_examples" not in err and not (tmp_path / "r").exists()
     main(["report", str(finished["full"]), str(finished["lora"]), "--metric", "accuracy", "--out", str(tmp_path / "r")])
     assert (tmp_path / "r" / "report.html").exists()
+
+
+def test_info_and_strategies_print_json(finished, capsys):
+    import json
+
+    main(["info", str(finished["lora"]), "--json"])
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["facts"]["strategy"] == "lora" and shown["labels"]["labels"] and "validation" in shown["metrics"]
+    assert "PEFT" in shown["format"] or "adapter" in shown["format"].lower()
+    main(["strategies", "--json"])
+    listed = {entry["name"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert {"full", "frozen", "lora", "gradual"} <= set(listed)
+    assert listed["lora"]["options"]["r"]["flag"] == "--lora-r" and listed["lora"]["default_lr"] > 0

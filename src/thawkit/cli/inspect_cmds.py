@@ -130,7 +130,8 @@ def _interrupted(run: Path) -> None:
                       "checkpoint); train it again with --overwrite")
 
 
-def info(run: Path = typer.Argument(..., help="run directory")) -> None:
+def info(run: Path = typer.Argument(..., help="run directory"),
+         as_json: bool = typer.Option(False, "--json", help="print the facts and metrics as one JSON object")) -> None:
     """Show what a run is: task, strategy, head, data, metrics, trainable parameters and time per phase."""
     from thawkit.rundir import partial_dir_for, read_run_files
 
@@ -160,17 +161,31 @@ def info(run: Path = typer.Argument(..., help="run directory")) -> None:
     }
     if facts.get("timings"):
         rows["time per phase"] = ", ".join(f"{k} {v:.1f}s" for k, v in facts["timings"].items())
+    metrics_path = path / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else None
+    if as_json:  # the run's own records, not the table's rendering of them
+        print(json.dumps({"run": str(path), "format": rows["format"], "labels": labels, "metrics": metrics, "facts": facts},
+                         indent=2, default=str))
+        return
     for key, value in rows.items():
         table.add_row(key, str(value))
     console.print(table)
-    metrics_path = path / "metrics.json"
-    if metrics_path.exists():
-        console.print(metrics_table(json.loads(metrics_path.read_text(encoding="utf-8"))))
+    if metrics is not None:
+        console.print(metrics_table(metrics))
 
 
-def strategies() -> None:
+def strategies(as_json: bool = typer.Option(False, "--json", help="print the strategies as a JSON list")) -> None:
     """List the registered strategies with their default learning rates and options."""
     from thawkit.strategies import get_strategy_class, strategies_in_display_order
+
+    if as_json:
+        print(json.dumps([{"name": name, "default_lr": get_strategy_class(name).default_lr,
+                           "options": {option: {"flag": (field.json_schema_extra or {}).get("flag") if isinstance(field.json_schema_extra, dict) else None,
+                                                "default": field.default, "description": field.description}
+                                       for option, field in get_strategy_class(name).Config.model_fields.items()},
+                           "description": (get_strategy_class(name).__doc__ or "").strip().splitlines()[0]}
+                          for name in strategies_in_display_order()], indent=2, default=str))
+        return
 
     table = Table(title="strategies")
     for column in ("name", "default lr", "options", "what it does"):
