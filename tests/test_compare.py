@@ -199,3 +199,20 @@ def test_the_loss_as_metric_picks_the_lowest():
     rows = aggregate([summary("full", 0.6, 1.0), summary("frozen", 0.3, 2.0)], "loss")
     assert [r["strategy"] for r in rows] == ["frozen", "full"]
     assert name_winner(rows, "loss")["strategy"] == "frozen"
+
+
+@pytest.mark.parametrize("examples, uncertain", [(60, True), (20_000, False)])
+def test_a_winner_inside_what_the_validation_set_resolves_is_called_uncertain(examples, uncertain):
+    """0.80 vs 0.78 on 60 examples (one example = 1.7 points) cannot be told apart; on 20,000 it can."""
+    from thawkit.compare.results import aggregate, name_winner
+
+    def summary(strategy: str, accuracy: float) -> dict:
+        info = {"strategy": strategy, "trainable_params": 10, "total_params": 100, "train_seconds": 1.0,
+                "num_validation_examples": examples}
+        return {"path": f"/runs/{strategy}", "info": info, "metrics": {"validation": {"accuracy": accuracy}}, "history": []}
+
+    winner = name_winner(aggregate([summary("full", 0.80), summary("lora", 0.78)], "accuracy"), "accuracy")
+    assert winner["strategy"] == "full" and winner["uncertain"] is uncertain
+    assert ("Uncertain" in winner["reason"]) is uncertain
+    if uncertain:
+        assert f"{examples} validation examples" in winner["reason"] and winner["resolvable_margin"] == pytest.approx(0.143, abs=0.002)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,7 @@ def aggregate(summaries: list[dict[str, Any]], metric: str, extra: dict[str, dic
         row["forgetting_drift"] = drift
         row["runs"] = [r["path"] for r in runs]
         row["failed_runs"] = sum(1 for r in runs if r["info"].get("failed"))
+        row["num_validation_examples"] = runs[0]["info"].get("num_validation_examples")
         row.update((extra or {}).get(name, {}))
         rows.append(row)
     key = f"validation_{metric}_mean"
@@ -151,7 +153,26 @@ def name_winner(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     if trade:
         reason += ", " + ", ".join(trade[:3])
     reason += f"; trains {winner['trainable_percent']:.1f}% of the parameters"
-    return {"strategy": winner["strategy"], "model": winner["model"], "name": winner["name"], "reason": reason}
+    runner_up = max((r for r in candidates if r is not winner), key=lambda r: sign * r[key], default=None)
+    resolution = resolvable_margin(winner[key], winner.get("num_validation_examples"), metric)
+    uncertain = runner_up is not None and resolution is not None and abs(winner[key] - runner_up[key]) < resolution
+    if uncertain:
+        reason += (f". Uncertain: the margin over {runner_up['name']} ({abs(winner[key] - runner_up[key]):.3f}) is inside the "
+                   f"±{resolution:.3f} that {winner['num_validation_examples']} validation examples resolve (95%, binomial); "
+                   "a larger validation set or more --seeds would tell them apart")
+    return {"strategy": winner["strategy"], "model": winner["model"], "name": winner["name"], "reason": reason,
+            "uncertain": uncertain, "resolvable_margin": resolution}
+
+
+def resolvable_margin(value: float | None, examples: int | None, metric: str) -> float | None:
+    """The smallest difference between two strategies' scores of a 0-1 metric that ``examples``
+    validation examples resolve at 95%: 1.96 x sqrt(2 p (1 - p) / n), the binomial standard error of
+    a difference of two proportions (exact for accuracy, a guide for F1-like scores). None for a
+    loss or a metric off the 0-1 scale, or without a count."""
+    if value is None or not examples or metric == "loss" or not 0.0 <= value <= 1.0:
+        return None
+    p = min(max(value, 1.0 / examples), 1.0 - 1.0 / examples)
+    return 1.96 * math.sqrt(2 * p * (1 - p) / examples)
 
 
 def model_size_advice(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
