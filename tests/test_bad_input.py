@@ -223,3 +223,16 @@ def test_a_real_full_disk_is_one_line_at_every_write(tiny_bert, toy_csv, tmp_pat
     assert "run" not in left, left  # never a half-written run folder
     if ".run.partial" in left:  # only with a complete checkpoint, which the line names
         assert "kept in" in lines[0] and "--resume" in lines[0], lines
+
+
+@pytest.mark.parametrize("args", [["train", "--data", "nope.csv"], ["compare", "--data", "nope.csv"], ["advise", "--data", "nope.csv"],
+                                  ["lr-find", "--data", "nope.csv"], ["dapt", "--text", "nope.txt"],
+                                  ["train", "--data", "DATA", "--validation", "nope.csv"]], ids=" ".join)
+def test_a_missing_input_file_is_reported_before_torch_is_imported(args, toy_csv, tmp_path):
+    """A typo costs a fraction of a second, not the 8 s of importing torch and transformers first."""
+    args = [str(toy_csv) if a == "DATA" else a for a in args]
+    script = ("import sys\nfrom thawkit.cli.app import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as stop:\n"
+              "    print('exit', stop.code, 'torch' in sys.modules, 'transformers' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.stdout.split() == ["exit", "2", "False", "False"], (result.stdout, result.stderr)
+    assert "nope." in result.stderr and "file not found" in result.stderr

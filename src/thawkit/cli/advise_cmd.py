@@ -29,6 +29,11 @@ def advise(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Recommend a strategy, learning rate, epochs, batch size and max length for your data, and say why."""
+    from thawkit.paths import check_data_path
+
+    for given in (data, validation, unlabeled):  # before the heavy imports
+        if given is not None:
+            check_data_path(given)
     from thawkit.advisor import advise as run_advisor
     from thawkit.errors import ConfigError
 

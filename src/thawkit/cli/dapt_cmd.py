@@ -27,6 +27,9 @@ def dapt(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing folder"),
 ) -> None:
     """Continue masked-LM pretraining on your domain's text; fine-tune the result with thawkit train --model OUT."""
+    from thawkit.paths import check_data_path
+
+    check_data_path(text)  # before the heavy imports
     from thawkit.api import dapt as run
 
     facts = run(text, model=model, out=out, epochs=epochs, max_steps=steps, mlm_probability=mlm_prob, whole_word=whole_word,

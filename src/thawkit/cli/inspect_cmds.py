@@ -52,6 +52,12 @@ def predict(
 ) -> None:
     """Predict for texts given as arguments or in a file (a generation run writes the answer to each
     prompt); prints one JSON object per text."""
+    from thawkit.paths import check_data_path
+    from thawkit.rundir import read_run_files
+
+    if file is not None:
+        check_data_path(file)  # before the heavy imports
+    read_run_files(run)
     from thawkit.api import load
 
     if not texts and file is None:

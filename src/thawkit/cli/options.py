@@ -151,10 +151,18 @@ def strategy_values(given: dict[str, Any], strategies: list[str]) -> dict[str, d
     return chosen
 
 
+INPUT_FILES = ("data", "validation", "test", "dapt_text", "unlabeled", "file")
+
+
 def command(body: Callable[..., None], leading: list[inspect.Parameter], *groups: list[inspect.Parameter]) -> Callable[..., None]:
     """A function typer can read: ``leading`` parameters (arguments), then generated options."""
 
     def wrapper(**kwargs: Any) -> None:
+        from thawkit.paths import check_data_path
+
+        for name in INPUT_FILES:  # before the body's heavy imports: a typo is one line at once
+            if kwargs.get(name) is not None:
+                check_data_path(Path(kwargs[name]))
         body(**kwargs)
 
     params = [*leading, *(p for group in groups for p in group)]
