@@ -146,3 +146,23 @@ def test_forgetting_meter_frozen_none_high_lr_much_more(tiny_bert, toy_csv, tmp_
     assert harsh.forgetting["drift"] > 10 * gentle.forgetting["drift"]
     assert harsh.forgetting["min_cka"] < gentle.forgetting["min_cka"]
     assert set(harsh.forgetting["cka"]) == {"embeddings", "layer.0", "layer.1"}
+
+
+def test_progress_lines_are_never_silent_for_long(capsys):
+    """--progress lines: a step line whenever ``every_seconds`` passed since the last line."""
+    import time
+    from types import SimpleNamespace
+
+    from thawkit.engine.core.callbacks import LineProgressCallback
+
+    callback = LineProgressCallback("accuracy", "run", every_seconds=0.05)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=100, epoch=0.0)
+    callback.on_train_begin(None, state, None)
+    state.global_step = 1
+    callback.on_step_end(None, state, None)
+    assert capsys.readouterr().out == ""  # too soon
+    time.sleep(0.06)
+    state.global_step, state.epoch = 10, 0.5
+    callback.on_step_end(None, state, None)
+    line = capsys.readouterr().out
+    assert "run: step 10/100, epoch 0.50" in line and "steps/s" in line and "left" in line

@@ -94,7 +94,7 @@ class TrainConfig(BaseModel):
                                          "states to its teacher layer (MSE; 0: off)")
     resume: Path | None = Field(default=None, description="continue an interrupted run from its last checkpoint: its --out folder "
                                 "(or a checkpoint folder); the rest of its config is the one it started with")
-    progress: Literal["bar", "lines", "off"] = Field(default="bar", description="progress display: bar, lines (one per evaluation) or off")
+    progress: Literal["bar", "lines", "off"] = Field(default="bar", description="progress display: bar, lines (one per evaluation, a step line at least every 30 s between) or off")
     select_best: bool = Field(default=True, description="restore the best validation checkpoint at the end")
     seed: int = Field(default=42, ge=0, description="random seed (init, shuffling, split)")
     split_seed: int | None = Field(default=None, ge=0, description="seed of the validation split (default: --seed)")

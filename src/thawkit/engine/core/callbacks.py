@@ -95,23 +95,36 @@ class RichProgressCallback(TrainerCallback):
 
 
 class LineProgressCallback(TrainerCallback):
-    """One line per evaluation, prefixed by the run's name: readable when several runs share a terminal."""
+    """One line per evaluation, prefixed by the run's name: readable when several runs share a
+    terminal; between evaluations a step line at least every ``every_seconds`` (never silent for minutes)."""
 
-    def __init__(self, metric: str, label: str) -> None:
+    def __init__(self, metric: str, label: str, every_seconds: float = 30.0) -> None:
         self.metric = metric
         self.label = label
-        self._started = time.perf_counter()
+        self.every_seconds = every_seconds
+        self._started = self._last = time.perf_counter()
 
     def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[override]
-        self._started = time.perf_counter()
+        self._started = self._last = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[override]
+        now = time.perf_counter()
+        if not state.is_world_process_zero or now - self._last < self.every_seconds:
+            return
+        self._last = now
+        rate = state.global_step / max(now - self._started, 1e-9)
+        left = (state.max_steps - state.global_step) / max(rate, 1e-9)
+        print(f"  {self.label}: step {state.global_step}/{state.max_steps}, epoch {float(state.epoch or 0):.2f}, "
+              f"{rate:.2f} steps/s, ~{left:.0f}s left ({now - self._started:.1f}s)", flush=True)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[override]
         if not state.is_world_process_zero or not metrics:
             return
         value = metrics.get(f"eval_{self.metric}")
         shown = f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+        self._last = time.perf_counter()
         print(f"  {self.label}: epoch {float(state.epoch or 0):.2f}/{args.num_train_epochs:g}, step {state.global_step}/{state.max_steps}, "
-              f"val {self.metric} {shown} ({time.perf_counter() - self._started:.1f}s)", flush=True)
+              f"val {self.metric} {shown} ({self._last - self._started:.1f}s)", flush=True)
 
 
 class TimeLimitCallback(TrainerCallback):
