@@ -114,3 +114,23 @@ def test_int8_of_a_ner_run_reports_the_change_on_its_validation_file(task_runs, 
     with pytest.raises(SystemExit) as exit_info:  # an export is not exported again
         main(["export", str(tmp_path / "int8"), "--onnx", "--out", str(tmp_path / "again")])
     assert exit_info.value.code == 2
+
+
+def test_static_int8_scores_a_text_the_same_in_any_batch(runs, tmp_path):
+    """--quantize int8 is static (activation scales calibrated on the run's training texts): a
+    text alone and inside a batch of 20 padded differently get the same logits; int8-dynamic is
+    kept as an option and says in its facts that its scores depend on the batch."""
+    from thawkit.data.probe import general_sentences
+
+    texts = general_sentences()[:20]
+    main(["export", str(runs["full"].path), "--onnx", "--quantize", "int8", "--out", str(tmp_path / "int8")])
+    quantization = json.loads((tmp_path / "int8" / "export.json").read_text())["quantization"]
+    assert quantization["kind"].startswith("int8 static") and "training texts of the run" in quantization["calibration"]
+    static = thawkit.load(tmp_path / "int8")
+    alone = np.concatenate([static.logits([text]) for text in texts])
+    np.testing.assert_allclose(alone, static.logits(texts), atol=1e-6)
+    fp32 = runs["full"].logits(texts)
+    assert np.abs(alone - fp32).max() < 0.05  # quantized, not broken
+    main(["export", str(runs["full"].path), "--onnx", "--quantize", "int8-dynamic", "--out", str(tmp_path / "dynamic")])
+    dynamic = json.loads((tmp_path / "dynamic" / "export.json").read_text())["quantization"]
+    assert dynamic["kind"].startswith("int8 dynamic") and "depend on the batch" in dynamic["kind"]

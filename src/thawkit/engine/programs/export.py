@@ -36,8 +36,8 @@ def export_onnx(run_path: Path, out: Path, quantize: str | None = None, overwrit
     task, run_dir, info, labels = open_run(run_path)
     if (run_dir / ONNX_FILE).exists():
         raise ConfigError(f"{run_path}: already an ONNX export; fix: export the PyTorch run it came from ({info.get('exported_from')})")
-    if quantize not in (None, "int8"):
-        raise ConfigError(f"--quantize {quantize}: only int8 (dynamic) is offered; fix: --quantize int8 or drop it")
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ConfigError(f"--quantize {quantize}: one of {', '.join(QUANTIZATIONS)} is offered; fix: --quantize int8 or drop it")
     check_destination(out, overwrite)
     run = load_checked(task, run_dir, info, labels)
     model = run.model
@@ -66,8 +66,8 @@ def export_onnx(run_path: Path, out: Path, quantize: str | None = None, overwrit
         run.tokenizer.save_pretrained(str(partial))
         write_json(partial / LABELS_FILE, labels)
         write_json(partial / RUN_FILE, {**info, "exported_from": str(run_dir), "onnx": facts})
-        if quantize == "int8":
-            facts["quantization"] = _quantize(task, info, labels, partial)
+        if quantize is not None:
+            facts["quantization"] = _quantize(task, info, labels, partial, run.tokenizer, run.max_length, quantize)
             write_json(partial / RUN_FILE, {**info, "exported_from": str(run_dir), "onnx": facts})
         write_json(partial / EXPORT_FILE, facts)
         if (run_dir / "metrics.json").exists():
@@ -106,15 +106,67 @@ def _parity(traced: Any, exported: OnnxModel, batches: list[dict[str, np.ndarray
     return worst
 
 
-def _quantize(task: Any, info: dict[str, Any], labels: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """int8 weights (dynamic quantization); the validation metric before and after, measured by
-    the task's own run class on the fp32 and the int8 graph."""
+QUANTIZATIONS = ("int8", "int8-dynamic")
+CALIBRATION_TEXTS = 128
+
+
+def _calibration_texts(task: Any, info: dict[str, Any]) -> tuple[list[str], str]:
+    """Up to 128 of the run's own training texts (what it will see), else general-English sentences."""
+    from thawkit.config import make_config
+    from thawkit.data.probe import general_sentences
+    from thawkit.errors import ThawkitError
+
+    try:
+        cfg = make_config({k: v for k, v in info["config"].items() if v is not None})
+        texts = task.sample_texts(task.load_data(cfg), limit=CALIBRATION_TEXTS)
+        if texts:
+            return list(texts)[:CALIBRATION_TEXTS], f"{min(len(texts), CALIBRATION_TEXTS)} training texts of the run"
+    except (ThawkitError, KeyError, OSError) as exc:
+        log.info("int8 calibration on general-English sentences: the run's training data is not readable (%s)", exc)
+    texts = general_sentences()[:CALIBRATION_TEXTS]
+    return texts, f"{len(texts)} general-English sentences (the training data was not readable)"
+
+
+def _quantize_static(fp32: Path, target: Path, tokenizer: Any, max_length: int, inputs: list[str], texts: list[str]) -> None:
+    """int8 with activation scales fixed by calibration (QDQ, MatMul/Gemm only, weights per channel):
+    every row is computed with the same scales whatever batch it is in, so a text's scores do not
+    depend on its neighbours (dynamic quantization derives them from the whole padded batch)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    def row(text: str) -> dict[str, np.ndarray]:
+        encoded = {k: v.astype(np.int64) for k, v in tokenizer([text], truncation=True, max_length=max_length, return_tensors="np").items()}
+        encoded.setdefault("token_type_ids", np.zeros_like(encoded["input_ids"]))
+        return {name: encoded[name] for name in inputs}
+
+    class Texts(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.rows = iter([row(text) for text in texts])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.rows, None)
+
+    quantize_static(str(fp32), str(target), Texts(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"],
+                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True})
+
+
+def _quantize(task: Any, info: dict[str, Any], labels: dict[str, Any], folder: Path, tokenizer: Any, max_length: int,
+              kind: str) -> dict[str, Any]:
+    """int8 (static: calibrated activation scales, batch-independent; or ``int8-dynamic``); the
+    validation metric before and after, measured by the task's own run class on both graphs."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = folder / "model-fp32.onnx"
     (folder / ONNX_FILE).rename(fp32)
-    quantize_dynamic(str(fp32), str(folder / ONNX_FILE), weight_type=QuantType.QInt8)
-    result: dict[str, Any] = {"kind": "int8 dynamic (weights int8, activations quantized at run time)", "fp32_model": fp32.name}
+    if kind == "int8-dynamic":
+        quantize_dynamic(str(fp32), str(folder / ONNX_FILE), weight_type=QuantType.QInt8)
+        result: dict[str, Any] = {"kind": "int8 dynamic (weights int8, activations quantized at run time over each batch: "
+                                          "a text's scores depend on the batch it is in)", "fp32_model": fp32.name}
+    else:
+        texts, source = _calibration_texts(task, info)
+        _quantize_static(fp32, folder / ONNX_FILE, tokenizer, max_length, OnnxModel(folder, fp32.name).input_names, texts)
+        result = {"kind": "int8 static (QDQ: MatMul/Gemm weights per channel, activation scales calibrated; batch-independent)",
+                  "calibration": source, "fp32_model": fp32.name}
     run = task.load_run(folder, info, labels)  # the int8 graph
     measured = _validation_metric(task, run, info)
     if measured is None:
