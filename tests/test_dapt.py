@@ -70,3 +70,26 @@ def test_dapt_bad_input_is_one_line(tmp_path, capsys):
             main(["dapt", *args, "--out", str(tmp_path / "out")])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_adapted_folder_has_a_card_and_loads_in_sentence_transformers(tiny_bert, domain_text, tmp_path):
+    """A card huggingface_hub parses (base, tags, the measured before/after), and every module
+    modules.json lists has its folder (Normalize has no files, yet its folder must exist)."""
+    from huggingface_hub import ModelCard
+    from sentence_transformers import SentenceTransformer
+
+    source = tmp_path / "st"
+    shutil.copytree(tiny_bert, source)
+    (source / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (source / "1_Pooling").mkdir()
+    (source / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}))
+    thawkit.dapt(domain_text, model=str(source), out=tmp_path / "adapted", max_steps=2, batch_size=8, max_length=32)
+    card = ModelCard.load(tmp_path / "adapted" / "README.md")
+    assert card.data.base_model == str(source) and "domain-adaptive-pretraining" in card.data.tags
+    assert "| domain held out | mlm loss |" in card.text and "thawkit train --model" in card.text
+    assert (tmp_path / "adapted" / "2_Normalize").is_dir()
+    embedding = SentenceTransformer(str(tmp_path / "adapted"), device="cpu").encode(["a sentence"])
+    assert abs(float((embedding**2).sum()) - 1.0) < 1e-4  # Normalize ran

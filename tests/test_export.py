@@ -134,3 +134,21 @@ def test_static_int8_scores_a_text_the_same_in_any_batch(runs, tmp_path):
     main(["export", str(runs["full"].path), "--onnx", "--quantize", "int8-dynamic", "--out", str(tmp_path / "dynamic")])
     dynamic = json.loads((tmp_path / "dynamic" / "export.json").read_text())["quantization"]
     assert dynamic["kind"].startswith("int8 dynamic") and "depend on the batch" in dynamic["kind"]
+
+
+def test_an_export_folder_has_a_card_and_the_config_stock_onnx_loaders_read(runs, tmp_path):
+    """README.md (huggingface_hub metadata, library onnx) and config.json beside model.onnx; the
+    card's onnxruntime route (the graph on the tokenizer's inputs) gives the run's logits."""
+    import onnxruntime
+    from huggingface_hub import ModelCard
+    from transformers import AutoConfig, AutoTokenizer
+
+    main(["export", str(runs["full"].path), "--onnx", "--out", str(tmp_path / "onnx")])
+    card = ModelCard.load(tmp_path / "onnx" / "README.md")
+    assert card.data.library_name == "onnx" and "onnx" in card.data.tags and "onnxruntime.InferenceSession" in card.text
+    assert AutoConfig.from_pretrained(str(tmp_path / "onnx")).id2label == runs["full"].model.config.id2label
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    batch = tokenizer(TEXTS, padding=True, truncation=True, return_tensors="np")
+    logits = session.run(None, {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()})[0]
+    np.testing.assert_allclose(logits, runs["full"].logits(TEXTS), atol=1e-4)

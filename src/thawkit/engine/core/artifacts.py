@@ -81,6 +81,11 @@ def stock_usage(task: Any, layout: str) -> list[str]:
         return ["An unmerged PEFT adapter: `peft`'s `AutoPeftModelFor...` classes load it on its base "
                 "(`adapter_config.json` names it; `config.json` holds the labels); train with `--merge-lora` for a "
                 "folder every stock tool loads directly."]
+    if layout == "onnx":
+        return ["An ONNX graph (`model.onnx`, opset 17; `export.json` has its inputs, outputs, parity with PyTorch and any "
+                "quantization): `onnxruntime.InferenceSession(\"RUN_FOLDER/model.onnx\")` runs it on the tokenizer's "
+                "`input_ids`/`attention_mask`, and optimum's `ORTModelFor...` classes load the folder (it carries "
+                "`config.json`). The scores are the run's logits; `thawkit predict` applies the softmax and the labels."]
     if layout == "feature-head":
         return ["No stock loader reads this folder whole: `backbone/` is a standard `AutoModel` folder and the head "
                 "(`thawkit_head.json` + `thawkit_head.safetensors`, a pooling and a linear/MLP layer) is thawkit's; load it "
@@ -113,10 +118,10 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter
     ]
     teacher = (info.get("distillation") or {}).get("teacher")
     card = ModelCardData(
-        library_name="peft" if adapter else task.card_library,
+        library_name="peft" if adapter else "onnx" if layout == "onnx" else task.card_library,
         base_model=lineage_model_name(info["base_model"]),
         pipeline_tag=tag,
-        tags=["thawkit", f"strategy-{info['strategy']}", *(["distillation"] if teacher else [])],
+        tags=["thawkit", f"strategy-{info['strategy']}", *(["distillation"] if teacher else []), *(["onnx"] if layout == "onnx" else [])],
         model_name=Path(str(config.get("out") or "thawkit-run")).name,
         eval_results=results or None,
         **base_card_metadata(info["base_model"]),

@@ -208,6 +208,7 @@ def run_dapt(settings: DaptSettings, progress: bool = False) -> dict[str, Any]:
             "bf16_autocast": bool(args.bf16), "train_seconds": round(train_seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
         }
         metrics = {"before": before, "after": after}
+        (partial / "README.md").write_text(dapt_card(facts, metrics, final), encoding="utf-8")
         write_json(partial / DAPT_FILE, {**facts, "metrics": metrics})
         write_json(partial / "metrics.json", metrics)
         publish(partial, final, settings.overwrite)
@@ -215,6 +216,34 @@ def run_dapt(settings: DaptSettings, progress: bool = False) -> dict[str, Any]:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return {**facts, "metrics": metrics, "path": str(final)}
+
+
+def dapt_card(facts: dict[str, Any], metrics: dict[str, Any], final: Path) -> str:
+    """README.md of an adapted encoder: huggingface_hub card metadata (the base, its license) and
+    what the adaptation did, measured."""
+    from huggingface_hub import ModelCardData
+
+    from thawkit.engine.core.artifacts import base_card_metadata
+    from thawkit.models.backbone import lineage_model_name
+
+    card = ModelCardData(base_model=lineage_model_name(facts["base_model"]), library_name="transformers", pipeline_tag="fill-mask",
+                         tags=["thawkit", "domain-adaptive-pretraining"], model_name=final.name,
+                         **base_card_metadata(facts["base_model"]))
+    rows = [f"| {split.replace('_', ' ')} | {name.replace('_', ' ')} | {metrics['before'][split][name]:.3f} | {value:.3f} |"
+            for split, values in metrics["after"].items() if isinstance(values, dict)
+            for name, value in values.items()
+            if isinstance(value, (int, float)) and isinstance(metrics["before"].get(split, {}).get(name), (int, float))]
+    return "\n".join([
+        "---", card.to_yaml().strip(), "---", "",
+        f"# {lineage_model_name(facts['base_model'])} adapted to a domain with thawkit dapt", "",
+        f"Continued masked-LM pretraining ({'whole-word' if facts['whole_word'] else 'token'} masking, "
+        f"{facts['mlm_probability']:.0%}) on {facts['documents']['train']} documents of `{Path(facts['text']).name}`: "
+        f"{facts['global_steps']} steps at {facts['max_length']} tokens, learning rate {facts['learning_rate']}.", "",
+        "| text | measure | before | after |", "|---|---|---|---|", *rows, "",
+        "## Use", "", "```bash", f"thawkit train --model {final} --data YOUR_LABELED_DATA.csv --strategy gradual", "```", "",
+        "The folder is a standard `AutoModelForMaskedLM` folder (and a sentence-transformers one when the base was); "
+        "`dapt.json` records every setting.", "",
+    ])
 
 
 def _has_gpu() -> bool:
@@ -233,6 +262,8 @@ def _copy_sentence_transformers_pooling(source: Path, target: Path) -> None:
         folder = entry.get("path")
         if folder and (source / folder).is_dir():
             shutil.copytree(source / folder, target / folder, dirs_exist_ok=True)
+        elif folder:  # a module without files (Normalize): its folder, as sentence-transformers' own save writes it
+            (target / folder).mkdir(parents=True, exist_ok=True)
     for name in ("sentence_bert_config.json", "config_sentence_transformers.json"):
         if (source / name).exists():
             shutil.copy2(source / name, target / name)

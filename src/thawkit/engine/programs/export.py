@@ -12,6 +12,7 @@ above one point (small MiniLM models are known to lose accuracy under some int8 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -72,6 +73,13 @@ def export_onnx(run_path: Path, out: Path, quantize: str | None = None, overwrit
         write_json(partial / EXPORT_FILE, facts)
         if (run_dir / "metrics.json").exists():
             shutil.copy2(run_dir / "metrics.json", partial / "metrics.json")
+        if (run_dir / "config.json").exists():  # optimum's ORTModelFor... read the architecture and labels from it
+            shutil.copy2(run_dir / "config.json", partial / "config.json")
+        from thawkit.engine.core.artifacts import model_card
+
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")) if (run_dir / "metrics.json").exists() else {}
+        card_info = {**info, "config": {**info.get("config", {}), "out": str(out)}}
+        (partial / "README.md").write_text(model_card(card_info, metrics, task, False, "onnx"), encoding="utf-8")
         publish(partial, out, overwrite)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
