@@ -107,33 +107,36 @@ def test_every_task_exports_and_answers_like_pytorch(task, task_runs, tmp_path):
 
 
 def test_int8_of_a_ner_run_reports_the_change_on_its_validation_file(task_runs, tmp_path):
-    main(["export", str(task_runs["ner"].path), "--onnx", "--quantize", "int8", "--out", str(tmp_path / "int8")])
+    main(["export", str(task_runs["ner"].path), "--onnx", "--quantize", "int8-dynamic", "--out", str(tmp_path / "int8")])
     quantization = json.loads((tmp_path / "int8" / "export.json").read_text())["quantization"]
     assert quantization["metric"] == "f1" and quantization["validation_examples"] > 0
     assert quantization["fp32"] is not None and quantization["metric_change_points"] is not None
+    tagger = thawkit.load(tmp_path / "int8")  # rows run alone, per-token logits padded back: the same entities in any batch
+    sentences = ["Peter Blackburn visited Brussels", "EU rejects German call to boycott British lamb . " * 3]
+    assert tagger.predict(sentences)[0] == tagger.predict(sentences[:1])[0]
     with pytest.raises(SystemExit) as exit_info:  # an export is not exported again
         main(["export", str(tmp_path / "int8"), "--onnx", "--out", str(tmp_path / "again")])
     assert exit_info.value.code == 2
 
 
-def test_static_int8_scores_a_text_the_same_in_any_batch(runs, tmp_path):
-    """--quantize int8 is static (activation scales calibrated on the run's training texts): a
-    text alone and inside a batch of 20 padded differently get the same logits; int8-dynamic is
-    kept as an option and says in its facts that its scores depend on the batch."""
+@pytest.mark.parametrize("kind", ["int8", "int8-dynamic"])
+def test_int8_scores_a_text_the_same_in_any_batch(runs, tmp_path, kind):
+    """Served int8 answers are reproducible: a text alone and inside a batch of 20 padded
+    differently get the same logits. int8 (static) calibrates the activation scales on the run's
+    training texts; int8-dynamic runs each row alone, unpadded, so its scales come from the text only."""
     from thawkit.data.probe import general_sentences
 
     texts = general_sentences()[:20]
-    main(["export", str(runs["full"].path), "--onnx", "--quantize", "int8", "--out", str(tmp_path / "int8")])
-    quantization = json.loads((tmp_path / "int8" / "export.json").read_text())["quantization"]
-    assert quantization["kind"].startswith("int8 static") and "training texts of the run" in quantization["calibration"]
-    static = thawkit.load(tmp_path / "int8")
-    alone = np.concatenate([static.logits([text]) for text in texts])
-    np.testing.assert_allclose(alone, static.logits(texts), atol=1e-6)
-    fp32 = runs["full"].logits(texts)
-    assert np.abs(alone - fp32).max() < 0.05  # quantized, not broken
-    main(["export", str(runs["full"].path), "--onnx", "--quantize", "int8-dynamic", "--out", str(tmp_path / "dynamic")])
-    dynamic = json.loads((tmp_path / "dynamic" / "export.json").read_text())["quantization"]
-    assert dynamic["kind"].startswith("int8 dynamic") and "depend on the batch" in dynamic["kind"]
+    main(["export", str(runs["full"].path), "--onnx", "--quantize", kind, "--out", str(tmp_path / kind)])
+    quantization = json.loads((tmp_path / kind / "export.json").read_text())["quantization"]
+    if kind == "int8-dynamic":
+        assert quantization["kind"].startswith("int8 dynamic") and quantization["row_by_row"]
+    else:
+        assert quantization["kind"].startswith("int8 static") and "training texts of the run" in quantization["calibration"]
+    exported = thawkit.load(tmp_path / kind)
+    alone = np.concatenate([exported.logits([text]) for text in texts])
+    np.testing.assert_allclose(alone, exported.logits(texts), atol=1e-6)
+    assert np.abs(alone - runs["full"].logits(texts)).max() < 0.05  # quantized, not broken
 
 
 def test_an_export_folder_has_a_card_and_the_config_stock_onnx_loaders_read(runs, tmp_path):

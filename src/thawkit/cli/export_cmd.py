@@ -14,7 +14,7 @@ from thawkit.errors import ConfigError
 def export(
     run: Path = typer.Argument(..., help="a finished run folder"),
     onnx: bool = typer.Option(False, "--onnx", help="export to ONNX (the only format so far)"),
-    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: static (calibrated on the run's training texts; a text's scores do not depend on its batch) or int8-dynamic; the metric change is reported"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: static, activation scales calibrated on the run's training texts; int8-dynamic: scales at run time, each text run alone; either way a text's scores never depend on its batch, and the metric change is reported"),
     out: Path = typer.Option(..., "--out", help="folder to write (predict/evaluate/serve run it through onnxruntime)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing folder"),
 ) -> None:
