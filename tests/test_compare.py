@@ -57,6 +57,8 @@ def test_compare_writes_consistent_results(comparison):
     assert frozen["forgetting_drift"] == pytest.approx(0.0, abs=1e-6)
     report = (folder / "report.md").read_text()
     assert "| strategy |" in report and "Measured winner" in report
+    assert "Data: toy.csv (" in report and "2 seeds per strategy" in report  # what was compared, on what
+    assert "Data: toy.csv (" in (folder / "report.html").read_text()
 
 
 def test_successive_halving_stops_losers(tiny_models, toy_csv, tmp_path):

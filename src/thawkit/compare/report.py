@@ -139,6 +139,23 @@ def _table_html(rows: list[dict[str, Any]], metric: str) -> str:
     return "\n".join(lines) + "</tbody></table>"
 
 
+def context_line(summaries: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+    """What was compared, on what: the data file(s), the sizes, the model(s), seeds, when."""
+    import time
+
+    infos = [s["info"] for s in summaries if s.get("path")] or [s["info"] for s in summaries]
+    config = infos[0].get("config", {}) if infos else {}
+    data = Path(str(config.get("data"))).name if config.get("data") else "?"
+    validation = Path(str(config["validation"])).name if config.get("validation") else "a held-out split"
+    models = sorted({str(row.get("model")) for row in rows if row.get("model")} or {str(config.get("model"))})
+    seeds = max((row.get("seeds", 1) for row in rows), default=1)
+    train, held_out = infos[0].get("num_train_examples") if infos else None, infos[0].get("num_validation_examples") if infos else None
+    sizes = f"{train:,} training / {held_out:,} validation examples" if isinstance(train, int) and isinstance(held_out, int) else "sizes n/a"
+    return (f"Data: {data} ({sizes}; validation: {validation}) · model{'s' if len(models) > 1 else ''}: "
+            f"{', '.join(Path(m).name or m for m in models)} · {seeds} seed{'s' if seeds > 1 else ''} per strategy · "
+            f"{len(rows)} compared · {time.strftime('%Y-%m-%d %H:%M')}")
+
+
 def _mean_std(row: dict[str, Any], key: str) -> str:
     """'mean ± std' over seeds; one seed shows the mean alone (a spread never measured is not zero)."""
     mean = row.get(f"{key}_mean")
@@ -185,6 +202,7 @@ th:first-child, td:first-child {{ text-align: left; }}
 </style></head>
 <body data-charts="{len(charts)}">
 <h1>Which {"model and strategy" if _several_models(rows) else "strategy"} for this data?</h1>
+<p class="context">{html.escape(context_line(summaries, rows))}</p>
 <div class="winner">{advice_html}</div>
 <h2>Results</h2>
 {_table_html(rows, metric)}
@@ -200,7 +218,8 @@ def markdown_report(rows: list[dict[str, Any]], winner: dict[str, Any], metric: 
                     summaries: list[dict[str, Any]], models_advice: dict[str, Any] | None = None) -> str:
     multi = _several_models(rows)
     sizes = " parameters | on disk |" if multi else ""
-    lines = ["# thawkit comparison", "", *(f"- {line}" for line in _advice_lines(advice, winner, models_advice)), "",
+    lines = ["# thawkit comparison", "", context_line(summaries, rows), "",
+             *(f"- {line}" for line in _advice_lines(advice, winner, models_advice)), "",
              f"| {'model · strategy' if multi else 'strategy'} | validation {metric} | test {metric} | trainable |{sizes} train time | "
              "peak memory | forgetting (drift) |",
              "|---|---|---|---|---|---|---|" + ("---|---|" if multi else "")]
