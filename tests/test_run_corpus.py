@@ -148,7 +148,7 @@ def test_named_damage(built, tmp_path, case):
 DAMAGE = st.sampled_from(CORPUS["damage"])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(list(RUNS)), picks=st.lists(st.tuples(st.integers(0, 30), DAMAGE), min_size=1, max_size=4),
        seed=st.integers(0, 1000))
 def test_several_files_damaged_at_once(built, tmp_path_factory, name, picks, seed):

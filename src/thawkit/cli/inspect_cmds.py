@@ -55,9 +55,9 @@ def predict(
     from thawkit.paths import check_data_path
     from thawkit.rundir import read_run_files
 
+    read_run_files(run)  # the run first, then its input; both before the heavy imports
     if file is not None:
-        check_data_path(file)  # before the heavy imports
-    read_run_files(run)
+        check_data_path(file)
     from thawkit.api import load
 
     if not texts and file is None:

@@ -158,7 +158,7 @@ def name_winner(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     uncertain = runner_up is not None and resolution is not None and abs(winner[key] - runner_up[key]) < resolution
     if uncertain:
         reason += (f". Uncertain: the margin over {runner_up['name']} ({abs(winner[key] - runner_up[key]):.3f}) is inside the "
-                   f"±{resolution:.3f} that {winner['num_validation_examples']} validation examples resolve (95%, binomial); "
+                   f"{resolution:.3f} that {winner['num_validation_examples']} validation examples can resolve (95%, binomial); "
                    "a larger validation set or more --seeds would tell them apart")
     return {"strategy": winner["strategy"], "model": winner["model"], "name": winner["name"], "reason": reason,
             "uncertain": uncertain, "resolvable_margin": resolution}
