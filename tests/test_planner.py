@@ -213,3 +213,14 @@ def test_help_lists_only_the_options_a_command_honours(command):
     refused = {flag_of(name) for name in COMMANDS[command].refuses}
     assert refused <= hidden and not refused & shown, refused & shown
     assert {"--data", "--model"} <= shown and (command == "lr-find") != ("--epochs" in shown)
+
+
+def test_no_help_text_shows_a_doubled_percent_sign():
+    """click prints help verbatim: '6%%' in a help string shows as '6%%' ('dapt --help' did)."""
+    from typer.main import get_command
+
+    from thawkit.cli.app import app
+
+    for name, click_command in get_command(app).commands.items():
+        for param in click_command.params:
+            assert "%%" not in (getattr(param, "help", None) or ""), (name, param.name)

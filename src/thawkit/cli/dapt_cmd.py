@@ -20,7 +20,7 @@ def dapt(
     whole_word: bool = typer.Option(False, "--whole-word", help="mask whole words (fast tokenizer offsets)"),
     line_by_line: bool = typer.Option(False, "--line-by-line", help="one block per line instead of concatenated max-length blocks"),
     max_length: int = typer.Option(128, "--max-length", min=8, help="tokens per block"),
-    lr: float = typer.Option(1e-4, "--lr", min=0, help="learning rate (DAPT papers: 1e-4 with 6%% warmup)"),
+    lr: float = typer.Option(1e-4, "--lr", min=0, help="learning rate (DAPT papers: 1e-4 with 6% warmup)"),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     text_col: Optional[str] = typer.Option(None, "--text-col", help="text column of a JSONL/CSV file (task-adaptive: the task's own file)"),
     seed: int = typer.Option(42, "--seed", min=0),
