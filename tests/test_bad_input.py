@@ -236,3 +236,19 @@ def test_a_missing_input_file_is_reported_before_torch_is_imported(args, toy_csv
     result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.stdout.split() == ["exit", "2", "False", "False"], (result.stdout, result.stderr)
     assert "nope." in result.stderr and "file not found" in result.stderr
+
+
+def test_only_a_library_failure_on_a_nearly_full_disk_reads_as_disk_full(tmp_path, monkeypatch):
+    """torch.save's errno-less failure is recognised by the file system's free space; bad input,
+    a guard or an interruption on that same disk stay what they are."""
+    import shutil
+    from collections import namedtuple
+
+    from thawkit.errors import ConfigError
+    from thawkit.rundir import as_disk_full
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100, 100, 0))
+    assert as_disk_full(RuntimeError("unexpected pos 20544 vs 20436"), tmp_path).errno == 28
+    assert as_disk_full(ConfigError("a bad flag"), tmp_path) is None
+    assert as_disk_full(KeyboardInterrupt(), tmp_path) is None

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from thawkit.errors import ConfigError, RunDirError
+from thawkit.errors import ConfigError, RunDirError, ThawkitError
 
 RUN_FILE = "thawkit.json"
 LABELS_FILE = "labels.json"
@@ -150,7 +150,8 @@ def as_disk_full(exc: BaseException, folder: Path | None = None) -> OSError | No
         return exc
     chain = [exc, *([exc.__cause__] if exc.__cause__ else []), *([exc.__context__] if exc.__context__ else [])]
     worded = any(message in str(item) for item in chain for message in DISK_FULL_MESSAGES)
-    if not worded and folder is not None and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+    # Only a library's own failure is probed (never bad input, a guard, Ctrl-C or SIGTERM on a nearly full disk).
+    if not worded and folder is not None and isinstance(exc, Exception) and not isinstance(exc, ThawkitError):
         probe = next((p for p in (folder, *folder.parents) if p.exists()), None)
         worded = probe is not None and shutil.disk_usage(probe).free < 2**20
     if not worded:
