@@ -186,19 +186,22 @@ def _check_strategy_options(strategy: str, options: dict[str, Any]) -> None:
     try:
         strategy_cls.Config(**options)
     except ValidationError as exc:
-        raise ValueError(describe(exc, prefix=f"strategy {strategy!r} option ")) from None
+        flags = {name: f"{name} ({field.json_schema_extra['flag']})" for name, field in strategy_cls.Config.model_fields.items()
+                 if isinstance(field.json_schema_extra, dict) and "flag" in field.json_schema_extra}
+        raise ValueError(describe(exc, prefix=f"strategy {strategy!r} option ", names=flags)) from None
 
 
 def flag_of(field_name: str) -> str:
     return f"--{field_name.replace('_', '-')}"
 
 
-def describe(exc: ValidationError, prefix: str = "") -> str:
-    """A pydantic error as one line that names the CLI flag (or option), the value and the problem."""
+def describe(exc: ValidationError, prefix: str = "", names: dict[str, str] | None = None) -> str:
+    """A pydantic error as one line that names the CLI flag (or option: ``names`` says how), the value
+    and the problem."""
     problems = []
     for error in exc.errors():
         field_name = ".".join(str(part) for part in error["loc"])
-        flag = flag_of(field_name) if not prefix and field_name else field_name
+        flag = flag_of(field_name) if not prefix and field_name else (names or {}).get(field_name, field_name)
         value = error.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         message = error["msg"].removeprefix("Value error, ")

@@ -106,6 +106,25 @@ def strategy_flags() -> dict[str, list[tuple[str, str, FieldInfo]]]:
     return table
 
 
+def shared_flag_help(takers: list[tuple[str, str, FieldInfo]]) -> tuple[type, str, str]:
+    """(type, note, description) of a flag several strategies take: the choices of all of them, and
+    each strategy's own description where they differ."""
+    kind, note = cli_type(takers[0][2].annotation)
+    choices: list[str] = []
+    for _, _, field in takers:
+        inner = _unwrap_optional(field.annotation)
+        if typing.get_origin(inner) is Literal:
+            choices += [str(a) for a in typing.get_args(inner) if str(a) not in choices]
+    if choices:
+        note = "one of: " + ", ".join(choices)
+    owners: dict[str, list[str]] = {}  # description -> the strategies that say it
+    for strategy, _, field in takers:
+        owners.setdefault(field.description or "", []).append(strategy)
+    description = next(iter(owners)) if len(owners) == 1 else "; ".join(
+        f"{', '.join(names)}: {text}" for text, names in owners.items() if text)
+    return kind, note, description
+
+
 def _param_name(flag: str) -> str:
     return "strategy_flag_" + flag.removeprefix("--").replace("-", "_")
 
@@ -114,10 +133,12 @@ def strategy_parameters() -> list[inspect.Parameter]:
     params = []
     for flag, takers in strategy_flags().items():
         _, _, field = takers[0]
-        kind, note = cli_type(field.annotation)
+        kind, note, description = shared_flag_help(takers)
         who = "/".join(strategy for strategy, _, _ in takers)
         decls = [f"{flag}/--no-{flag.removeprefix('--')}"] if kind is bool else [flag]
-        option = typer.Option(None, *decls, help=f"{who}: " + help_text(field, note), show_default=False)
+        extra = [part for part in (note, default_text(field)) if part]
+        text = description + (f" ({'; '.join(extra)})" if extra else "")
+        option = typer.Option(None, *decls, help=f"{who}: {text}", show_default=False)
         params.append(inspect.Parameter(_param_name(flag), inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]))
     return params
 
@@ -189,11 +210,11 @@ def strategy_options_markdown() -> str:
              "| flag | strategy.option | type | default | what it does |", "|---|---|---|---|---|"]
     for flag, takers in strategy_flags().items():
         _, _, field = takers[0]
-        _, note = cli_type(field.annotation)
+        _, note, description = shared_flag_help(takers)
         kind = note or getattr(_unwrap_optional(field.annotation), "__name__", "str")
         owners = ", ".join(f"{s}.{o}" for s, o, _ in takers)
         default = default_text(field).removeprefix("default: ") or "–"
-        lines.append(f"| `{flag}` | {owners} | {kind} | {default} | {field.description or ''} |")
+        lines.append(f"| `{flag}` | {owners} | {kind} | {default} | {description} |")
     return "\n".join(lines) + "\n"
 
 
