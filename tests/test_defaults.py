@@ -89,6 +89,9 @@ def test_majority_class_model_is_a_failure():
     assert "'a' for every validation example" in finding.message
     healthy = {"confusion_matrix": {"format": "rows = gold, columns = predicted", "labels": ["a", "b"], "matrix": [[25, 5], [3, 7]]}}
     assert check_collapse(healthy) == []
+    # A few-shot validation split (2 examples, both called 'a') is no evidence either way.
+    tiny = {"confusion_matrix": {"format": "rows = gold, columns = predicted", "labels": ["a", "b"], "matrix": [[1, 0], [1, 0]]}}
+    assert check_collapse(tiny) == []
 
 
 def test_tagger_that_finds_no_entity_is_a_failure():

@@ -46,6 +46,11 @@ def balanced_class_weights(class_counts: list[int]) -> list[float]:
     return [total / (len(present) * c) if c > 0 else 0.0 for c in class_counts]
 
 
+# Validation examples below which one predicted class is not evidence of a collapse: a fair coin-flip
+# model labels all of 2 alike half the time, all of 10 alike 0.2% of the time.
+MIN_COLLAPSE_EVIDENCE = 10
+
+
 def check_collapse(validation: dict) -> list[Finding]:
     """A model that predicts one class for every validation example learned nothing but the prior
     (for NER: a tagger that finds no entity where the validation set has some, every token "O")."""
@@ -63,6 +68,8 @@ def check_collapse(validation: dict) -> list[Finding]:
     predicted = [sum(row[j] for row in matrix) for j in range(len(matrix))]
     present = sum(1 for row in matrix if sum(row) > 0)
     if present < 2 or sum(1 for p in predicted if p > 0) > 1:
+        return []
+    if sum(predicted) < MIN_COLLAPSE_EVIDENCE:  # a few-shot split: 2 of 2 alike says little about the model
         return []
     only = labels[predicted.index(max(predicted))] if labels else predicted.index(max(predicted))
     return [Finding(
