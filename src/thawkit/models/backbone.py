@@ -176,6 +176,31 @@ def _sentence_transformers_file(name: str, filename: str) -> Path | None:
         return None
 
 
+def copy_sentence_transformers_modules(source: Path, target: Path, max_length: int | None = None) -> None:
+    """Make ``target`` (a saved copy of the transformer in ``source``) a sentence-transformers folder
+    as ``source`` is: its modules (modules.json, 1_Pooling/..., a Normalize folder) and configs,
+    ``max_seq_length`` set to ``max_length`` when given (the length the copy was trained at)."""
+    import shutil
+
+    if not (source / "modules.json").exists():
+        return
+    shutil.copy2(source / "modules.json", target / "modules.json")
+    for entry in json.loads((source / "modules.json").read_text(encoding="utf-8")):
+        folder = entry.get("path")
+        if folder and (source / folder).is_dir():
+            shutil.copytree(source / folder, target / folder, dirs_exist_ok=True)
+        elif folder:  # a module without files (Normalize): its folder, as sentence-transformers' own save writes it
+            (target / folder).mkdir(parents=True, exist_ok=True)
+    for name in ("sentence_bert_config.json", "config_sentence_transformers.json"):
+        if (source / name).exists():
+            shutil.copy2(source / name, target / name)
+    settings = target / "sentence_bert_config.json"
+    if max_length is not None and settings.exists():
+        values = json.loads(settings.read_text(encoding="utf-8"))
+        values["max_seq_length"] = int(max_length)
+        settings.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
+
+
 def checkpoint_pooling(name: str) -> CheckpointPooling | None:
     """The pooling a sentence-transformers checkpoint was trained with (``1_Pooling/config.json``),
     or None for a plain transformers checkpoint."""

@@ -1,20 +1,25 @@
 """Feature-extraction classifiers: a frozen encoder, a pooling of its last layer, a small head.
 
 The default ``frozen`` run keeps the architecture's own head (pooler + classifier on ``[CLS]``) and
-saves a standard Hugging Face model. With ``pooling: mean`` or ``head: mlp | logreg`` the run
-saves this module instead: ``backbone/`` (an ``AutoModel`` folder) plus ``thawkit_head.json`` and
-``thawkit_head.safetensors``. A scikit-learn logistic regression is a linear layer on the pooled
-features, so it is stored as one (its softmax gives the same probabilities).
+saves a standard Hugging Face model. With ``pooling: mean`` or ``head: mlp | logreg`` (and every
+``fewshot`` run) the run saves this module instead: ``backbone/`` (an ``AutoModel`` folder, which is
+also a sentence-transformers folder — tokenizer, pooling and Normalize modules beside it — when the
+base was one and the head reads its own pooling and normalisation, as every ``fewshot`` run does) plus ``thawkit_head.json`` and ``thawkit_head.safetensors``. A
+scikit-learn logistic regression is a linear layer on the pooled features, so it is stored as one
+(its softmax, or per-label sigmoid for multi-label, gives the same probabilities).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    import numpy as np
 
 HEAD_CONFIG = "thawkit_head.json"
 HEAD_WEIGHTS = "thawkit_head.safetensors"
@@ -30,6 +35,13 @@ def pool(states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
     return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
+def head_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over classes; multi-label (labels (batch, classes) of 0/1): per-label binary."""
+    if labels.dim() == 2:
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+    return nn.functional.cross_entropy(logits, labels.long())
+
+
 def build_head(kind: str, hidden: int, num_labels: int, mlp_hidden: int, dropout: float) -> nn.Module:
     if kind == "mlp":
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, mlp_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_hidden, num_labels))
@@ -40,7 +52,8 @@ class PooledHeadClassifier(nn.Module):
     """``backbone`` (any AutoModel encoder) -> pooling -> ``head``; returns ``.logits`` and ``.loss``."""
 
     def __init__(self, backbone: nn.Module, num_labels: int, pooling: str, head: str, problem_type: str,
-                 id2label: dict[int, str], mlp_hidden: int = 256, dropout: float = 0.1) -> None:
+                 id2label: dict[int, str], mlp_hidden: int = 256, dropout: float = 0.1, normalize: bool = False,
+                 sentence_transformers_source: str | None = None) -> None:
         super().__init__()
         if getattr(backbone, "pooler", None) is not None:
             backbone.pooler = None  # the head reads pooled token states; an unused pooler would count as trainable
@@ -53,6 +66,9 @@ class PooledHeadClassifier(nn.Module):
         self.id2label = {int(k): str(v) for k, v in id2label.items()}
         self.mlp_hidden = mlp_hidden
         self.dropout = dropout
+        self.normalize = normalize  # pooled features L2-normalised before the head (a sentence-transformers Normalize)
+        # The sentence-transformers folder the backbone came from: its pooling modules are saved with the backbone.
+        self.sentence_transformers_source = sentence_transformers_source
         hidden = int(getattr(backbone.config, "hidden_size", None) or backbone.config.dim)
         self.head = build_head(head, hidden, num_labels, mlp_hidden, dropout)
 
@@ -62,30 +78,42 @@ class PooledHeadClassifier(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
         outputs = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
-        logits = self.head(pool(outputs.last_hidden_state, attention_mask, self.pooling))
-        loss = None
-        if labels is not None:
-            if self.problem_type == "multi_label_classification":
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
-            else:
-                loss = nn.functional.cross_entropy(logits, labels.long())
+        logits = self.head(self.features(outputs.last_hidden_state, attention_mask))
+        loss = head_loss(logits, labels) if labels is not None else None
         from transformers.modeling_outputs import SequenceClassifierOutput
 
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def features(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens, hidden) token states -> (batch, hidden) what the head reads."""
+        pooled = pool(states, attention_mask, self.pooling)
+        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
     def head_config(self) -> dict[str, Any]:
         return {
             "pooling": self.pooling, "head": self.head_kind, "num_labels": self.num_labels,
             "problem_type": self.problem_type, "id2label": self.id2label, "mlp_hidden": self.mlp_hidden,
-            "dropout": self.dropout,
+            "dropout": self.dropout, "normalize": self.normalize,
         }
 
-    def save_pretrained(self, path: str | Path, **kwargs: Any) -> None:
+    def save_pretrained(self, path: str | Path, max_length: int | None = None, **kwargs: Any) -> None:
+        """``backbone/`` plus the head; a backbone from a sentence-transformers checkpoint is saved as
+        one (tokenizer, pooling, Normalize; ``max_length``: the length it was trained at), so
+        ``SentenceTransformer(path / "backbone")`` embeds as the run's body does."""
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(str(path / "backbone"))
+        if self.sentence_transformers_source is not None:
+            from thawkit.models.backbone import copy_sentence_transformers_modules, load_tokenizer
+
+            source = Path(self.sentence_transformers_source)
+            tokenizer = load_tokenizer(str(source))
+            if max_length is not None:
+                tokenizer.model_max_length = int(max_length)
+            tokenizer.save_pretrained(str(path / "backbone"))
+            copy_sentence_transformers_modules(source, path / "backbone", max_length)
         (path / HEAD_CONFIG).write_text(json.dumps(self.head_config(), indent=2) + "\n")
         save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, str(path / HEAD_WEIGHTS))
 
@@ -98,7 +126,7 @@ class PooledHeadClassifier(nn.Module):
         config = json.loads((path / HEAD_CONFIG).read_text())
         backbone = AutoModel.from_pretrained(str(path / "backbone"), use_safetensors=True)
         model = cls(backbone, config["num_labels"], config["pooling"], config["head"], config["problem_type"],
-                    config["id2label"], config["mlp_hidden"], config["dropout"])
+                    config["id2label"], config["mlp_hidden"], config["dropout"], bool(config.get("normalize", False)))
         model.head.load_state_dict(load_file(str(path / HEAD_WEIGHTS)))
         return model.eval()
 
@@ -107,19 +135,29 @@ class PooledHeadClassifier(nn.Module):
 
 
 def load_pooled_classifier(name: str, num_labels: int, id2label: dict[int, str], problem_type: str,
-                           pooling: str, head: str, mlp_hidden: int, dropout: float) -> PooledHeadClassifier:
+                           pooling: str, head: str, mlp_hidden: int, dropout: float, normalize: bool = False) -> PooledHeadClassifier:
     from transformers import AutoModel
 
-    from thawkit.models.backbone import from_pretrained_checked
+    from thawkit.models.backbone import checkpoint_pooling, from_pretrained_checked, resolve_model_path
 
     backbone = from_pretrained_checked(AutoModel, name)
-    return PooledHeadClassifier(backbone, num_labels, pooling, head, problem_type, id2label, mlp_hidden, dropout)
+    # The body is saved as a sentence-transformers folder only where that folder embeds exactly what the
+    # head reads: the checkpoint's own pooling and normalisation.
+    checkpoint = checkpoint_pooling(name)
+    same = checkpoint is not None and (checkpoint.mode, checkpoint.normalize) == (pooling, normalize)
+    return PooledHeadClassifier(backbone, num_labels, pooling, head, problem_type, id2label, mlp_hidden, dropout,
+                                normalize, resolve_model_path(name) if same else None)
 
 
 def fit_logistic_regression(model: PooledHeadClassifier, features: torch.Tensor, labels: torch.Tensor, seed: int, c: float = 1.0) -> None:
-    """Fit scikit-learn's logistic regression on pooled features and load it into the linear head."""
+    """Fit scikit-learn's logistic regression on pooled features and load it into the linear head;
+    multi-label (labels a (n, classes) 0/1 matrix): one binary regression per label, whose sigmoid
+    is the label's probability."""
     from sklearn.linear_model import LogisticRegression
 
+    if labels.dim() == 2:
+        _fit_one_vs_rest(model, features, labels, seed, c)
+        return
     classifier = LogisticRegression(C=c, max_iter=2000, random_state=seed)
     classifier.fit(features.numpy(), labels.numpy())
     coef = torch.tensor(classifier.coef_, dtype=torch.float32)  # (classes or 1, hidden)
@@ -138,6 +176,27 @@ def fit_logistic_regression(model: PooledHeadClassifier, features: torch.Tensor,
         model.linear_layer().bias.copy_(bias)
 
 
+def _fit_one_vs_rest(model: PooledHeadClassifier, features: torch.Tensor, labels: torch.Tensor, seed: int, c: float) -> None:
+    """Multi-label: label c's logit is its own binary regression's; a label always (never) present in
+    the training data gets a constant logit of +-10 (sklearn needs both classes to fit)."""
+    from sklearn.linear_model import LogisticRegression
+
+    weight = torch.zeros(model.num_labels, features.shape[1])
+    bias = torch.zeros(model.num_labels)
+    x = features.numpy()
+    for label in range(model.num_labels):
+        y = labels[:, label].numpy() > 0.5
+        if y.all() or not y.any():
+            bias[label] = 10.0 if y.all() else -10.0
+            continue
+        classifier = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, y)
+        weight[label] = torch.tensor(classifier.coef_[0], dtype=torch.float32)
+        bias[label] = float(classifier.intercept_[0])
+    with torch.no_grad():
+        model.linear_layer().weight.copy_(weight)
+        model.linear_layer().bias.copy_(bias)
+
+
 def train_mlp_head(model: PooledHeadClassifier, features: torch.Tensor, labels: torch.Tensor, val_features: torch.Tensor,
                    score: Any, seed: int, epochs: int = 40, patience: int = 5, lr: float = 1e-3) -> None:
     """Train the MLP head on pooled features held in memory (mini-batches of vectors, no encoder
@@ -151,7 +210,7 @@ def train_mlp_head(model: PooledHeadClassifier, features: torch.Tensor, labels: 
     for _ in range(epochs):
         model.head.train()
         for batch in torch.randperm(len(features), generator=generator).split(64):
-            loss = nn.functional.cross_entropy(model.head(features[batch]), labels[batch].long())
+            loss = head_loss(model.head(features[batch]), labels[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -167,3 +226,45 @@ def train_mlp_head(model: PooledHeadClassifier, features: torch.Tensor, labels: 
     if best_state is not None:
         model.head.load_state_dict(best_state)
     model.head.eval()
+
+
+class SentenceEncoder:
+    """Texts -> L2-normalised sentence embeddings with a checkpoint's own pooling (mean where it
+    declares none), in length-sorted batches, in eval mode."""
+
+    def __init__(self, name: str, max_length: int = 128, batch_size: int = 64) -> None:
+        from transformers import AutoModel
+
+        from thawkit.models.backbone import checkpoint_pooling, from_pretrained_checked, load_tokenizer
+
+        checkpoint = checkpoint_pooling(name)
+        self.pooling = checkpoint.mode if checkpoint is not None else "mean"
+        self.model = from_pretrained_checked(AutoModel, name).eval()
+        self.tokenizer = load_tokenizer(name)
+        self.max_length, self.batch_size = max_length, batch_size
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> "np.ndarray":
+        return embed_in_length_order(texts, self.batch_size, lambda batch: self._batch(batch))
+
+    def _batch(self, texts: list[str]) -> torch.Tensor:
+        inputs = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+        states = self.model(**inputs).last_hidden_state
+        return nn.functional.normalize(pool(states, inputs["attention_mask"], self.pooling), dim=-1)
+
+
+def embed_in_length_order(texts: list[str], batch_size: int, embed: Any) -> "np.ndarray":
+    """``embed(batch of texts) -> (batch, hidden)`` over ``texts`` in batches of similar length (little
+    padding); rows back in the texts' order, as float32 numpy."""
+    import numpy as np
+
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    rows: list[torch.Tensor] = []
+    for start in range(0, len(order), batch_size):
+        rows.append(embed([texts[i] for i in order[start : start + batch_size]]).float().cpu())
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32)
+    stacked = torch.cat(rows).numpy()
+    result = np.empty_like(stacked)
+    result[order] = stacked
+    return result

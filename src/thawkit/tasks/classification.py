@@ -140,10 +140,14 @@ class ClassificationTask(Task):
 
     def build_model(self, cfg: "TrainConfig", data: TaskData, strategy: Any) -> nn.Module:
         problem_type = _problem_type(data.multi_label)
-        if strategy.fits_head_in_closed_form and data.multi_label:
-            raise ConfigError("head 'logreg' handles single-label data only; fix: use --head linear or --head mlp for multi-label")
         model = strategy.load_model(cfg.model, len(data.labels), data.id2label, problem_type)
         return model if model is not None else load_sequence_classifier(cfg.model, len(data.labels), data.id2label, problem_type)
+
+    def save_model(self, model: nn.Module, folder: Path, base_model: str, max_length: int) -> None:
+        if isinstance(model, PooledHeadClassifier):  # its body also a sentence-transformers folder, at the trained length
+            model.save_pretrained(folder, max_length=max_length)
+            return
+        super().save_model(model, folder, base_model, max_length)
 
     def encode(self, data: TaskData, split: str, tokenizer: Any, cfg: "TrainConfig") -> Any:
         return tokenize_frame(data.split(split), tokenizer, cfg.max_length)
@@ -240,6 +244,28 @@ class ClassificationRun(RunBase):
         if not chunks:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return np.concatenate(chunks)
+
+    def probabilities(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """(n, num_labels): softmax over labels, or each label's sigmoid for multi-label."""
+        logits = torch.from_numpy(self.logits(texts, None, batch_size))
+        return (torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)).numpy()
+
+    @torch.inference_mode()
+    def embeddings(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """(n, hidden) what a pooled-feature head reads (the run's own body, pooling and normalisation)."""
+        from thawkit.models.pooled import embed_in_length_order
+
+        model = self.model
+        if not hasattr(model, "features"):
+            raise ConfigError("this run has no pooled-feature body to embed with; fix: pass --model ENCODER")
+
+        def batch(chunk: list[str]) -> torch.Tensor:
+            inputs = self.tokenizer(chunk, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+            states = model.backbone(**inputs).last_hidden_state
+            return torch.nn.functional.normalize(model.features(states, inputs["attention_mask"]), dim=-1)
+
+        model.eval()
+        return embed_in_length_order(texts, batch_size, batch)
 
     def predict(self, texts: list[str] | str, text_pairs: list[str] | str | None = None, batch_size: int = 64) -> list[dict[str, Any]]:
         """One dict per text: ``label`` (or ``labels`` for multi-label), ``score`` and all ``scores``."""

@@ -86,6 +86,10 @@ def stock_usage(task: Any, layout: str) -> list[str]:
                 "quantization): `onnxruntime.InferenceSession(\"RUN_FOLDER/model.onnx\")` runs it on the tokenizer's "
                 "`input_ids`/`attention_mask`, and optimum's `ORTModelFor...` classes load the folder (it carries "
                 "`config.json`). The scores are the run's logits; `thawkit predict` applies the softmax and the labels."]
+    if layout == "sentence-transformers-head":
+        return ["Without thawkit (predictions equal `thawkit predict`'s, tested): `backbone/` is a sentence-transformers "
+                "folder (the trained body, its pooling and normalisation) and the head a linear layer on its embeddings:", "",
+                "```python", _SENTENCE_TRANSFORMERS_HEAD.replace("{run}", "RUN_FOLDER"), "```"]
     if layout == "feature-head":
         return ["No stock loader reads this folder whole: `backbone/` is a standard `AutoModel` folder and the head "
                 "(`thawkit_head.json` + `thawkit_head.safetensors`, a pooling and a linear/MLP layer) is thawkit's; load it "
@@ -94,6 +98,25 @@ def stock_usage(task: Any, layout: str) -> list[str]:
         return [task.stock_note] if task.stock_note else []
     return ["Without thawkit (predictions equal `thawkit predict`'s, tested):", "", "```python",
             task.stock_python.replace("{run}", "RUN_FOLDER"), "```"]
+
+
+_SENTENCE_TRANSFORMERS_HEAD = """import json
+from safetensors.torch import load_file
+from sentence_transformers import SentenceTransformer
+body = SentenceTransformer("{run}/backbone")
+head = load_file("{run}/thawkit_head.safetensors")  # a linear layer on the normalised embeddings
+labels = json.load(open("{run}/labels.json"))["labels"]
+logits = body.encode(["your text"], convert_to_tensor=True) @ head["1.weight"].T + head["1.bias"]
+print(dict(zip(labels, logits.softmax(-1)[0].tolist())))"""
+
+
+def feature_head_layout(folder: Path) -> str:
+    """'sentence-transformers-head' where ``backbone/`` is a sentence-transformers folder whose
+    embeddings (normalised) are exactly what a linear single-label head reads; else 'feature-head'."""
+    head = json.loads((folder / "thawkit_head.json").read_text(encoding="utf-8"))
+    stock = ((folder / "backbone" / "modules.json").exists() and head.get("normalize") and head.get("head") in ("linear", "logreg")
+             and head.get("problem_type") == "single_label_classification")
+    return "sentence-transformers-head" if stock else "feature-head"
 
 
 def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter: bool, layout: str = "standard") -> str:
@@ -118,7 +141,8 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter
     ]
     teacher = (info.get("distillation") or {}).get("teacher")
     card = ModelCardData(
-        library_name="peft" if adapter else "onnx" if layout == "onnx" else task.card_library,
+        library_name="peft" if adapter else "onnx" if layout == "onnx" else
+        "sentence-transformers" if layout == "sentence-transformers-head" else task.card_library,
         base_model=lineage_model_name(info["base_model"]),
         pipeline_tag=tag,
         tags=["thawkit", f"strategy-{info['strategy']}", *(["distillation"] if teacher else []), *(["onnx"] if layout == "onnx" else [])],
@@ -167,7 +191,7 @@ def write_run_files(
     tokenizer.model_max_length = int(cfg.max_length)
     tokenizer.save_pretrained(str(partial_dir))
     adapter = (partial_dir / "adapter_config.json").exists()
-    layout = "adapter" if adapter else "feature-head" if (partial_dir / "thawkit_head.json").exists() else "standard"
+    layout = "adapter" if adapter else feature_head_layout(partial_dir) if (partial_dir / "thawkit_head.json").exists() else "standard"
     (partial_dir / "README.md").write_text(model_card(info, metrics, task, adapter, layout), encoding="utf-8")
     write_json(partial_dir / LABELS_FILE, labels)
     write_json(partial_dir / RUN_FILE, info)

@@ -127,7 +127,7 @@ def run_dapt(settings: DaptSettings, progress: bool = False) -> dict[str, Any]:
 
     from thawkit.data.probe import general_sentences
     from thawkit.models.hardware import fast_bf16_available
-    from thawkit.models.backbone import load_tokenizer, portable_model_name, resolve_model_path
+    from thawkit.models.backbone import copy_sentence_transformers_modules, load_tokenizer, portable_model_name, resolve_model_path
 
     import warnings
 
@@ -197,7 +197,7 @@ def run_dapt(settings: DaptSettings, progress: bool = False) -> dict[str, Any]:
         partial.mkdir(parents=True)
         model.save_pretrained(str(partial))
         tokenizer.save_pretrained(str(partial))
-        _copy_sentence_transformers_pooling(Path(path), partial)
+        copy_sentence_transformers_modules(Path(path), partial)
         facts = {
             "kind": "dapt", "base_model": settings.model, "base_model_portable": portable_model_name(settings.model),
             "text": str(settings.text), "documents": {"train": len(train_texts), "held_out": len(held_out)},
@@ -250,20 +250,3 @@ def _has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _copy_sentence_transformers_pooling(source: Path, target: Path) -> None:
-    """Keep the checkpoint's pooling (modules.json, 1_Pooling/...) so frozen features and the
-    similarity task pool the adapted encoder as the original was trained to be pooled."""
-    if not (source / "modules.json").exists():
-        return
-    shutil.copy2(source / "modules.json", target / "modules.json")
-    for entry in json.loads((source / "modules.json").read_text(encoding="utf-8")):
-        folder = entry.get("path")
-        if folder and (source / folder).is_dir():
-            shutil.copytree(source / folder, target / folder, dirs_exist_ok=True)
-        elif folder:  # a module without files (Normalize): its folder, as sentence-transformers' own save writes it
-            (target / folder).mkdir(parents=True, exist_ok=True)
-    for name in ("sentence_bert_config.json", "config_sentence_transformers.json"):
-        if (source / name).exists():
-            shutil.copy2(source / name, target / name)
