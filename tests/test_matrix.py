@@ -96,13 +96,17 @@ STRATEGY_ROWS = {
     "prompt": ("prompt", {"virtual_tokens": 4}),
     "p-tuning": ("prompt", {"method": "p-tuning", "virtual_tokens": 4}),
     "prefix": ("prompt", {"method": "prefix", "virtual_tokens": 4}),
+    "fewshot": ("fewshot", {"body_epochs": 4, "pair_batch": 8}),
 }
 # Refused with a fix, before training: thawkit uses peft's prompt learning for sequence classification
 # and generation only, and peft's prefix tuning passes past_key_values, which transformers 5 models do not take.
 REFUSED = {**{(row, task): f"--strategy prompt is not available for --task {task}" for row in ("prompt", "p-tuning", "prefix")
               for task in ("ner", "qa", "similarity")},
            **{("prefix", task): "--prompt-method prefix needs a model whose forward takes past_key_values"
-              for task in ("classification", "generation")}}
+              for task in ("classification", "generation")},
+           # A pooled-feature classifier: classification only.
+           **{("fewshot", task): "--strategy fewshot with a pooled-feature head .* is for classification"
+              for task in ("ner", "qa", "similarity", "generation")}}
 
 
 def test_every_registered_task_and_strategy_has_a_row():

@@ -94,6 +94,14 @@ def expected_seconds(strategy: str, throughput: Throughput, num_examples: int, e
     facts = get_strategy_class(strategy)
     one_pass = throughput.forward_seconds_per_example * num_examples
     validation_pass = throughput.forward_seconds_per_example * num_validation
+    phase = facts().contrastive_phase()
+    if phase is not None:
+        # Few-shot: contrastive passes over the examples (every layer trains), then the closed-form head;
+        # all of it again on training + validation when the strategy refits.
+        body = phase.epochs * throughput.train_seconds_per_example * num_examples
+        once = body + one_pass + validation_pass + FEATURE_HEAD_FIT_SECONDS
+        again = body * (num_examples + num_validation) / max(num_examples, 1) + one_pass if facts().refits_on_validation else 0.0
+        return RUN_FIXED_SECONDS + once + again
     if facts.epoch_cost == 0:
         # One pass to cache the features, then the head: logistic regression and an MLP fitted on the
         # vectors, about 2-3 s whatever the size (benchmarks/advisor_time.py, docs/advisor.md).

@@ -1,7 +1,7 @@
 """Transfer-learning strategies. Importing this package registers each of them."""
 
 from thawkit.errors import ConfigError
-from thawkit.strategies import adalora, dora, frozen, full, gradual, ia3, llrd, lora, partial, prompt  # noqa: F401  (registration)
+from thawkit.strategies import adalora, dora, fewshot, frozen, full, gradual, ia3, llrd, lora, partial, prompt  # noqa: F401  (registration)
 from thawkit.strategies.base import Strategy, StrategyConfig, TrainablePlan, register_strategy, registered_strategies
 
 

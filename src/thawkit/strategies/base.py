@@ -63,6 +63,24 @@ class TrainablePlan:
         return [b for b in layout.blocks if any(n in self.trainable for n in layout.params[b])]
 
 
+@dataclass(frozen=True)
+class ContrastivePhase:
+    """Contrastive training of the encoder before a closed-form head (``fewshot``): class-balanced
+    batches of ``batch_size`` examples, every pair within a batch compared; ``epochs`` passes over
+    the examples (``engine/core/contrastive.py`` runs it)."""
+
+    epochs: float
+    batch_size: int
+    loss: str  # "cosine", "supcon" or "batch-hard"
+    temperature: float = 0.1
+    keep_pretrained: float = 0.0  # afterwards: weights = (1 - k) x trained + k x pretrained (WiSE-FT)
+
+    def steps(self, num_examples: int) -> int:
+        import math
+
+        return max(1, math.ceil(self.epochs * num_examples / min(self.batch_size, max(num_examples, 1))))
+
+
 def blocks_plan(
     layout: BlockLayout, blocks: list[str] | set[str], lr_scale_by_block: Mapping[str, float] | None = None
 ) -> TrainablePlan:
@@ -101,6 +119,7 @@ class Strategy:
     trains_all_activations: bool = False  # backward runs through every layer (memory estimate)
     cached_pass: bool = False  # one pass through the frozen bottom precedes training
     changes_inputs: bool = False  # the inputs change per step (virtual tokens): the frozen-layer cache cannot apply
+    refits_on_validation: bool = False  # once a split-off validation set is scored, train the saved model again with it (few-shot)
     measured_options: Mapping[str, Any] = {}  # options that came from measured_defaults.json, not the user (set by the plan)
 
     # The head's LR multiplier where measured_defaults.json has no entry: 1x. The table raises it where
@@ -114,6 +133,10 @@ class Strategy:
 
     def load_model(self, name: str, num_labels: int, id2label: dict[int, str], problem_type: str) -> "nn.Module | None":
         """A model of the strategy's own (frozen pooled-feature heads); None: the task's standard model."""
+        return None
+
+    def contrastive_phase(self) -> ContrastivePhase | None:
+        """Contrastive training of the encoder before the closed-form head fit (few-shot); None: none."""
         return None
 
     def step_hooks(self) -> tuple[Callable[[Any, int], None], ...]:

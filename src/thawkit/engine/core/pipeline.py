@@ -14,6 +14,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,8 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
     trainer, history, best = loop.trainer, loop.history, loop.best
     if resume_from is not None:
         _prepare_resume(loop, resume_from)
-    training_loss, train_seconds = run_loop(loop, partial_dir, is_main, runtime, _closed_form_fit(strategy, loop, controller, cfg, ever_trainable),
+    closed_form = _closed_form_fit(strategy, loop, controller, cfg, ever_trainable)
+    training_loss, train_seconds = run_loop(loop, partial_dir, is_main, runtime, closed_form.fit if closed_form else None,
                                             resume_from=resume_from)
     timings["train"] = train_seconds
     # Whatever stops the run from here on (a guard under --strict, a failed merge check) leaves nothing.
@@ -128,7 +130,10 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
 
         model = trainer.model.eval()
         mark = time.perf_counter()
-        metrics = _final_metrics(task, data, trainer, val_ds, tokenizer, cfg)  # as the evaluations that selected the epoch ran
+        # A few-shot model is trained again on every labeled example once its held-out split is scored.
+        refit = closed_form.refit_on_every_example if closed_form is not None and strategy.refits_on_validation and \
+            cfg.validation is None else None
+        metrics = _final_metrics(task, data, trainer, val_ds, tokenizer, cfg, refit)  # as the evaluations that selected the epoch ran
         timings["evaluate"] = time.perf_counter() - mark
         model = _without_autocast(model)
         collapse = check_collapse(metrics["validation"])  # a majority-class model is a failure, not a result
@@ -276,13 +281,14 @@ def attach_cache(plan: RunPlan, controller: Any, tokenizer: Any, train_ds: Any, 
 
 
 def _closed_form_fit(strategy: Any, loop: Any, controller: Any, cfg: TrainConfig, ever_trainable: set[str]) -> Any:
-    """Training replaced by a closed-form head fit, or by one evaluation when nothing can train."""
+    """Training replaced by a closed-form head fit (its ``fit``), or by one evaluation when nothing can train."""
     trainer, history = loop.trainer, loop.history
     candidates = strategy.feature_head_candidates
     if candidates:
-        from thawkit.engine.core.feature_heads import fit_feature_head
+        from thawkit.engine.core.feature_heads import FeatureHeadFit
 
-        return lambda: fit_feature_head(trainer, controller, history, cfg.seed, candidates, cfg.metric)
+        return FeatureHeadFit(trainer, controller, history, cfg.seed, candidates, cfg.metric, body=strategy.contrastive_phase(),
+                              progress=cfg.progress != "off")
     if ever_trainable:
         return None
 
@@ -294,17 +300,23 @@ def _closed_form_fit(strategy: Any, loop: Any, controller: Any, cfg: TrainConfig
         trainer.evaluate()
         history.on_train_end(trainer.args, trainer.state, trainer.control)
 
-    return evaluate_pretrained
+    return SimpleNamespace(fit=evaluate_pretrained, refit_on_every_example=lambda: None)
 
 
-def _final_metrics(task: Task, data: TaskData, trainer: Any, val_ds: Any, tokenizer: Any, cfg: TrainConfig) -> dict[str, Any]:
-    """metrics.json on the plain (uncached) model: validation, and test when given."""
-    splits = {"validation": val_ds}
+def _final_metrics(task: Task, data: TaskData, trainer: Any, val_ds: Any, tokenizer: Any, cfg: TrainConfig,
+                   refit: Any = None) -> dict[str, Any]:
+    """metrics.json on the plain (uncached) model: validation, and test when given; ``refit`` (few-shot)
+    trains the final model again on every labeled example after validation is scored."""
+    def scored(split: str, dataset: Any) -> dict[str, Any]:
+        return {**task.final_metrics(data, split, trainer.predict(dataset, metric_key_prefix=split)),
+                **task.model_metrics(trainer.model, tokenizer, data, split, cfg)}
+
+    metrics = {"validation": scored("validation", val_ds)}
+    if refit is not None:
+        trainer.model.refit = refit()
     if data.test is not None:
-        splits["test"] = encoded_split(task, data, "test", tokenizer, cfg)
-    return {split: {**task.final_metrics(data, split, trainer.predict(dataset, metric_key_prefix=split)),
-                    **task.model_metrics(trainer.model, tokenizer, data, split, cfg)}
-            for split, dataset in splits.items()}
+        metrics["test"] = scored("test", encoded_split(task, data, "test", tokenizer, cfg))
+    return metrics
 
 
 def _sample_batch(collator: Any, dataset: Any, model: Any) -> dict[str, torch.Tensor]:
@@ -331,9 +343,11 @@ def _run_info(plan: RunPlan, strategy: Strategy, data: TaskData, model: Any) -> 
         "num_train_examples": len(data.train),
         "num_validation_examples": len(data.validation),
         "metric": cfg.metric,
-        # A closed-form head (scikit-learn) uses no learning rate.
-        "learning_rate": None if closed_form else cfg.lr,
+        # A closed-form head (scikit-learn) uses no learning rate; a contrastive body phase does.
+        "learning_rate": cfg.lr if strategy.contrastive_phase() is not None or not closed_form else None,
         "head_fit": _head_fit(model) if closed_form else "gradient descent",
+        "body_training": getattr(model, "body_training", None),  # a contrastive phase before the head (fewshot)
+        "refit": getattr(model, "refit", None),  # the saved model trained again on training + validation (fewshot)
         "config": cfg.model_dump(mode="json"),
         **task.run_facts(data),
     }

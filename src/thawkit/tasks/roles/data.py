@@ -47,7 +47,8 @@ class DataRole:
     def check_config(self, cfg: "TrainConfig", strategy: Any) -> None:
         """Reject settings this task cannot honour, with a fix (the planner calls it)."""
         if strategy.uses_pooled_head:
-            raise ConfigError(f"pooled heads (pooling/head options) are for classification; fix: drop them for --task {self.name}")
+            raise ConfigError(f"--strategy {cfg.strategy} with a pooled-feature head (fewshot; frozen's --pooling/--head) is for "
+                              f"classification; fix: for --task {self.name} drop those options or choose another strategy")
         supported = getattr(strategy, "peft_task_types", None)
         if supported is not None and getattr(self, "peft_task_type", None) not in supported:
             raise ConfigError(f"--strategy {cfg.strategy} is not available for --task {self.name} (peft's "
