@@ -128,4 +128,17 @@ def load(path: str | Path) -> RunBase:
     return load_checked(task, run, info, labels)
 
 
-__all__ = ["train", "plan", "load", "lr_find", "dapt", "distill"]
+def select(pool: str | Path, budget: int, run: str | Path | None = None, labeled: str | Path | None = None,
+           model: str | None = None, text_col: str | None = None, seed: int = 42) -> Any:
+    """Which ``budget`` texts of ``pool`` to label next: diversity on sentence embeddings, times a
+    classification ``run``'s uncertainty when given; ``labeled``: texts labeled already (excluded, and
+    the picks spread away from them). Returns a ``Selection`` (``texts`` in the order drawn)."""
+    from thawkit.engine.programs.select import select_examples
+    from thawkit.logging_setup import quiet_libraries
+
+    quiet_libraries()
+    return select_examples(Path(pool), budget, Path(run) if run is not None else None,
+                           Path(labeled) if labeled is not None else None, model, text_col, seed)
+
+
+__all__ = ["train", "plan", "load", "lr_find", "dapt", "distill", "select"]

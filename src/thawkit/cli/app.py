@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from thawkit.cli import advise_cmd, compare_cmds, dapt_cmd, demo_cmd, export_cmd, inspect_cmds, serve_cmd, train_cmds
+from thawkit.cli import advise_cmd, compare_cmds, dapt_cmd, demo_cmd, export_cmd, inspect_cmds, select_cmd, serve_cmd, train_cmds
 from thawkit.errors import ConfigError, ThawkitError
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ app.command("lr-find")(train_cmds.lr_find_command)
 app.command("dapt")(dapt_cmd.dapt)
 app.command("distill")(train_cmds.distill_command)
 app.command("export")(export_cmd.export)
+app.command("select")(select_cmd.select)
 
 
 class Interrupted(BaseException):
