@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=160)
     parser.add_argument("--lr", type=float, default=None, help="every side's LR (default: thawkit's per strategy; TRL takes LoRA's)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/thawkit-bench-e2e"))
+    parser.add_argument("--out", type=Path, default=RESULTS, help="the results JSON")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -167,8 +168,8 @@ def main() -> None:
         ours, theirs = results["sides"]["lora"], results["sides"]["trl-lora"]
         results["lora_vs_trl"] = {"throughput_ratio": round(ours["train_tokens_per_second"] / theirs["train_tokens_per_second"], 3),
                                   "bleu_difference": round(ours["test"]["bleu"] - theirs["test"]["bleu"], 2)}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results.get("lora_vs_trl"), indent=2))
 
 
