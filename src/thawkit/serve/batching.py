@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -129,21 +130,22 @@ def _forward(model: ServedModel, kind: str, texts: list[str], pairs: list[str] |
         return model.run.predict(texts, pairs, batch_size=len(texts))
 
 
-_MIXED_ROUTING: dict[int, bool] = {}  # per loaded base (id of the PeftModel): can it route mixed batches?
+# per loaded base (the PeftModel itself, weakly: an id is reused once a base is freed): can it route mixed batches?
+_MIXED_ROUTING: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 def _routes_mixed_batches(model: ServedModel) -> bool:
     """Whether peft can route each example of a batch to its own adapter's head copies: every
     ``modules_to_save`` copy wraps a module type its mixed batches support (checked once per base)."""
     base = model.run.model
-    if id(base) not in _MIXED_ROUTING:
+    if base not in _MIXED_ROUTING:
         from peft.utils.other import ModulesToSaveWrapper
 
         from thawkit.models.layout import routable_module_types
 
-        _MIXED_ROUTING[id(base)] = all(isinstance(m.original_module, routable_module_types())
-                                       for m in base.modules() if isinstance(m, ModulesToSaveWrapper))
-    return _MIXED_ROUTING[id(base)]
+        _MIXED_ROUTING[base] = all(isinstance(m.original_module, routable_module_types())
+                                   for m in base.modules() if isinstance(m, ModulesToSaveWrapper))
+    return _MIXED_ROUTING[base]
 
 
 def _forward_mixed(models: list[ServedModel], kind: str, texts: list[str], pairs: list[str] | None) -> list[Any]:
