@@ -17,12 +17,17 @@ from thawkit.cli.app import main
 from thawkit.errors import ConfigError
 
 
-def situation(n, similarity=0.9, memory=None, model_memory=2.0, budget=None, full_seconds=100.0):
-    return Situation(n, similarity, memory, model_memory, budget, full_seconds)
+def situation(n, similarity=0.9, memory=None, model_memory=2.0, budget=None, full_seconds=100.0, per_class=None):
+    return Situation(n, similarity, memory, model_memory, budget, full_seconds, per_class)
 
 
 # profile -> (rule, strategy), following the written rules
 PROFILES = [
+    (situation(16, per_class=8), "few-labels", "fewshot"),  # docs/benchmarks.md, "Few labels"
+    (situation(128, per_class=64), "few-labels", "fewshot"),
+    (situation(832, per_class=64), "medium-data", "partial"),  # 13 classes of 64: not measured as few-shot
+    (situation(130, per_class=65), "small-data", "frozen"),
+    (situation(16, per_class=8, memory=1.0, model_memory=4.0), "memory-short", "lora"),
     (situation(50), "tiny-data", "frozen"),
     (situation(99), "tiny-data", "frozen"),
     (situation(100), "small-data", "frozen"),
@@ -103,16 +108,18 @@ def test_advise_cli_and_strategy_auto(tmp_path, capsys):
 
     main(["advise", "--data", str(demo_data_path()), "--json"])
     advice = json.loads(capsys.readouterr().out)
-    assert advice["strategy"] == "frozen" and advice["rule"] == "small-data"  # 270 training examples, general English
+    # 270 examples, 5 classes of 54 (243 of them train): a few labels per class, measured as fewshot's ground
+    assert advice["strategy"] == "fewshot" and advice["rule"] == "few-labels"
+    assert "thawkit select" in " ".join(advice["suggestions"])
     assert advice["profile"]["num_classes"] == 5 and advice["profile"]["leaked"] == 0
     assert advice["expected_seconds"] > 0 and advice["expected_memory_gb"] > 0
     # The advice plans the run that will happen: the engine's batch size, and the epochs raised for
-    # small data (the small-data rule's 5 epochs at 17 steps each are under the minimum run length).
+    # small data (the rule's 3 epochs at 16 steps each are under the minimum run length).
     from thawkit.engine.core.arguments import MIN_TRAINING_STEPS
 
     steps_per_epoch = math.ceil(advice["profile"]["num_train"] / advice["batch_size"])
-    assert advice["batch_size"] == 16 and steps_per_epoch * 5 < MIN_TRAINING_STEPS
-    assert advice["epochs"] > 5 and steps_per_epoch * advice["epochs"] >= MIN_TRAINING_STEPS
+    assert advice["batch_size"] == 16 and steps_per_epoch * 3 < MIN_TRAINING_STEPS
+    assert advice["epochs"] > 3 and steps_per_epoch * advice["epochs"] >= MIN_TRAINING_STEPS
     assert 0.0 <= advice["domain"]["score"] <= 1.0
     main(["advise", "--data", str(demo_data_path()), "--budget", "30m"])
     out = capsys.readouterr().out
@@ -123,7 +130,8 @@ def test_advise_cli_and_strategy_auto(tmp_path, capsys):
     dapt = json.loads(capsys.readouterr().out)["dapt"]
     assert dapt["recommended"] is (advice["domain"]["score"] < FAR_DOMAIN) and dapt["unlabeled"] == str(unlabeled)
     run = thawkit.train(data=demo_data_path(), strategy="auto", epochs=1, out=tmp_path / "auto")
-    assert run.info["strategy"] == "frozen" and run.info["advice"]["rule"] == "small-data"
+    assert run.info["strategy"] == "fewshot" and run.info["advice"]["rule"] == "few-labels"
+    assert run.info["body_training"]["steps"] > 0  # the advised strategy really trained its body
 
 
 def test_masked_lm_signal_where_the_checkpoint_has_a_head(tmp_path, tiny_bert):

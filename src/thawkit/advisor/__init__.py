@@ -96,6 +96,15 @@ def _task_profile(task: str, data: str | Path, validation: str | Path | None, te
     return handler, inputs.texts, profile, chosen
 
 
+def _median_per_class(counts: dict[str, int]) -> float | None:
+    """Median training examples per class (a rare class does not make a data set few-shot); None
+    where the task has no classes."""
+    import statistics
+
+    present = [c for c in counts.values() if c > 0]
+    return float(statistics.median(present)) if present else None
+
+
 def advise(
     data: str | Path,
     model: str = "minilm-l6",
@@ -148,6 +157,7 @@ def advise(
         model_memory_gb=expected_memory_gb("full", num_params, hidden, layers, batch_size, seq_len),
         budget_seconds=budget_seconds,
         full_ft_seconds=expected_seconds("full", throughput, profile.num_train, epochs_full, profile.num_validation, batch_size),
+        examples_per_class=_median_per_class(profile.class_counts),
     )
     rule = decide(situation, handler)
     # The engine raises the epochs of short runs (too few optimizer steps); plan with what will run.

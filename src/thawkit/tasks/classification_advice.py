@@ -9,15 +9,35 @@ is far from the backbone's pretraining text.
 
 from __future__ import annotations
 
-from thawkit.tasks.roles.advice import FAR_DOMAIN, MEMORY_RULE, Rule, budget_short
+from thawkit.tasks.roles.advice import FAR_DOMAIN, MEMORY_RULE, Rule, Situation, budget_short
+
+FEW_PER_CLASS = 64  # the largest size measured against SetFit, frozen, full, LoRA and gradual (docs/benchmarks.md, "Few labels")
+
+
+def few_labels(s: Situation) -> bool:
+    """A handful of labels per class (the median class; a rare class alone does not make data few-shot)."""
+    return s.examples_per_class is not None and s.examples_per_class <= FEW_PER_CLASS and s.num_examples < 500
+
 
 CLASSIFICATION_RULES: tuple[Rule, ...] = (
     MEMORY_RULE,
     Rule(
+        "few-labels", few_labels, "fewshot",
+        # Measured (benchmarks/fewshot_vs_setfit.py, SST-2 and Financial PhraseBank, 8/32/64 per class, 3 seeds):
+        # fewshot was best or within 1 point of the best of fewshot, frozen, full, LoRA and gradual at every size.
+        "up to 64 labeled examples per class: contrastive training of the sentence encoder on pairs, then logistic "
+        "regression, was the best or within 1 point of it at 8, 32 and 64 per class on SST-2 and Financial PhraseBank "
+        "(against frozen, full, LoRA and gradual)",
+        epochs=3,
+        warnings=("a few labels per class: scores vary by several points with which examples were labeled; "
+                  "thawkit select picks the texts to label next",),
+        suggestions=("thawkit select --pool UNLABELED --budget 16 --run RUN: which texts to label next",),
+    ),
+    Rule(
         "tiny-data", lambda s: s.num_examples < 100, "frozen",
         "under ~100 labeled examples fine-tuning overfits; a frozen backbone with a small head is the robust choice",
         epochs=10,
-        warnings=("very little labeled data: expect high variance; label more examples or try few-shot methods",),
+        warnings=("very little labeled data: expect high variance; label more examples (thawkit select) or try --strategy fewshot",),
     ),
     Rule(
         "budget-short", budget_short, "frozen",

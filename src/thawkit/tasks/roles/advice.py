@@ -20,6 +20,7 @@ class Situation:
     model_memory_gb: float  # what full fine-tuning of the backbone needs, estimated
     budget_seconds: float | None
     full_ft_seconds: float | None  # estimated time of full fine-tuning on this data and hardware
+    examples_per_class: float | None = None  # median training examples per class (class tasks), else None
 
 
 @dataclass(frozen=True)
