@@ -41,9 +41,20 @@ def thawkit(*args: str) -> None:
         raise SystemExit(f"thawkit {' '.join(args[:1])} failed:\n{proc.stderr[-3000:]}")
 
 
-def train_and_score(labeled: list[int], texts: list[str], labels: list[str], test: Path, folder: Path) -> tuple[float, Path]:
+def train_and_score(labeled: list[int], texts: list[str], labels: list[str], test: Path, folder: Path) -> tuple[float, Path | None]:
+    """Train fewshot on the labeled texts and score it on the test set. Labels that lack a class
+    of the test set cannot train a classifier for it (thawkit refuses: exit 2); such a round scores
+    what a user without a model has, the labeled majority class answered for every test text."""
     data = folder / "labeled.csv"
     write_csv(data, [texts[i] for i in labeled], [labels[i] for i in labeled])
+    import pandas as pd
+
+    gold = pd.read_csv(test, dtype=str, keep_default_na=False)["label"].tolist()
+    have = [labels[i] for i in labeled]
+    if not set(gold) <= set(have):
+        majority = max(sorted(set(have)), key=have.count)
+        print(f"  {len(labeled)} labels lack {sorted(set(gold) - set(have))}: majority class scored", flush=True)
+        return sum(g == majority for g in gold) / len(gold), None
     run = folder / "run"
     thawkit("train", "--data", str(data), "--test", str(test), "--strategy", "fewshot", "--out", str(run), "--progress", "off",
             "--overwrite", "--no-measure-forgetting")
@@ -59,7 +70,8 @@ def select_arm(texts: list[str], labels: list[str], test: Path, folder: Path, se
     run: Path | None = None
     while len(labeled) < LAST:
         picks = folder / "picks.csv"
-        extra = ["--from-labeled", str(folder / "labeled.csv"), "--run", str(run)] if run is not None else []
+        extra = ["--from-labeled", str(folder / "labeled.csv")] if labeled else []
+        extra += ["--run", str(run)] if run is not None else []  # no run where the labels could not train one yet
         thawkit("select", "--pool", str(pool), "--budget", str(ROUND), "--seed", str(seed), "--out", str(picks), "--overwrite", *extra)
         import pandas as pd
 
@@ -117,7 +129,7 @@ def picture(results: dict) -> None:
             if not len(values):
                 continue
             mean, std = values.mean(0), values.std(0)
-            axis.plot(sizes, mean, marker="o", color=colour, label=f"{'thawkit select' if arm == 'select' else 'random'} ({len(values)} seeds)")
+            axis.plot(sizes, mean, marker="o", color=colour, label=f"{'thawkit select' if arm == 'select' else 'random'} ({len(values)} seed{'s' * (len(values) > 1)})")
             axis.fill_between(sizes, mean - std, mean + std, color=colour, alpha=0.15)
         axis.set_title({"sst2": "SST-2 (GLUE dev)", "fpb": "Financial PhraseBank (AllAgree)"}.get(dataset, dataset))
         axis.set_xlabel("labeled examples")
