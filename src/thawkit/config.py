@@ -39,6 +39,10 @@ class TrainConfig(BaseModel):
     label_sep: str = Field(default=",", min_length=1, description="separator of labels in a multi-label cell")
     label_names: list[str] | None = Field(default=None, description="classification: names for the label values in their "
                                           "sorted order (0, 1, ... or as they sort), comma-separated: e.g. negative,positive")
+    slice_cols: list[str] = Field(default_factory=list, description="classification: columns whose values slice the "
+                                  "validation and test metrics (per-slice accuracy and macro-F1, the worst slice and its gap)", json_schema_extra={"aliases": ["--slice-col"]})
+    calibrate: bool | None = Field(default=None, description="classification: fit a temperature on the validation split and "
+                                   "divide the saved output layer by it (calibrated scores, same argmax; default: on)")
     delimiter: str | None = Field(default=None, description="column separator when the extension's is wrong: ';', '|', 'tab'")
     quotechar: str | None = Field(default=None, description="quote character of CSV/TSV cells (TSVs are read unquoted unless given)")
     val_fraction: float = Field(default=0.1, gt=0, lt=1, description="validation share when splitting --data")

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from thawkit.cli.display import console, metrics_table, per_class_table
+from thawkit.cli.display import console, metrics_table, per_class_table, slice_table
 from thawkit.errors import ConfigError
 
 
@@ -20,17 +20,27 @@ def evaluate(
     text_col: Optional[str] = typer.Option(None, "--text-col"),
     text_pair_col: Optional[str] = typer.Option(None, "--text-pair-col"),
     label_col: Optional[str] = typer.Option(None, "--label-col"),
+    slice_cols: Optional[list[str]] = typer.Option(None, "--slice-col", metavar="TEXT",
+                                                   help="classification: also score each value of this column (comma-separated or repeated)"),
     as_json: bool = typer.Option(False, "--json", help="print metrics as JSON"),
 ) -> None:
     """Evaluate a trained run on a labeled file."""
     from thawkit.api import load
+    from thawkit.cli.options import list_option
 
-    metrics = load(run).evaluate(data, text_col=text_col, text_pair_col=text_pair_col, label_col=label_col)
+    loaded = load(run)
+    columns = list_option(slice_cols, "--slice-col")
+    if columns and not getattr(loaded, "slices", False):
+        raise ConfigError(f"--slice-col is for classification runs; {run} is a {loaded.info.get('task')} run; fix: drop it")
+    metrics = loaded.evaluate(data, text_col=text_col, text_pair_col=text_pair_col, label_col=label_col,
+                              **({"slice_cols": columns} if columns else {}))
     if as_json:
         print(json.dumps(metrics, indent=2))
         return
     console.print(metrics_table({data.name: metrics}, title=f"evaluation of {run}"))
     console.print(per_class_table(metrics, title="per class"))
+    for column, table in (metrics.get("slices") or {}).items():
+        console.print(slice_table(column, table))
 
 
 def predict(

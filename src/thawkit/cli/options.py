@@ -48,7 +48,7 @@ def cli_type(annotation: Any) -> tuple[type, str]:
     if origin is Literal:
         return str, "one of: " + ", ".join(str(a) for a in typing.get_args(inner))
     if origin is list:
-        return str, "comma-separated"
+        return list[str], "comma-separated or repeated"
     if inner in (bool, int, float, Path):
         return inner, ""
     return str, ""
@@ -91,7 +91,7 @@ def config_parameters(model: type[BaseModel], skip: set[str] = frozenset(), comm
     for name, field in config_fields(model, skip).items():
         kind, note = cli_type(field.annotation)
         option = typer.Option(None, *field_declarations(name, field), help=help_text(field, note), show_default=False,
-                              hidden=name in refused)
+                              hidden=name in refused, metavar="TEXT" if typing.get_origin(kind) is list else None)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]))
     return params
 
@@ -138,22 +138,32 @@ def strategy_parameters() -> list[inspect.Parameter]:
         decls = [f"{flag}/--no-{flag.removeprefix('--')}"] if kind is bool else [flag]
         extra = [part for part in (note, default_text(field)) if part]
         text = description + (f" ({'; '.join(extra)})" if extra else "")
-        option = typer.Option(None, *decls, help=f"{who}: {text}", show_default=False)
+        option = typer.Option(None, *decls, help=f"{who}: {text}", show_default=False,
+                              metavar="TEXT" if typing.get_origin(kind) is list else None)
         params.append(inspect.Parameter(_param_name(flag), inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]))
     return params
 
 
 def _convert(value: Any, annotation: Any, flag: str) -> Any:
-    if isinstance(value, str) and typing.get_origin(_unwrap_optional(annotation)) is list:
-        return comma_list(value, flag)
+    if typing.get_origin(_unwrap_optional(annotation)) is list:
+        if isinstance(value, str):
+            return comma_list(value, flag)
+        if isinstance(value, (list, tuple)):  # the flag repeated: each given value may itself be a comma list
+            return [part for item in value for part in comma_list(str(item), flag)] if value else None
     return value
+
+
+def list_option(values: list[str] | None, flag: str) -> list[str]:
+    """A list option typer collected (repeated, each maybe comma-separated) as one list; [] when not given."""
+    return _convert(list(values or []), list[str], flag) or []
 
 
 def config_values(model: type[BaseModel], given: dict[str, Any]) -> dict[str, Any]:
     """The config fields the user passed on the command line (list fields split on commas)."""
     fields = model.model_fields
-    return {name: _convert(value, fields[name].annotation, flag_of(name)) for name, value in given.items()
-            if name in fields and value is not None}
+    converted = {name: _convert(value, fields[name].annotation, flag_of(name)) for name, value in given.items()
+                 if name in fields and value is not None}
+    return {name: value for name, value in converted.items() if value is not None}
 
 
 def strategy_values(given: dict[str, Any], strategies: list[str]) -> dict[str, dict[str, Any]]:
@@ -161,7 +171,7 @@ def strategy_values(given: dict[str, Any], strategies: list[str]) -> dict[str, d
     chosen: dict[str, dict[str, Any]] = {}
     for flag, takers in strategy_flags().items():
         value = given.get(_param_name(flag))
-        if value is None:
+        if value is None or (isinstance(value, (list, tuple)) and not value):  # a list flag not given: typer's empty list
             continue
         applicable = [(s, o, f) for s, o, f in takers if s in strategies]
         if not applicable:

@@ -112,8 +112,82 @@ def figures(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], metric:
                                                       dash=dashes.get(summary.get("model"), "solid"))))
     forgetting.update_layout(title="forgetting: CKA between pretrained and fine-tuned representations (1 = unchanged)",
                              xaxis_title="block", yaxis_title="linear CKA")
-    return [("curve-time", curve_time), ("curve-epoch", curve_epoch), ("trainability", trainability),
-            ("metric-vs-share", share), ("forgetting", forgetting)]
+    charts = [("curve-time", curve_time), ("curve-epoch", curve_epoch), ("trainability", trainability),
+              ("metric-vs-share", share), ("forgetting", forgetting)]
+    reliability = _reliability_figure(go, first_seed, dashes)
+    return charts + ([("reliability", reliability)] if reliability is not None else [])
+
+
+def _scored_split(summary: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The split a run's calibration and slices are reported on: test where it has one."""
+    metrics = summary["metrics"]
+    split = "test" if isinstance(metrics.get("test"), dict) else "validation"
+    return split, metrics.get(split) or {}
+
+
+def _reliability_figure(go: Any, first_seed: dict[str, dict[str, Any]], dashes: dict[Any, str]) -> Any:
+    """Reliability diagram: accuracy against confidence per bin, the calibrated scores (solid) and,
+    where a temperature was fitted, the uncalibrated ones (dotted); None when no run has the bins."""
+    figure, drawn = go.Figure(), False
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#999", dash="dash"), name="perfect calibration"))
+    for name, summary in first_seed.items():
+        split, scored = _scored_split(summary)
+        color = _color(summary["info"]["strategy"])
+        for bins, label, dash in ((scored.get("reliability"), name, dashes.get(summary.get("model"), "solid")),
+                                  ((scored.get("calibration") or {}).get("reliability_uncalibrated"), f"{name} (uncalibrated)", "dot")):
+            if bins:
+                drawn = True
+                figure.add_trace(go.Scatter(x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins], mode="lines+markers",
+                                            name=label, line=dict(color=color, dash=dash),
+                                            text=[f"{b['count']} examples" for b in bins], hovertemplate="%{text}"))
+    figure.update_layout(title="reliability: accuracy against confidence (test split where given, else validation)",
+                         xaxis_title="confidence", yaxis_title="accuracy", xaxis_range=[0, 1], yaxis_range=[0, 1])
+    return figure if drawn else None
+
+
+def trust_markdown(summaries: list[dict[str, Any]]) -> list[str]:
+    """Calibration and per-slice sections of the report, a row per run; [] when no run has either."""
+    names = [summary.get("name", summary["info"]["strategy"]) for summary in summaries]
+    calibration_rows, slice_rows = [], []
+    for name, summary in zip(names, summaries):
+        if names.count(name) > 1:  # seeds (or runs) of one name: each by its folder
+            name = f"{name} ({Path(str(summary.get('path'))).name})"
+        split, scored = _scored_split(summary)
+        fitted = summary["info"].get("calibration") or {}
+        if "ece" in scored:
+            before = (scored.get("calibration") or {}).get("ece_uncalibrated")
+            temperature = fitted.get("temperature") if fitted.get("applied") else f"none ({fitted.get('reason', 'off')})"
+            calibration_rows.append(f"| {name} | {split} | {temperature} | {_fmt(before, 4) if before is not None else '–'} | "
+                                    f"{_fmt(scored['ece'], 4)} | {_fmt(scored.get('brier'), 4)} |")
+        for column, table in (scored.get("slices") or {}).items():
+            slice_rows.append(f"| {name} | {column} | {table.get('worst') or '–'} | {_fmt(table.get('worst_accuracy'), 4)} | "
+                              f"{_fmt(table['accuracy'], 4)} | {_fmt(table.get('gap'), 4)} | {len(table['values'])} |")
+    lines = []
+    if calibration_rows:
+        lines += ["", "## Calibration", "", "| run | split | temperature | ECE uncalibrated | ECE | Brier |", "|---|---|---|---|---|---|",
+                  *calibration_rows]
+    if slice_rows:
+        lines += ["", "## Slices (--slice-col)", "", "| run | column | worst slice | its accuracy | whole split | gap | slices |",
+                  "|---|---|---|---|---|---|---|", *slice_rows]
+    return lines
+
+
+def _trust_html(summaries: list[dict[str, Any]]) -> str:
+    """The calibration and slice tables of ``trust_markdown`` as HTML."""
+    parts, table = [], []
+    for line in trust_markdown(summaries):
+        if line.startswith("## "):
+            parts.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("|") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            tag = "th" if not table else "td"
+            table.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+        elif not line and table:
+            parts.append("<table>" + "".join(table) + "</table>")
+            table = []
+    if table:
+        parts.append("<table>" + "".join(table) + "</table>")
+    return "\n".join(parts)
 
 
 def _table_html(rows: list[dict[str, Any]], metric: str) -> str:
@@ -206,6 +280,7 @@ th:first-child, td:first-child {{ text-align: left; }}
 <div class="winner">{advice_html}</div>
 <h2>Results</h2>
 {_table_html(rows, metric)}
+{_trust_html(summaries)}
 {''.join(parts)}
 <footer><p>thawkit · metric: {html.escape(metric)} · {len(summaries)} runs</p></footer>
 </body></html>
@@ -234,6 +309,7 @@ def markdown_report(rows: list[dict[str, Any]], winner: dict[str, Any], metric: 
             f"{_fmt(row['peak_memory_mb'], 0)} MB | {_fmt(row['forgetting_drift'], 4)} |"
         )
     lines += ["", "## Every metric (mean over seeds)", "", *_all_metrics_markdown(rows)]
+    lines += trust_markdown(summaries)
     lines += ["", "## Trainable blocks per evaluation", ""]
     seen = set()
     for summary in summaries:

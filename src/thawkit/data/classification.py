@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thawkit.data.tables import TableFormat, check_data_path, read_table
+from thawkit.data.slices import slice_columns
+from thawkit.data.tables import TableFormat, check_data_path, is_missing, normalise_label, pick_column, read_table
 from thawkit.errors import DataError
 
 log = logging.getLogger("thawkit")
@@ -57,60 +56,15 @@ def describe_rows(path: Path, indices: list[int]) -> str:
     return shown + more
 
 
-def pick_column(frame: pd.DataFrame, path: Path, wanted: str | None, guesses: tuple[str, ...], flag: str) -> str:
-    if wanted is not None:
-        if wanted not in frame.columns:
-            raise DataError(
-                f"{path}: no column {wanted!r}; columns are: {', '.join(frame.columns)}; "
-                f"fix: pass {flag} with one of them"
-            )
-        return wanted
-    for guess in guesses:
-        if guess in frame.columns:
-            return guess
-    if len(frame.columns) == 1:
-        other = next((sep for sep in (";", "|", "\t", ",") if sep in frame.columns[0]), None)
-        if other is not None:
-            shown = "tab" if other == "\t" else other
-            raise DataError(f"{path}: one column {frame.columns[0]!r}: the file is separated by {shown!r}, not what its "
-                            f"extension says; fix: pass --delimiter '{shown}'")
-    raise DataError(
-        f"{path}: cannot tell which column to use for {flag}; columns are: {', '.join(frame.columns)}; "
-        f"fix: pass {flag} NAME"
-    )
-
-
-def is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip() == ""
-
-
 _MISSING_LABEL_TEXT = {"nan", "null"}  # how pandas/Excel/JSON write a missing value, never a class name
-_INTEGRAL_TEXT = re.compile(r"-?\d+\.0*")
-
-
-def _normalise_label(value: Any) -> str:
-    """Labels are kept as strings; integral floats (1.0, from a column pandas read as float, or the
-    text "1.0" beside "1") become '1', so one class is never two."""
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    text = str(value).strip()
-    return str(int(float(text))) if _INTEGRAL_TEXT.fullmatch(text) else text
 
 
 def _label_set(value: Any, sep: str) -> list[str]:
     if isinstance(value, (list, tuple, np.ndarray)):
-        return sorted({_normalise_label(v) for v in value})
+        return sorted({normalise_label(v) for v in value})
     if isinstance(value, str) and value.strip().startswith("["):
         try:
-            return sorted({_normalise_label(v) for v in json.loads(value)})
+            return sorted({normalise_label(v) for v in json.loads(value)})
         except json.JSONDecodeError:
             pass
     return sorted({part.strip() for part in str(value).split(sep) if part.strip()})
@@ -191,6 +145,7 @@ def _prepare_split(
     multi_label: bool | None,
     label_sep: str,
     fmt: TableFormat | None = None,
+    slice_cols: list[str] | tuple[str, ...] = (),
 ) -> tuple[pd.DataFrame, str, str | None, str, bool]:
     frame = read_table(path, fmt=fmt)
     text_col = pick_column(frame, path, text_col, TEXT_COLUMN_GUESSES, "--text-col")
@@ -209,10 +164,12 @@ def _prepare_split(
     if multi_label:
         label_sets = [_label_set(v, label_sep) for v in raw_labels]
     else:
-        label_sets = [[_normalise_label(v)] for v in raw_labels]
+        label_sets = [[normalise_label(v)] for v in raw_labels]
     columns = {"text": frame[text_col].astype(str).tolist(), "label_names": label_sets}
     if text_pair_col is not None:
         columns["text_pair"] = frame[text_pair_col].astype(str).tolist()
+    if slice_cols:
+        columns.update(slice_columns(frame, path, slice_cols, label_col))
     return pd.DataFrame(columns), text_col, text_pair_col, label_col, multi_label
 
 
@@ -281,13 +238,15 @@ def load_classification_data(
     seed: int = 42,
     fmt: TableFormat | None = None,
     label_names: list[str] | None = None,
+    slice_cols: list[str] | tuple[str, ...] = (),
 ) -> ClassificationData:
     """Load and check the training file, plus a validation file or a seeded stratified split.
     ``label_names`` (--label-names) renames the label values in their sorted order (0, 1, ... or as
-    they sort): a file labelled 0/1 trains a model whose labels read negative/positive."""
+    they sort): a file labelled 0/1 trains a model whose labels read negative/positive. ``slice_cols``
+    (--slice-col): columns kept beside each row (``slice:NAME``) for per-slice metrics."""
     train_path = Path(data)
     train, text_col, text_pair_col, label_col, multi_label = _prepare_split(
-        train_path, text_col, text_pair_col, label_col, multi_label, label_sep, fmt
+        train_path, text_col, text_pair_col, label_col, multi_label, label_sep, fmt, slice_cols
     )
     labels = _sort_labels({name for names in train["label_names"] for name in names})
     if len(labels) < 2:
@@ -309,7 +268,7 @@ def load_classification_data(
 
     def other_split(path: str | Path) -> pd.DataFrame:
         split_path = Path(path)
-        frame, *_ = _prepare_split(split_path, text_col, text_pair_col, label_col, multi_label, label_sep, fmt)
+        frame, *_ = _prepare_split(split_path, text_col, text_pair_col, label_col, multi_label, label_sep, fmt, slice_cols)
         _check_known_labels(frame, split_path, set(values), train_path)
         frame["label_names"] = [[rename[name] for name in names] for names in frame["label_names"]]
         return _encode(frame, label_to_id, multi_label)
@@ -366,11 +325,12 @@ def load_eval_split(
     label_col: str | None,
     label_sep: str = ",",
     label_values: list[str] | None = None,
+    slice_cols: list[str] | tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """A labeled file checked against an existing label set (for ``thawkit evaluate``); a run trained
     with --label-names also takes the values it renamed (``label_values``: 0, 1 for negative, positive)."""
     path = Path(data)
-    frame, *_ = _prepare_split(path, text_col, text_pair_col, label_col, multi_label, label_sep)
+    frame, *_ = _prepare_split(path, text_col, text_pair_col, label_col, multi_label, label_sep, slice_cols=slice_cols)
     if label_values:
         rename = dict(zip(label_values, labels))
         frame["label_names"] = [[rename.get(name, name) for name in names] for names in frame["label_names"]]

@@ -6,9 +6,13 @@ import csv
 import io
 import json
 import logging
+import math
+import re
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from thawkit.errors import DataError
@@ -153,3 +157,50 @@ def _read_json_lines(path: Path, text: str) -> pd.DataFrame:
             raise DataError(f"{path}: line {number} is not a JSON object; fix: one JSON object per line")
         records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+def pick_column(frame: pd.DataFrame, path: Path, wanted: str | None, guesses: tuple[str, ...], flag: str) -> str:
+    if wanted is not None:
+        if wanted not in frame.columns:
+            raise DataError(
+                f"{path}: no column {wanted!r}; columns are: {', '.join(frame.columns)}; "
+                f"fix: pass {flag} with one of them"
+            )
+        return wanted
+    for guess in guesses:
+        if guess in frame.columns:
+            return guess
+    if len(frame.columns) == 1:
+        other = next((sep for sep in (";", "|", "\t", ",") if sep in frame.columns[0]), None)
+        if other is not None:
+            shown = "tab" if other == "\t" else other
+            raise DataError(f"{path}: one column {frame.columns[0]!r}: the file is separated by {shown!r}, not what its "
+                            f"extension says; fix: pass --delimiter '{shown}'")
+    raise DataError(
+        f"{path}: cannot tell which column to use for {flag}; columns are: {', '.join(frame.columns)}; "
+        f"fix: pass {flag} NAME"
+    )
+
+
+def is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip() == ""
+
+
+_INTEGRAL_TEXT = re.compile(r"-?\d+\.0*")
+
+
+def normalise_label(value: Any) -> str:
+    """Labels are kept as strings; integral floats (1.0, from a column pandas read as float, or the
+    text "1.0" beside "1") become '1', so one class is never two."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    text = str(value).strip()
+    return str(int(float(text))) if _INTEGRAL_TEXT.fullmatch(text) else text

@@ -16,7 +16,7 @@ from thawkit.runplan import RunPlan, world_size
 RESOLVED = ("split_seed", "max_length", "lr", "head_lr_mult", "metric", "epochs", "precision", "cache_dtype", "cache", "out",
             "tokenizer")
 # Settings a task resolves from its data (``Task.task_settings``), concrete in its runs' plans only.
-TASK_RESOLVED = ("max_new_tokens",)
+TASK_RESOLVED = ("max_new_tokens", "calibrate")
 
 
 @dataclass

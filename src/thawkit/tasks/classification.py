@@ -23,7 +23,8 @@ from thawkit.tasks.classification_advice import CLASSIFICATION_RULES
 from thawkit.tasks.roles import AdviceInput, Route, Rule, ServedCall, ServeRequest
 from thawkit.tasks.roles.model import check_head_size, check_label_names
 from thawkit.tasks.roles.serving import RequestError
-from thawkit.tasks.classification_metrics import detailed_metrics, scalar_metrics
+from thawkit.tasks.classification_calibration import MIN_EXAMPLES, TemperatureScaling, fit_temperature
+from thawkit.tasks.classification_metrics import calibration_metrics, detailed_metrics, scalar_metrics, split_slices
 
 if TYPE_CHECKING:
     from thawkit.config import TrainConfig
@@ -74,7 +75,7 @@ async def _predict(body: PredictRequest, call: ServedCall) -> Any:
 @register_task("classification")
 class ClassificationTask(Task):
     run_type = "sequence-classification"
-    own_settings = (("--label-names", "label_names"),)
+    own_settings = (("--label-names", "label_names"), ("--slice-col", "slice_cols"), ("--calibrate", "calibrate"))
     default_metric = "macro_f1"
     metrics = ("macro_f1", "accuracy", "weighted_f1", "loss")
     peft_task_type = "SEQ_CLS"
@@ -96,6 +97,9 @@ class ClassificationTask(Task):
         train = data.train
         return AdviceInput(train["text"].tolist(), train["text_pair"].tolist() if "text_pair" in train else None,
                            train["label_names"].tolist(), data.validation["text"].tolist())
+
+    def run_facts(self, data: TaskData) -> dict[str, Any]:
+        return {**data.facts, "label_distribution": self.class_counts(data)}
 
     def describe_data(self, num_train: int, num_classes: int) -> str:
         return f"{num_train:,} training examples in {num_classes} classes"
@@ -127,12 +131,15 @@ class ClassificationTask(Task):
         loaded = load_classification_data(
             cfg.data, validation=cfg.validation, test=cfg.test, text_col=cfg.text_col, text_pair_col=cfg.text_pair_col,
             label_col=cfg.label_col, multi_label=cfg.multi_label, label_sep=cfg.label_sep, val_fraction=cfg.val_fraction,
-            seed=cfg.data_split_seed(), fmt=cfg.table_format(), label_names=cfg.label_names,
+            seed=cfg.data_split_seed(), fmt=cfg.table_format(), label_names=cfg.label_names, slice_cols=cfg.slice_cols,
         )
         facts = {"problem_type": _problem_type(loaded.multi_label), "text_col": loaded.text_col,
                  "text_pair_col": loaded.text_pair_col, "label_col": loaded.label_col, **loaded.extra}
         return TaskData(loaded.train, loaded.validation, loaded.test, loaded.labels, loaded.multi_label,
                         loaded.validation_source, facts)
+
+    def task_settings(self, cfg: "TrainConfig", data: TaskData) -> dict[str, tuple[Any, str]]:
+        return {"calibrate": (True, "on for classification: temperature scaling fitted on the validation split")}
 
     def check_config(self, cfg: "TrainConfig", strategy: Any) -> None:
         if cfg.metric is not None and cfg.metric not in self.metrics:
@@ -169,9 +176,32 @@ class ClassificationTask(Task):
         return compute
 
     def final_metrics(self, data: TaskData, split: str, output: Any) -> dict[str, Any]:
-        metrics = detailed_metrics(_logits(output), np.asarray(output.label_ids), data.labels, data.multi_label)
+        logits, gold = _logits(output), np.asarray(output.label_ids)
+        metrics = detailed_metrics(logits, gold, data.labels, data.multi_label)
         metrics["loss"] = float(output.metrics.get(f"{split}_loss", float("nan")))
+        temperature = data.scratch.get("temperature")
+        if temperature is not None:  # the saved model's scores are these logits / T
+            metrics["calibration"] = {
+                "temperature": temperature, "ece_uncalibrated": metrics["ece"], "brier_uncalibrated": metrics["brier"],
+                "reliability_uncalibrated": metrics["reliability"],
+                **({"note": "the temperature was fitted on this split: its calibrated figures are in-sample"} if split == "validation" else {}),
+            }
+            metrics.update(calibration_metrics(logits, gold.astype(int), data.multi_label, temperature))
+        metrics.update(split_slices(data.split(split), logits, gold, data.multi_label))
         return metrics
+
+    def fit_calibration(self, data: TaskData, output: Any, cfg: "TrainConfig") -> TemperatureScaling:
+        """Temperature scaling on the validation split's logits (``output``, in row order)."""
+        examples = len(data.validation)
+        if not cfg.calibrate:
+            return TemperatureScaling.skipped("off (--no-calibrate)")
+        if examples < MIN_EXAMPLES:
+            return TemperatureScaling.skipped(f"not fitted: the validation split has {examples} examples, fewer than {MIN_EXAMPLES}")
+        temperature, before, after, reason = fit_temperature(_logits(output), np.asarray(output.label_ids), data.multi_label)
+        if temperature is None:
+            return TemperatureScaling.skipped(reason or "not fitted")
+        data.scratch["temperature"] = round(temperature, 4)
+        return TemperatureScaling(round(temperature, 4), len(data.labels), before, after, examples)
 
     def make_run(self, model: nn.Module, tokenizer: Any, data: TaskData, info: dict[str, Any], path: Path | None) -> RunBase:
         return ClassificationRun(model, tokenizer, info, path, data.labels, data.multi_label)
@@ -224,6 +254,8 @@ def _logits(prediction: Any) -> np.ndarray:
 
 class ClassificationRun(RunBase):
     """A fine-tuned classifier: ``predict`` gives a label (or labels) with probabilities."""
+
+    slices = True  # evaluate takes slice_cols
 
     @torch.inference_mode()
     def logits(self, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64,
@@ -284,17 +316,19 @@ class ClassificationRun(RunBase):
                  "scores": {name: float(p) for name, p in zip(self.labels, row)}} for row in probs]
 
     def evaluate(self, data: str | Path, text_col: str | None = None, text_pair_col: str | None = None,
-                 label_col: str | None = None, batch_size: int = 64, **_: Any) -> dict[str, Any]:
-        """Metrics on a labeled file, with the run's own column mapping as the default."""
+                 label_col: str | None = None, batch_size: int = 64, slice_cols: list[str] | None = None, **_: Any) -> dict[str, Any]:
+        """Metrics on a labeled file, with the run's own column mapping as the default; ``slice_cols``:
+        the same metrics per value of each of these columns."""
         frame = load_eval_split(
             data, labels=self.labels, multi_label=self.multi_label,
             text_col=text_col or self.info.get("text_col"), text_pair_col=text_pair_col or self.info.get("text_pair_col"),
             label_col=label_col or self.info.get("label_col"), label_sep=self.info.get("config", {}).get("label_sep", ","),
-            label_values=self.info.get("label_values"),
+            label_values=self.info.get("label_values"), slice_cols=slice_cols or (),
         )
         pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
         logits = self.logits(frame["text"].tolist(), pairs, batch_size)
-        return detailed_metrics(logits, np.array(frame["labels"].tolist()), self.labels, self.multi_label)
+        gold = np.array(frame["labels"].tolist())
+        return {**detailed_metrics(logits, gold, self.labels, self.multi_label), **split_slices(frame, logits, gold, self.multi_label)}
 
     def headline(self) -> str:
         validation = self.metrics.get("validation", {})

@@ -67,6 +67,62 @@ def base_card_metadata(base_model: str) -> dict[str, Any]:
     return {key: data[key] for key in ("license", "language") if data.get(key)}
 
 
+_LIMITS_HEADINGS = ("bias", "limitation", "risk", "intended use", "out-of-scope")
+
+
+def base_card_limits(base_model: str) -> tuple[str, str] | None:
+    """(heading, first paragraph) of the base model's own card section on bias, limitations or
+    intended use, where its README.md has one; None otherwise."""
+    import re
+
+    from thawkit.models.backbone import resolve_model_path
+
+    try:
+        readme = Path(resolve_model_path(base_model)) / "README.md"
+        text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    except Exception:  # noqa: BLE001 - a base without a readable card says nothing
+        return None
+    sections = re.split(r"^(#{1,4} .+)$", text, flags=re.MULTILINE)
+    for heading, body in zip(sections[1::2], sections[2::2]):
+        if any(word in heading.lower() for word in _LIMITS_HEADINGS):
+            paragraph = next((p.strip() for p in body.split("\n\n") if p.strip() and not p.strip().startswith("```")), "")
+            if paragraph:
+                return heading.lstrip("#").strip(), " ".join(paragraph.split())[:600]
+    return None
+
+
+def bias_and_limitations(info: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """The card's "Bias and limitations": the training labels' distribution, per-slice scores
+    (--slice-col), the calibration, and what the base model's own card says of its limits."""
+    lines = ["## Bias and limitations", ""]
+    counts = info.get("label_distribution")
+    if counts:
+        total = sum(counts.values()) or 1
+        shown = ", ".join(f"{label} {n} ({n / total:.0%})" for label, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        lines += [f"- Training labels: {shown}. A class with few examples is predicted less reliably.", ""]
+    split = "test" if isinstance(metrics.get("test"), dict) else "validation"
+    for column, table in ((metrics.get(split) or {}).get("slices") or {}).items():
+        lines += [f"Scores per `{column}` ({split} split):", "", f"| {column} | examples | accuracy | macro-F1 |", "|---|---|---|---|"]
+        lines += [f"| {value}{' (worst)' if value == table.get('worst') else ''} | {s['examples']} | {s['accuracy']:.4f} | "
+                  f"{s['macro_f1']:.4f} |" for value, s in table["values"].items()]
+        if table.get("worst") is not None:
+            lines += ["", f"- Worst `{column}` slice: `{table['worst']}`, accuracy {table['worst_accuracy']:.4f}, "
+                          f"{table['gap']:.4f} below the whole split ({table['accuracy']:.4f})."]
+        lines.append("")
+    calibration = info.get("calibration") or {}
+    scored = metrics.get(split) or {}
+    if calibration.get("applied") and "calibration" in scored:
+        lines += [f"- Scores are calibrated (temperature {calibration['temperature']}, fitted on validation): {split} "
+                  f"expected calibration error {scored['calibration']['ece_uncalibrated']:.4f} -> {scored['ece']:.4f}.", ""]
+    elif calibration:
+        lines += [f"- Scores are not calibrated ({calibration.get('reason')}).", ""]
+    limits = base_card_limits(info.get("base_model", ""))
+    if limits is not None:
+        lines += [f"- The base model's card ({limits[0]}): \"{limits[1]}\"", ""]
+    lines += ["- The model inherits the biases of its base model's pretraining text and of this training data.", ""]
+    return lines
+
+
 def _card_metrics(values: dict[str, Any]) -> list[tuple[str, float]]:
     """What a model-index lists: the measured scores, not counts or the loss."""
     return [(name, round(float(value), 4)) for name, value in values.items()
@@ -173,6 +229,7 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter
         "", "## Intended use", "",
         "Predictions on text like the training data. Measured only on the splits above; check it on your own "
         "held-out data before relying on it, and expect it to degrade on other domains.", "",
+        *bias_and_limitations(info, metrics),
         "## Use", "", "```bash", task.usage_snippet(), "```", "",
         *stock_usage(task, layout), "", "`thawkit.json` records every setting.", "",
     ]

@@ -27,6 +27,7 @@ from thawkit.engine.core.artifacts import measure_forgetting_of, merge_checked, 
 from thawkit.engine.cache.cached_training import SwitchableCollator, SwitchableDataset, sorted_order
 from thawkit.engine.core.loop import RunHooks, build_loop, prepare_controller, run_loop, stop_run
 from thawkit.engine.core.resume import write_plan
+from thawkit.engine.core.scoring import final_metrics
 from thawkit.engine.core.trainability import set_requires_grad
 from thawkit.guards import GuardReport
 from thawkit.guards.imbalance import balanced_class_weights, check_collapse, check_imbalance, weights_apply
@@ -133,9 +134,13 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
         # A few-shot model is trained again on every labeled example once its held-out split is scored.
         refit = closed_form.refit_on_every_example if closed_form is not None and strategy.refits_on_validation and \
             cfg.validation is None else None
-        metrics = _final_metrics(task, data, trainer, val_ds, tokenizer, cfg, refit)  # as the evaluations that selected the epoch ran
+        # As the evaluations that selected the epoch ran; a calibration is fitted on validation on the way.
+        metrics, calibration = final_metrics(task, data, trainer, val_ds, lambda: encoded_split(task, data, "test", tokenizer, cfg),
+                                             tokenizer, cfg, refit)
         timings["evaluate"] = time.perf_counter() - mark
         model = _without_autocast(model)
+        if calibration is not None:
+            calibration.apply(model)  # before the model is saved, merge-checked or returned
         collapse = check_collapse(metrics["validation"])  # a majority-class model is a failure, not a result
         prepared.guards.add(collapse)
         if cfg.measure_forgetting and is_main:
@@ -160,6 +165,7 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
             "advice": plan.facts.get("advice"),
             "dapt": plan.facts.get("dapt"),
             "failed": collapse[0].message if collapse else None,
+            "calibration": calibration.facts if calibration is not None else None,
             **(extra_facts or {}),
         }
         if is_main:
@@ -301,22 +307,6 @@ def _closed_form_fit(strategy: Any, loop: Any, controller: Any, cfg: TrainConfig
         history.on_train_end(trainer.args, trainer.state, trainer.control)
 
     return SimpleNamespace(fit=evaluate_pretrained, refit_on_every_example=lambda: None)
-
-
-def _final_metrics(task: Task, data: TaskData, trainer: Any, val_ds: Any, tokenizer: Any, cfg: TrainConfig,
-                   refit: Any = None) -> dict[str, Any]:
-    """metrics.json on the plain (uncached) model: validation, and test when given; ``refit`` (few-shot)
-    trains the final model again on every labeled example after validation is scored."""
-    def scored(split: str, dataset: Any) -> dict[str, Any]:
-        return {**task.final_metrics(data, split, trainer.predict(dataset, metric_key_prefix=split)),
-                **task.model_metrics(trainer.model, tokenizer, data, split, cfg)}
-
-    metrics = {"validation": scored("validation", val_ds)}
-    if refit is not None:
-        trainer.model.refit = refit()
-    if data.test is not None:
-        metrics["test"] = scored("test", encoded_split(task, data, "test", tokenizer, cfg))
-    return metrics
 
 
 def _sample_batch(collator: Any, dataset: Any, model: Any) -> dict[str, torch.Tensor]:

@@ -9,7 +9,6 @@ reserved slice of the domain text and on a general-English probe (what was forgo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil

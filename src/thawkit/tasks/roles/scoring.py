@@ -45,6 +45,13 @@ class ScoringRole:
         loss = output.metrics.get(f"{split}_loss")
         return {**scalar, "loss": None if loss is None else float(loss)}
 
+    def fit_calibration(self, data: "TaskData", output: Any, cfg: "TrainConfig") -> Any:
+        """A calibration fitted on the validation split's ``Trainer.predict`` output (in row order):
+        an object with ``apply(model)`` (bakes it into the model to be saved) and ``facts``
+        (thawkit.json's ``calibration``); what scoring needs of it goes into ``data.scratch``. None:
+        this task's scores are not calibrated."""
+        return None
+
     def distillation_soft_loss(self, student_logits: Any, teacher_logits: Any, labels: Any, temperature: float) -> Any:
         """KL(teacher || student) at temperature T, scaled by T^2 (Hinton et al. 2015), over the last
         dimension: one distribution per example."""
