@@ -141,4 +141,14 @@ def select(pool: str | Path, budget: int, run: str | Path | None = None, labeled
                            Path(labeled) if labeled is not None else None, model, text_col, seed)
 
 
-__all__ = ["train", "plan", "load", "lr_find", "dapt", "distill", "select"]
+def push(run: str | Path, repo_id: str, private: bool = True, dry_run: bool = False, revision: str | None = None,
+         message: str | None = None, token: str | None = None) -> dict[str, Any]:
+    """Publish a finished run folder to the Hugging Face Hub in one commit (private by default); with
+    ``dry_run``, what would be sent. Returns the files, the fixes made to the card, the warnings, and
+    (sent) the repository URL and commit id."""
+    from thawkit.engine.programs.hub_push import push_run
+
+    return push_run(run, repo_id, private=private, dry_run=dry_run, revision=revision, message=message, token=token)
+
+
+__all__ = ["train", "plan", "load", "lr_find", "dapt", "distill", "select", "push"]

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from thawkit.cli import advise_cmd, compare_cmds, dapt_cmd, demo_cmd, export_cmd, inspect_cmds, select_cmd, serve_cmd, train_cmds
+from thawkit.cli import advise_cmd, compare_cmds, dapt_cmd, demo_cmd, export_cmd, inspect_cmds, push_cmd, select_cmd, serve_cmd, train_cmds
 from thawkit.errors import ConfigError, ThawkitError
 
 app = typer.Typer(
@@ -49,6 +49,7 @@ app.command("dapt")(dapt_cmd.dapt)
 app.command("distill")(train_cmds.distill_command)
 app.command("export")(export_cmd.export)
 app.command("select")(select_cmd.select)
+app.command("push")(push_cmd.push)
 
 
 class Interrupted(BaseException):
