@@ -41,7 +41,7 @@ def _length_buckets(frames: dict[str, pd.DataFrame]) -> None:
 def sst2(folder: Path) -> dict[str, Path]:
     train = pd.read_csv(DATASETS / "sst2" / "train.tsv", sep="\t", quoting=3).rename(columns={"sentence": "text"})
     frames = {"train": train.sample(2000, random_state=0).reset_index(drop=True),
-              "test": pd.read_csv(DATASETS / "sst2" / "validation.tsv", sep="\t", quoting=3).rename(columns={"sentence": "text"})}
+              "test": pd.read_csv(DATASETS / "sst2" / "test.tsv", sep="\t", quoting=3).rename(columns={"sentence": "text"})}
     _length_buckets(frames)
     return _write(folder, frames)
 

@@ -99,7 +99,7 @@ SAMPLES = {
     # Generation's and similarity's own (refused for the classification planned here: tests/test_generation.py,
     # tests/bad_inputs/cases.yaml).
     "max_new_tokens": None, "generation_samples": None, "score_scale": None,
-    "label_names": ["neg", "pos"], "calibrate": False,
+    "label_names": ["neg", "pos"], "calibrate": False, "long_text": "window", "window_overlap": 8, "window_pooling": "max",
     "slice_cols": None,  # needs a column of its own: tests/test_trust.py trains, evaluates and compares with it
 }
 NOT_PLANNED_TOGETHER = {"resume", "data", "strategy_options", "text_pair_col"}  # resume plans from a run; the rest fixed

@@ -41,6 +41,13 @@ class TrainConfig(BaseModel):
                                           "sorted order (0, 1, ... or as they sort), comma-separated: e.g. negative,positive")
     slice_cols: list[str] = Field(default_factory=list, description="classification: columns whose values slice the "
                                   "validation and test metrics (per-slice accuracy and macro-F1, the worst slice and its gap)", json_schema_extra={"aliases": ["--slice-col"]})
+    long_text: Literal["truncate", "window"] = Field(default="truncate", description="classification: a text longer than "
+                                                     "--max-length is truncated, or split into overlapping windows that each "
+                                                     "train with its text's label, the text's score pooling its windows'")
+    window_overlap: int | None = Field(default=None, ge=0, le=16384, description="--long-text window: tokens shared by "
+                                       "consecutive windows (default: a quarter of --max-length)")
+    window_pooling: Literal["mean", "max"] = Field(default="mean", description="--long-text window: a text's logits from its "
+                                                   "windows' (mean, or the largest per class)")
     calibrate: bool | None = Field(default=None, description="classification: fit a temperature on the validation split and "
                                    "divide the saved output layer by it (calibrated scores, same argmax; default: on)")
     delimiter: str | None = Field(default=None, description="column separator when the extension's is wrong: ';', '|', 'tab'")

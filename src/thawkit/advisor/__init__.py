@@ -92,7 +92,8 @@ def _task_profile(task: str, data: str | Path, validation: str | Path | None, te
         chosen = min(handler.default_max_length, limit)
     else:
         chosen = _round_max_length(build_profile(inputs, 0, 0, [], None, tokenizer, limit).token_length["p99"], limit)
-    profile = build_profile(inputs, len(loaded.train), len(loaded.validation), labels, counts, tokenizer, chosen)
+    profile = build_profile(inputs, len(loaded.train), len(loaded.validation), labels, counts, tokenizer, chosen,
+                            handler.truncation_fix)
     return handler, inputs.texts, profile, chosen
 
 

@@ -31,7 +31,7 @@ class DataProfile:
 
 
 def build_profile(inputs: AdviceInput, num_train: int, num_validation: int, labels: list[str],
-                  class_counts: dict[str, int] | None, tokenizer: Any, max_length: int) -> DataProfile:
+                  class_counts: dict[str, int] | None, tokenizer: Any, max_length: int, truncation_fix: str | None = None) -> DataProfile:
     """The profile of a task's training data (``Task.advice_input``): size, labels, lengths against
     ``max_length``; where each example is one labelled text, duplicates, conflicting labels and
     validation texts leaked from training too (0 otherwise)."""
@@ -64,7 +64,7 @@ def build_profile(inputs: AdviceInput, num_train: int, num_validation: int, labe
         )
     if profile.truncated_share > 0.05:
         profile.notes.append(f"{profile.truncated_share:.0%} of inputs exceed --max-length {max_length} tokens and will be "
-                             f"truncated; p99 is {profile.token_length['p99']:.0f}")
+                             f"truncated; p99 is {profile.token_length['p99']:.0f}" + (f"; {truncation_fix}" if truncation_fix else ""))
     if profile.leaked:
         profile.notes.append(f"{profile.leaked} validation texts also occur in training: validation scores will be optimistic")
     if profile.conflicting_duplicates:

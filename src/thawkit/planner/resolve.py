@@ -16,7 +16,7 @@ from thawkit.runplan import RunPlan, world_size
 RESOLVED = ("split_seed", "max_length", "lr", "head_lr_mult", "metric", "epochs", "precision", "cache_dtype", "cache", "out",
             "tokenizer")
 # Settings a task resolves from its data (``Task.task_settings``), concrete in its runs' plans only.
-TASK_RESOLVED = ("max_new_tokens", "calibrate")
+TASK_RESOLVED = ("max_new_tokens", "calibrate", "window_overlap")
 
 
 @dataclass
@@ -57,10 +57,10 @@ def resolve_settings(cfg: TrainConfig, r: Resolution, command: Command, extra_tr
     if extra_train is not None:
         task.add_training_examples(data, extra_train)
     r.default("tokenizer", r.values.get("model", cfg.model), "the model's own")
-    for name, (value, source) in task.task_settings(make_config(r.values), data).items():
-        r.default(name, value, source)
     facts = model_facts(cfg.model)
     _max_length(r, task, facts)
+    for name, (value, source) in task.task_settings(make_config(r.values), data).items():
+        r.default(name, value, source)
     measured = _learning_rates(r, task, strategy, facts.num_params)
     strategy.resolve_for(cfg.model, data.multi_label)
     r.default("metric", task.selection_metric(data), f"the task's selection metric ({task.name})")

@@ -7,14 +7,14 @@ for unmerged LoRA, or a pooled-feature head (``thawkit_head.json``) for ``frozen
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Union
 
 import numpy as np
-import torch
 from torch import nn
 
-from thawkit.data.classification import load_classification_data, load_eval_split
+from thawkit.data.classification import load_classification_data
 from thawkit.errors import ConfigError, RunDirError
 from thawkit.models.backbone import load_peft_run, load_sequence_classifier
 from thawkit.models.pooled import HEAD_CONFIG, PooledHeadClassifier
@@ -24,24 +24,33 @@ from thawkit.tasks.roles import AdviceInput, Route, Rule, ServedCall, ServeReque
 from thawkit.tasks.roles.model import check_head_size, check_label_names
 from thawkit.tasks.roles.serving import RequestError
 from thawkit.tasks.classification_calibration import MIN_EXAMPLES, TemperatureScaling, fit_temperature
+from thawkit.tasks.classification_windows import check_window_settings, pool_windows, text_labels, window_tokens
 from thawkit.tasks.classification_metrics import calibration_metrics, detailed_metrics, scalar_metrics, split_slices
+from thawkit.tasks.classification_run import ClassificationRun, Run  # noqa: F401 - Run: the name users and older code know
 
 if TYPE_CHECKING:
     from thawkit.config import TrainConfig
+
+log = logging.getLogger("thawkit")
 
 
 def _problem_type(multi_label: bool) -> str:
     return "multi_label_classification" if multi_label else "single_label_classification"
 
 
-def tokenize_frame(frame: Any, tokenizer: Any, max_length: int) -> Any:
-    """A split's texts (and pairs) as token ids with their ``labels``; no padding (the collator pads)."""
+def tokenize_frame(frame: Any, tokenizer: Any, max_length: int, overlap: int | None = None) -> tuple[Any, list[int] | None]:
+    """A split's texts (and pairs) as token ids with their ``labels``; no padding (the collator pads).
+    With ``overlap`` (--long-text window), one row per window and the text each comes from."""
     from datasets import Dataset
 
+    labels = frame["labels"].tolist()
+    if overlap is not None:
+        columns, mapping = window_tokens(tokenizer, frame["text"].tolist(), max_length, overlap)
+        return Dataset.from_dict({**columns, "labels": [labels[i] for i in mapping]}), mapping
     has_pair = "text_pair" in frame
     encoded = tokenizer(frame["text"].tolist(), frame["text_pair"].tolist() if has_pair else None,
                         truncation=True, max_length=max_length)
-    return Dataset.from_dict({**encoded, "labels": frame["labels"].tolist()})
+    return Dataset.from_dict({**encoded, "labels": labels}), None
 
 
 class PredictRequest(ServeRequest):
@@ -75,7 +84,8 @@ async def _predict(body: PredictRequest, call: ServedCall) -> Any:
 @register_task("classification")
 class ClassificationTask(Task):
     run_type = "sequence-classification"
-    own_settings = (("--label-names", "label_names"), ("--slice-col", "slice_cols"), ("--calibrate", "calibrate"))
+    own_settings = (("--label-names", "label_names"), ("--slice-col", "slice_cols"), ("--calibrate", "calibrate"),
+                    ("--long-text", "long_text"), ("--window-overlap", "window_overlap"), ("--window-pooling", "window_pooling"))
     default_metric = "macro_f1"
     metrics = ("macro_f1", "accuracy", "weighted_f1", "loss")
     peft_task_type = "SEQ_CLS"
@@ -86,6 +96,7 @@ class ClassificationTask(Task):
                     'classifier = pipeline("text-classification", model="{run}", truncation=True, top_k=None)\n'
                     'print(classifier("your text"))')
     usage_arguments = ("a text to classify",)
+    truncation_fix = "fix: --long-text window (overlapping windows, each text's score pooled over all of it)"
 
     def routes(self) -> tuple[Route, ...]:
         return (Route("/predict", PredictRequest, _predict, "label scores (TEI schema)"),)
@@ -139,7 +150,12 @@ class ClassificationTask(Task):
                         loaded.validation_source, facts)
 
     def task_settings(self, cfg: "TrainConfig", data: TaskData) -> dict[str, tuple[Any, str]]:
-        return {"calibrate": (True, "on for classification: temperature scaling fitted on the validation split")}
+        settings: dict[str, tuple[Any, str]] = {"calibrate": (True, "on for classification: temperature scaling fitted on the validation split")}
+        if cfg.long_text == "window":
+            overlap = cfg.window_overlap if cfg.window_overlap is not None else cfg.max_length // 4
+            check_window_settings(cfg.max_length, overlap, "text_pair" in data.train)
+            settings["window_overlap"] = (overlap, f"a quarter of --max-length {cfg.max_length}")
+        return settings
 
     def check_config(self, cfg: "TrainConfig", strategy: Any) -> None:
         if cfg.metric is not None and cfg.metric not in self.metrics:
@@ -157,7 +173,33 @@ class ClassificationTask(Task):
         super().save_model(model, folder, base_model, max_length)
 
     def encode(self, data: TaskData, split: str, tokenizer: Any, cfg: "TrainConfig") -> Any:
-        return tokenize_frame(data.split(split), tokenizer, cfg.max_length)
+        frame = data.split(split)
+        windowed = cfg.long_text == "window"
+        if windowed:
+            # Scores pool each text's windows, which sit next to each other in the split's order.
+            self.eval_in_length_order = False
+            data.scratch["window_pooling"] = cfg.window_pooling
+        dataset, mapping = tokenize_frame(frame, tokenizer, cfg.max_length, cfg.window_overlap if windowed else None)
+        if mapping is not None:
+            data.scratch[f"windows:{split}"] = mapping
+            if split == "train":
+                log.info("--long-text window: %d training texts make %d windows of up to %d tokens", len(frame), len(dataset),
+                         cfg.max_length)
+        elif split == "train":
+            cut = sum(len(ids) >= cfg.max_length for ids in dataset["input_ids"]) / max(len(dataset), 1)
+            if cut > 0.05:
+                log.warning("Hint: %.0f%% of training texts reach --max-length %d and are cut there; fix: raise --max-length, "
+                            "or --long-text window (overlapping windows, every part scored)", 100 * cut, cfg.max_length)
+        return dataset
+
+    @staticmethod
+    def _per_text(data: TaskData, split: str, logits: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Window logits and labels pooled to one row per text (--long-text window); as they are otherwise."""
+        mapping = data.scratch.get(f"windows:{split}")
+        if mapping is None:
+            return logits, gold
+        count = len(data.split(split))
+        return pool_windows(logits, mapping, count, data.scratch["window_pooling"]), text_labels(gold, mapping, count)
 
     def sample_texts(self, data: TaskData, limit: int = 500) -> list[str]:
         return data.train["text"].tolist()[:limit]
@@ -171,12 +213,13 @@ class ClassificationTask(Task):
 
     def metric_function(self, data: TaskData, split: str) -> Callable[[Any], dict[str, float]]:
         def compute(prediction: Any) -> dict[str, float]:
-            return scalar_metrics(_logits(prediction), np.asarray(prediction.label_ids), data.multi_label)
+            logits, gold = self._per_text(data, split, _logits(prediction), np.asarray(prediction.label_ids))
+            return scalar_metrics(logits, gold, data.multi_label)
 
         return compute
 
     def final_metrics(self, data: TaskData, split: str, output: Any) -> dict[str, Any]:
-        logits, gold = _logits(output), np.asarray(output.label_ids)
+        logits, gold = self._per_text(data, split, _logits(output), np.asarray(output.label_ids))
         metrics = detailed_metrics(logits, gold, data.labels, data.multi_label)
         metrics["loss"] = float(output.metrics.get(f"{split}_loss", float("nan")))
         temperature = data.scratch.get("temperature")
@@ -197,7 +240,8 @@ class ClassificationTask(Task):
             return TemperatureScaling.skipped("off (--no-calibrate)")
         if examples < MIN_EXAMPLES:
             return TemperatureScaling.skipped(f"not fitted: the validation split has {examples} examples, fewer than {MIN_EXAMPLES}")
-        temperature, before, after, reason = fit_temperature(_logits(output), np.asarray(output.label_ids), data.multi_label)
+        logits, gold = self._per_text(data, "validation", _logits(output), np.asarray(output.label_ids))
+        temperature, before, after, reason = fit_temperature(logits, gold, data.multi_label)
         if temperature is None:
             return TemperatureScaling.skipped(reason or "not fitted")
         data.scratch["temperature"] = round(temperature, 4)
@@ -250,91 +294,3 @@ class ClassificationTask(Task):
 def _logits(prediction: Any) -> np.ndarray:
     logits = prediction.predictions
     return np.asarray(logits[0] if isinstance(logits, tuple) else logits)
-
-
-class ClassificationRun(RunBase):
-    """A fine-tuned classifier: ``predict`` gives a label (or labels) with probabilities."""
-
-    slices = True  # evaluate takes slice_cols
-
-    @torch.inference_mode()
-    def logits(self, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64,
-               adapter_names: list[str] | None = None) -> np.ndarray:
-        """Raw logits (n, num_labels), in batches, in eval mode. ``adapter_names`` (a PEFT model
-        holding several adapters): the adapter, and its head, for each text, in one forward pass."""
-        self.model.eval()
-        device = next(self.model.parameters()).device
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(
-                texts[start : start + batch_size],
-                text_pairs[start : start + batch_size] if text_pairs is not None else None,
-                truncation=True, max_length=self.max_length, padding=True, return_tensors="pt",
-            ).to(device)
-            routing = {"adapter_names": adapter_names[start : start + batch_size]} if adapter_names is not None else {}
-            chunks.append(self.model(**batch, **routing).logits.float().cpu().numpy())
-        if not chunks:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return np.concatenate(chunks)
-
-    def probabilities(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """(n, num_labels): softmax over labels, or each label's sigmoid for multi-label."""
-        logits = torch.from_numpy(self.logits(texts, None, batch_size))
-        return (torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)).numpy()
-
-    @torch.inference_mode()
-    def embeddings(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """(n, hidden) what a pooled-feature head reads (the run's own body, pooling and normalisation)."""
-        from thawkit.models.pooled import embed_in_length_order
-
-        model = self.model
-        if not hasattr(model, "features"):
-            raise ConfigError("this run has no pooled-feature body to embed with; fix: pass --model ENCODER")
-
-        def batch(chunk: list[str]) -> torch.Tensor:
-            inputs = self.tokenizer(chunk, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
-            states = model.backbone(**inputs).last_hidden_state
-            return torch.nn.functional.normalize(model.features(states, inputs["attention_mask"]), dim=-1)
-
-        model.eval()
-        return embed_in_length_order(texts, batch_size, batch)
-
-    def predict(self, texts: list[str] | str, text_pairs: list[str] | str | None = None, batch_size: int = 64) -> list[dict[str, Any]]:
-        """One dict per text: ``label`` (or ``labels`` for multi-label), ``score`` and all ``scores``."""
-        texts = [texts] if isinstance(texts, str) else texts
-        text_pairs = [text_pairs] if isinstance(text_pairs, str) else text_pairs
-        return self.predictions_from_logits(self.logits(texts, text_pairs, batch_size))
-
-    def predictions_from_logits(self, logits: np.ndarray) -> list[dict[str, Any]]:
-        """``predict``'s answers from logits computed elsewhere (a mixed-adapter batch)."""
-        if self.multi_label:
-            probs = 1.0 / (1.0 + np.exp(-logits))
-            return [{"labels": [self.labels[i] for i in np.flatnonzero(row >= 0.5)],
-                     "scores": {name: float(p) for name, p in zip(self.labels, row)}} for row in probs]
-        probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
-        return [{"label": self.labels[int(row.argmax())], "score": float(row.max()),
-                 "scores": {name: float(p) for name, p in zip(self.labels, row)}} for row in probs]
-
-    def evaluate(self, data: str | Path, text_col: str | None = None, text_pair_col: str | None = None,
-                 label_col: str | None = None, batch_size: int = 64, slice_cols: list[str] | None = None, **_: Any) -> dict[str, Any]:
-        """Metrics on a labeled file, with the run's own column mapping as the default; ``slice_cols``:
-        the same metrics per value of each of these columns."""
-        frame = load_eval_split(
-            data, labels=self.labels, multi_label=self.multi_label,
-            text_col=text_col or self.info.get("text_col"), text_pair_col=text_pair_col or self.info.get("text_pair_col"),
-            label_col=label_col or self.info.get("label_col"), label_sep=self.info.get("config", {}).get("label_sep", ","),
-            label_values=self.info.get("label_values"), slice_cols=slice_cols or (),
-        )
-        pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
-        logits = self.logits(frame["text"].tolist(), pairs, batch_size)
-        gold = np.array(frame["labels"].tolist())
-        return {**detailed_metrics(logits, gold, self.labels, self.multi_label), **split_slices(frame, logits, gold, self.multi_label)}
-
-    def headline(self) -> str:
-        validation = self.metrics.get("validation", {})
-        return (f"classification {self.info.get('strategy')}: validation accuracy {validation.get('accuracy', float('nan')):.4f}, "
-                f"macro-F1 {validation.get('macro_f1', float('nan')):.4f}")
-
-
-# The name users and older code know.
-Run = ClassificationRun

@@ -231,7 +231,11 @@ def model_card(info: dict[str, Any], metrics: dict[str, Any], task: Any, adapter
         "held-out data before relying on it, and expect it to degrade on other domains.", "",
         *bias_and_limitations(info, metrics),
         "## Use", "", "```bash", task.usage_snippet(), "```", "",
-        *stock_usage(task, layout), "", "`thawkit.json` records every setting.", "",
+        *stock_usage(task, layout), "",
+        *([f"Trained on overlapping windows of {config.get('max_length')} tokens (`--long-text window`): `thawkit predict` "
+           f"scores a longer text by pooling its windows ({config.get('window_pooling')}); stock pipelines see only its first "
+           f"{config.get('max_length')} tokens.", ""] if config.get("long_text") == "window" else []),
+        "`thawkit.json` records every setting.", "",
     ]
     return "\n".join(lines)
 

@@ -17,11 +17,15 @@ def final_metrics(task: Task, data: TaskData, trainer: Any, val_ds: Any, test_ds
     calibration fitted on validation (None: the task has none); ``refit`` (few-shot) trains the final
     model again on every labeled example after validation is scored (and the calibration fitted);
     ``test_ds`` encodes the test split when there is one."""
+    def predicted(split: str, dataset: Any) -> Any:
+        trainer.compute_metrics = task.metric_function(data, split)  # the loop's reads the validation split
+        return _in_row_order(trainer.predict(dataset, metric_key_prefix=split), dataset)
+
     def scored(split: str, dataset: Any, output: Any = None) -> dict[str, Any]:
-        output = output if output is not None else _in_row_order(trainer.predict(dataset, metric_key_prefix=split), dataset)
+        output = output if output is not None else predicted(split, dataset)
         return {**task.final_metrics(data, split, output), **task.model_metrics(trainer.model, tokenizer, data, split, cfg)}
 
-    validation = _in_row_order(trainer.predict(val_ds, metric_key_prefix="validation"), val_ds)
+    validation = predicted("validation", val_ds)
     calibration = task.fit_calibration(data, validation, cfg)
     metrics = {"validation": scored("validation", val_ds, validation)}
     if refit is not None:

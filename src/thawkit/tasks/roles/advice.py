@@ -64,6 +64,7 @@ class AdviceRole:
     default_max_length: ClassVar[int]
     # The advisor picks max length from the data's p99; False: the task's own length (QA windows long contexts).
     length_from_data: ClassVar[bool] = True
+    truncation_fix: ClassVar[str | None] = None  # what the advisor suggests when many inputs exceed the max length
     example_noun: ClassVar[str] = "training examples"
 
     def advisor_rules(self) -> list[Rule]:
