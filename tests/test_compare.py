@@ -126,8 +126,9 @@ def test_report_renders_in_headless_chromium(comparison):
         count_drawn = "return document.querySelectorAll('.plotly-graph-div .main-svg').length > 0 && " \
                       "Array.from(document.querySelectorAll('.plotly-graph-div')).filter(d => d.querySelector('.main-svg')).length"
         WebDriverWait(driver, 30).until(lambda d: d.execute_script(count_drawn) == expected)
-        assert expected == 5
-        assert driver.execute_script("return document.querySelectorAll('table tbody tr').length") == len(thawkit.available_strategies())
+        assert expected == 6  # two learning curves, trainability, metric vs share, forgetting, reliability
+        assert driver.execute_script("return document.querySelectorAll('table.results tbody tr').length") == len(thawkit.available_strategies())
+        assert driver.execute_script("return document.querySelectorAll('table.trust').length") == 1  # calibration per run
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert errors == [], errors
         ARTIFACTS.mkdir(exist_ok=True)

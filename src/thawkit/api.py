@@ -151,4 +151,14 @@ def push(run: str | Path, repo_id: str, private: bool = True, dry_run: bool = Fa
     return push_run(run, repo_id, private=private, dry_run=dry_run, revision=revision, message=message, token=token)
 
 
-__all__ = ["train", "plan", "load", "lr_find", "dapt", "distill", "select", "push"]
+def drift(run: str | Path, data: str | Path, text_col: str | None = None, reference: str | Path | None = None,
+          sample: int = 2000, seed: int = 42) -> dict[str, Any]:
+    """Has ``data`` drifted from what ``run`` was trained on: input drift (a two-sample classifier's
+    ROC AUC on sentence embeddings) and prediction drift (PSI of the predicted labels), each with its
+    threshold, the run's own validation split as the no-drift reference, and a plain ``verdict``."""
+    from thawkit.engine.programs.drift import measure_drift
+
+    return measure_drift(Path(run), Path(data), text_col, Path(reference) if reference is not None else None, sample, seed).as_dict()
+
+
+__all__ = ["train", "plan", "load", "lr_find", "dapt", "distill", "select", "push", "drift"]

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from thawkit.cli import advise_cmd, compare_cmds, dapt_cmd, demo_cmd, export_cmd, inspect_cmds, push_cmd, select_cmd, serve_cmd, train_cmds
+from thawkit.cli import advise_cmd, compare_cmds, dapt_cmd, demo_cmd, drift_cmd, export_cmd, inspect_cmds, push_cmd, select_cmd, serve_cmd, train_cmds
 from thawkit.errors import ConfigError, ThawkitError
 
 app = typer.Typer(
@@ -50,6 +50,7 @@ app.command("distill")(train_cmds.distill_command)
 app.command("export")(export_cmd.export)
 app.command("select")(select_cmd.select)
 app.command("push")(push_cmd.push)
+app.command("drift")(drift_cmd.drift)
 
 
 class Interrupted(BaseException):

@@ -183,10 +183,10 @@ def _trust_html(summaries: list[dict[str, Any]]) -> str:
             tag = "th" if not table else "td"
             table.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
         elif not line and table:
-            parts.append("<table>" + "".join(table) + "</table>")
+            parts.append('<table class="trust">' + "".join(table) + "</table>")
             table = []
     if table:
-        parts.append("<table>" + "".join(table) + "</table>")
+        parts.append('<table class="trust">' + "".join(table) + "</table>")
     return "\n".join(parts)
 
 
@@ -194,7 +194,7 @@ def _table_html(rows: list[dict[str, Any]], metric: str) -> str:
     multi = _several_models(rows)
     head = ["model · strategy" if multi else "strategy", f"validation {metric}", f"test {metric}", "trainable",
             *(["parameters", "on disk"] if multi else []), "train time", "peak memory", "forgetting (drift)", "status"]
-    lines = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    lines = ['<table class="results"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for row in rows:
         status = "eliminated at rung %d" % row["eliminated_at_rung"] if row.get("eliminated_at_rung") is not None else ""
         status = f"stopped: {row['failed_reason']}" if row.get("failed_reason") else status

@@ -268,3 +268,13 @@ def embed_in_length_order(texts: list[str], batch_size: int, embed: Any) -> "np.
     result = np.empty_like(stacked)
     result[order] = stacked
     return result
+
+
+def sentence_embedder(run: Any, model: str | None, max_length: int, batch_size: int) -> tuple[Any, str]:
+    """A function texts -> (n, hidden) normalised embeddings, and what it is."""
+    body = getattr(getattr(run, "model", None), "features", None) if model is None else None
+    if body is not None:  # the run's own (adapted) body and pooling
+        return (lambda texts: run.embeddings(texts)), f"the run's body ({run.info.get('strategy')})"
+    name = model or (run.info["config"]["model"] if run is not None else "minilm-l6")
+    encoder = SentenceEncoder(name, max_length, batch_size)
+    return encoder.encode, f"{name} ({encoder.pooling} pooling)"

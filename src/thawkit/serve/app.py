@@ -53,6 +53,9 @@ class ApiError(RequestError):
     """A request the server refuses before any task's route sees it (unknown model, limits)."""
 
 
+DRIFT_WINDOW, DRIFT_MIN = 1000, 100  # predictions in the drift gauge's window; the fewest it reports on
+
+
 def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None) -> FastAPI:
     """The app for ``served`` (from ``load_served``); run it with uvicorn."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -68,6 +71,28 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
     queue_depth = Gauge("thawkit_queue_depth", "inputs waiting", ["model"], registry=registry)
     passes = Counter("thawkit_forward_passes", "forward passes, by how many served runs (adapters) they mix", ["runs"],
                      registry=registry)
+    drift_psi = Gauge("thawkit_prediction_psi", f"PSI of the labels predicted over the last {DRIFT_WINDOW} predictions "
+                      "against the run's predictions on its validation split (>= 0.2: shifted; thawkit drift)", ["model"],
+                      registry=registry)
+    drift_seen = Gauge("thawkit_prediction_window", "predicted labels in the drift window", ["model"], registry=registry)
+    windows: dict[str, Any] = {}
+
+    def observe_predictions(model: ServedModel, answers: list[Any]) -> None:
+        """The drift gauge: the last DRIFT_WINDOW predicted labels against the run's validation predictions."""
+        import collections
+
+        import numpy as np
+
+        from thawkit.guards.drift import psi
+
+        reference = model.run.prediction_reference()
+        if reference is None:
+            return
+        window = windows.setdefault(model.name, collections.deque(maxlen=DRIFT_WINDOW))
+        window.extend(model.run.predicted_label_ids(answers))
+        drift_seen.labels(model.name).set(len(window))
+        if len(window) >= DRIFT_MIN:
+            drift_psi.labels(model.name).set(psi(reference, np.bincount(np.asarray(window), minlength=len(reference)).astype(float)))
 
     def observe(size: int, tokens: int) -> None:
         batch_sizes.observe(size)
@@ -172,6 +197,8 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
                            "overloaded") from None
         finally:
             queue_depth.labels(model.name).set(batcher.depth())
+        if kind == "predict":
+            observe_predictions(model, results)
         return results, sum(counts)
 
     @app.get("/health", responses={408: ERROR_RESPONSES[408], 413: ERROR_RESPONSES[413]})

@@ -124,5 +124,14 @@ class RunBase:
     def evaluate(self, data: str | Path, **columns: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    def prediction_reference(self) -> Any:
+        """Counts per label of the run's predictions on its validation split (the server's drift
+        reference), or None where the run predicts no labels."""
+        return None
+
+    def predicted_label_ids(self, answers: list[Any]) -> list[int]:
+        """The label ids ``predict``'s ``answers`` name (each label of a multi-label answer)."""
+        return []
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(path={self.path}, task={self.info.get('task')}, strategy={self.info.get('strategy')})"

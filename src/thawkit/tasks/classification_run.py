@@ -112,6 +112,21 @@ class ClassificationRun(RunBase):
         gold = np.array(frame["labels"].tolist())
         return {**detailed_metrics(logits, gold, self.labels, self.multi_label), **split_slices(frame, logits, gold, self.multi_label)}
 
+    def prediction_reference(self) -> np.ndarray | None:
+        """Predicted-label counts on the validation split: metrics.json's confusion matrix, column sums
+        (multi-label: each label's false and true positives)."""
+        matrix = ((self.metrics.get("validation") or {}).get("confusion_matrix") or {}).get("matrix")
+        if matrix is None:
+            return None
+        counts = np.asarray(matrix, dtype=float)
+        return counts[:, :, 1].sum(axis=1) if self.multi_label else counts.sum(axis=0)
+
+    def predicted_label_ids(self, answers: list[Any]) -> list[int]:
+        index = {name: i for i, name in enumerate(self.labels)}
+        if self.multi_label:
+            return [index[name] for answer in answers for name in answer["labels"]]
+        return [index[answer["label"]] for answer in answers]
+
     def headline(self) -> str:
         validation = self.metrics.get("validation", {})
         return (f"classification {self.info.get('strategy')}: validation accuracy {validation.get('accuracy', float('nan')):.4f}, "

@@ -90,7 +90,9 @@ def select_examples(pool: Path, budget: int, run: Path | None = None, labeled: P
     if not candidates:
         raise DataError(f"{pool}: every text is already in {labeled}; fix: a pool with texts not yet labeled")
     loaded = _load_run(run) if run is not None else None
-    embed, embedder = _embedder(loaded, model, max_length, batch_size)
+    from thawkit.models.pooled import sentence_embedder
+
+    embed, embedder = sentence_embedder(loaded, model, max_length, batch_size)
     vectors = embed(candidates)
     centres = embed(done) if done else None
     weights = predicted = None
@@ -138,15 +140,3 @@ def _load_run(run: Path) -> Any:
         raise ConfigError(f"--run {run}: a {info.get('task')} run gives no label probabilities to be uncertain about; "
                           "fix: pass a classification run, or no --run (diversity alone)")
     return loaded
-
-
-def _embedder(run: Any, model: str | None, max_length: int, batch_size: int) -> tuple[Any, str]:
-    """A function texts -> (n, hidden) normalised embeddings, and what it is."""
-    body = getattr(getattr(run, "model", None), "features", None) if model is None else None
-    if body is not None:  # the run's own (adapted) body and pooling
-        return (lambda texts: run.embeddings(texts)), f"the run's body ({run.info.get('strategy')})"
-    from thawkit.models.pooled import SentenceEncoder
-
-    name = model or (run.info["config"]["model"] if run is not None else "minilm-l6")
-    encoder = SentenceEncoder(name, max_length, batch_size)
-    return encoder.encode, f"{name} ({encoder.pooling} pooling)"
