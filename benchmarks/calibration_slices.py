@@ -7,8 +7,8 @@ worst slice.
 
 SST-2: 2,000 training sentences sampled from train.tsv (seed 0), validation a 10% split of them,
 test = the GLUE dev set (872). ChemProt: train / dev / test as published (4,169 / 2,427 / 3,469).
-Slice columns: `length` (word-count terciles of the training texts: short / medium / long), and for
-ChemProt `order` (which entity the sentence names first: the chemical << >> or the protein [[ ]]).
+Slice columns: `length` (word-count terciles of the test texts: short / medium / long), and for
+ChemProt `distance` (words between the two marked entities: 0-5, 6-15, 16+).
 Results: benchmarks/results/calibration_slices.json.
 """
 
@@ -31,7 +31,7 @@ THAWKIT = str(Path(sys.executable).parent / "thawkit")
 
 
 def _length_buckets(frames: dict[str, pd.DataFrame]) -> None:
-    words = frames["train"]["text"].str.split().str.len()
+    words = frames["test"]["text"].str.split().str.len()  # terciles of the split the slices are read on
     low, high = np.quantile(words, [1 / 3, 2 / 3])
     for frame in frames.values():
         n = frame["text"].str.split().str.len()
@@ -51,7 +51,9 @@ def chemprot(folder: Path) -> dict[str, Path]:
               for name, file in (("train", "train"), ("validation", "dev"), ("test", "test"))}
     _length_buckets(frames)
     for frame in frames.values():
-        frame["order"] = np.where(frame["text"].str.find("<<") < frame["text"].str.find("[["), "chemical first", "protein first")
+        # Words between the two marked entities: long-distance relations are the harder ones.
+        between = frame["text"].str.extract(r"(?:>>|\]\])(.*?)(?:<<|\[\[)", expand=False).fillna("").str.split().str.len()
+        frame["distance"] = np.where(between <= 5, "0-5 words apart", np.where(between <= 15, "6-15 words apart", "16+ words apart"))
     return _write(folder, frames)
 
 
@@ -102,7 +104,7 @@ def main() -> None:
         folder = Path(tmp)
         for dataset in args.datasets.split(","):
             files = {"sst2": sst2, "chemprot": chemprot}[dataset](folder)
-            slices = ["length"] + (["order"] if dataset == "chemprot" else [])
+            slices = ["length"] + (["distance"] if dataset == "chemprot" else [])
             for strategy in args.strategies.split(","):
                 if (dataset, strategy) in done:
                     continue

@@ -285,3 +285,22 @@ def test_keep_pretrained_mixes_the_weights_back():
     assert all(torch.allclose(layer.state_dict()[k], 0.75 * trained[k]) for k in trained)
     mix_back(layer, pretrained, 0.0)
     assert all(torch.allclose(layer.state_dict()[k], 0.75 * trained[k]) for k in trained)
+
+
+def test_a_feature_head_run_is_a_model_to_continue_from(fewshot_run, tiny_st, tmp_path):
+    """``--model RUN`` of a fewshot (or frozen-head) run starts from its adapted body, not an error."""
+    from safetensors.torch import load_file
+
+    from thawkit.models.backbone import resolve_model_path
+
+    run, _ = fewshot_run
+    assert resolve_model_path(str(run.path)) == str(run.path / "backbone")
+    # A learning rate too small to move anything: the continued model holds the weights it started from.
+    continued = thawkit.train(data=run.info["config"]["data"], model=str(run.path), strategy="full", epochs=1, lr=1e-12,
+                              max_length=32, progress="off", measure_forgetting=False, out=tmp_path / "continued")
+    assert continued.info["base_model_path"] == str(run.path / "backbone")
+    key = "encoder.layer.1.attention.self.query.weight"  # a layer the contrastive phase trained
+    body = next(v for k, v in load_file(str(run.path / "backbone" / "model.safetensors")).items() if k.endswith(key))
+    pretrained = next(v for k, v in load_file(str(Path(tiny_st) / "model.safetensors")).items() if k.endswith(key))
+    start = thawkit.load(continued.path).model.base_model.encoder.layer[1].attention.self.query.weight.detach()
+    assert torch.allclose(start, body, atol=1e-6) and not torch.allclose(body, pretrained, atol=1e-4)

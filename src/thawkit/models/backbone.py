@@ -17,11 +17,15 @@ def resolve_model_path(name: str) -> str:
     """Return what ``from_pretrained`` should receive for ``name``.
 
     An alias (``minilm-l6``, ``smollm2-135m``) or its hub id resolves to the folder its package ships
-    (the embedded decoder: its GGUF file converted once into a cached folder); a local path is returned
-    as is; anything else is passed through as a hub id (works when online).
+    (the embedded decoder: its GGUF file converted once into a cached folder); a thawkit feature-head
+    run folder to its ``backbone/`` (the body it trained or kept); another local path is returned as
+    is; anything else is passed through as a hub id (works when online).
     """
     found = packaged(name)
     if found is None:
+        body = Path(name) / "backbone"
+        if (Path(name) / "thawkit_head.json").is_file() and (body / "config.json").is_file():
+            return str(body)  # a feature-head run (frozen head, fewshot): its (adapted) body is the model
         return name
     alias, model = found
     folder = package_folder(alias, model, required=name == alias)
