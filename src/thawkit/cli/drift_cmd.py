@@ -21,10 +21,11 @@ def drift(
     seed: int = typer.Option(42, "--seed", help="seed of the samples and the folds"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable report"),
 ) -> None:
-    """Input drift (a classifier telling training texts from new ones: ROC AUC on sentence embeddings)
-    and prediction drift (PSI of the predicted labels against the run's predictions on its validation
-    split), each against a threshold, the run's own validation split as the no-drift reference;
-    prints a plain verdict."""
+    """Has the data drifted from what the run was trained on? Prints a plain verdict.
+
+    Input drift: a classifier telling training texts from new ones (ROC AUC on sentence embeddings);
+    prediction drift: PSI of the predicted labels against the run's predictions on its validation
+    split; each against a threshold, the run's own validation split as the no-drift reference."""
     from thawkit.api import drift as drift_api
     from thawkit.paths import check_data_path
 
