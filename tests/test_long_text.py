@@ -55,7 +55,7 @@ def test_windows_read_what_truncation_cuts_off(runs, needle_csv):
         runs["truncate"].info["config"]["long_text"] == "truncate"
 
 
-def test_a_text_scores_its_windows_pooled(runs, needle_csv, tiny_bert):
+def test_a_text_scores_its_windows_pooled(runs, needle_csv, tiny_bert, capsys):
     run = thawkit.load(runs["window"].path)
     texts = pd.read_csv(needle_csv)["text"].tolist()[:5] + ["great"]  # a short text is one window
     encoded = run.tokenizer(texts, truncation=True, max_length=32, stride=8, return_overflowing_tokens=True)
@@ -68,6 +68,8 @@ def test_a_text_scores_its_windows_pooled(runs, needle_csv, tiny_bert):
     np.testing.assert_allclose(run.logits(texts), runs["window"].logits(texts), atol=1e-5)  # as trained, as reloaded
     card = (run.path / "README.md").read_text()
     assert "Trained on overlapping windows of 32 tokens" in card
+    main(["info", str(run.path)])
+    assert "windows of 32 tokens, overlap 8, mean pooling" in capsys.readouterr().out
 
 
 def test_window_runs_predict_evaluate_serve_and_export_pooled(runs, needle_csv, tmp_path, capsys):

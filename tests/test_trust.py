@@ -124,6 +124,8 @@ def test_a_calibrated_run_scores_the_uncalibrated_logits_over_its_temperature(ca
     card = (calibrated.path / "README.md").read_text()
     assert f"Scores are calibrated (temperature {temperature}" in card and "Scores are not calibrated (off" in \
         (plain.path / "README.md").read_text()
+    main(["info", str(calibrated.path)])
+    assert f"temperature {temperature}" in capsys.readouterr().out
     # evaluate reports ECE and Brier of the saved (calibrated) model.
     main(["evaluate", str(calibrated.path), "--data", str(noisy_csv), "--json"])
     evaluated = json.loads(capsys.readouterr().out)

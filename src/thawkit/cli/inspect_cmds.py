@@ -175,6 +175,14 @@ def info(run: Path = typer.Argument(..., help="run directory"),
         "cache": "used" if (facts.get("cache") or {}).get("used") else f"not used: {(facts.get('cache') or {}).get('reason')}",
         "format": run_format(path, facts),
     }
+    calibration = facts.get("calibration")
+    if calibration:
+        rows["calibration"] = (f"temperature {calibration['temperature']} (fitted on {calibration['fitted_on']})"
+                               if calibration.get("applied") else f"none: {calibration.get('reason')}")
+    config = facts.get("config", {})
+    if config.get("long_text") == "window":
+        rows["long texts"] = f"windows of {config.get('max_length')} tokens, overlap {config.get('window_overlap')}, " \
+                             f"{config.get('window_pooling')} pooling"
     if facts.get("timings"):
         rows["time per phase"] = ", ".join(f"{k} {v:.1f}s" for k, v in facts["timings"].items())
     metrics_path = path / "metrics.json"
