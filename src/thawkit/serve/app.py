@@ -76,6 +76,7 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
                       registry=registry)
     drift_seen = Gauge("thawkit_prediction_window", "predicted labels in the drift window", ["model"], registry=registry)
     windows: dict[str, Any] = {}
+    references: dict[str, Any] = {}  # per served run, read once from its metrics.json (not on every request)
 
     def observe_predictions(model: ServedModel, answers: list[Any]) -> None:
         """The drift gauge: the last DRIFT_WINDOW predicted labels against the run's validation predictions."""
@@ -85,7 +86,9 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
 
         from thawkit.guards.drift import psi
 
-        reference = model.run.prediction_reference()
+        if model.name not in references:
+            references[model.name] = model.run.prediction_reference()
+        reference = references[model.name]
         if reference is None:
             return
         window = windows.setdefault(model.name, collections.deque(maxlen=DRIFT_WINDOW))
