@@ -36,6 +36,17 @@ def broken_models(tiny_bert, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def finished_run(tiny_bert, tmp_path_factory) -> Path:
+    """A finished classification run (thawkit update's cases continue it)."""
+    import thawkit
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    thawkit.train(data=CORPUS / "files" / "good.csv", model=str(tiny_bert), epochs=1, max_length=32, out=out, progress="off",
+                  measure_forgetting=False)
+    return out
+
+
 def _expand(value: str, places: dict[str, str]) -> str:
     for name, path in places.items():
         value = value.replace("{" + name + "}", path)
@@ -43,9 +54,10 @@ def _expand(value: str, places: dict[str, str]) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
-def test_bad_input(case, tiny_bert, broken_models, tmp_path, capsys):
+def test_bad_input(case, tiny_bert, broken_models, finished_run, tmp_path, capsys):
     (tmp_path / "huge_text.csv").write_text("text,label\n" + "x" * 10 * 2**20 + ",pos\nshort,neg\n")
-    places = {"files": str(CORPUS / "files"), "tiny": str(tiny_bert), "tmp": str(tmp_path), "broken_models": str(broken_models)}
+    places = {"files": str(CORPUS / "files"), "tiny": str(tiny_bert), "tmp": str(tmp_path), "broken_models": str(broken_models),
+              "run": str(finished_run)}
     command = case.get("command", "train")
     args = [_expand(str(a), places) for a in case["args"]]
     if command == "train":

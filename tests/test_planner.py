@@ -111,10 +111,10 @@ def test_every_shared_option_has_a_sample():
 
 def _refused(command: str, name: str) -> bool:
     spec = COMMANDS[command]
-    return name in spec.refuses or (name in spec.sets and spec.sets[name][0] != SAMPLES[name])
+    return name in spec.refuses or name in spec.inherited or (name in spec.sets and spec.sets[name][0] != SAMPLES[name])
 
 
-@pytest.mark.parametrize("command", ["train", "compare", "distill", "lr-find"])
+@pytest.mark.parametrize("command", ["train", "compare", "distill", "lr-find", "update"])
 def test_every_command_honours_or_refuses_every_shared_option(command, tiny_bert, toy_csv, tmp_path):
     concrete = {"VALIDATION": str(toy_csv), "MODEL": str(tiny_bert), "CACHE": str(tmp_path / "cache"), "OUT": str(tmp_path / "out"),
                 "RUN": str(tmp_path / "out")}
@@ -201,7 +201,7 @@ def test_compare_dapt_text_adapts_once_and_every_job_fine_tunes_the_adapted_enco
         assert "compare --dapt-text" in info["plan"]["settings"]["model"]["source"]
 
 
-@pytest.mark.parametrize("command", ["train", "compare", "distill", "lr-find"])
+@pytest.mark.parametrize("command", ["train", "compare", "distill", "lr-find", "update"])
 def test_help_lists_only_the_options_a_command_honours(command):
     """Refused options leave --help (giving one still gets the refusal's reason, not 'no such option')."""
     from typer.main import get_command
@@ -211,9 +211,9 @@ def test_help_lists_only_the_options_a_command_honours(command):
     click_command = get_command(app).commands[command]
     shown = {opt for param in click_command.params if not getattr(param, "hidden", False) for opt in param.opts}
     hidden = {opt for param in click_command.params if getattr(param, "hidden", False) for opt in param.opts}
-    refused = {flag_of(name) for name in COMMANDS[command].refuses}
+    refused = {flag_of(name) for name in (*COMMANDS[command].refuses, *COMMANDS[command].inherited)}
     assert refused <= hidden and not refused & shown, refused & shown
-    assert {"--data", "--model"} <= shown and (command == "lr-find") != ("--epochs" in shown)
+    assert "--data" in shown and (command == "update") != ("--model" in shown) and (command == "lr-find") != ("--epochs" in shown)
 
 
 def test_no_help_text_shows_a_doubled_percent_sign():

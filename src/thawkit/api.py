@@ -161,4 +161,26 @@ def drift(run: str | Path, data: str | Path, text_col: str | None = None, refere
     return measure_drift(Path(run), Path(data), text_col, Path(reference) if reference is not None else None, sample, seed).as_dict()
 
 
-__all__ = ["train", "plan", "load", "lr_find", "dapt", "distill", "select", "push", "drift"]
+def update(run: str | Path, config: TrainConfig | dict[str, Any] | None = None, *, replay: int | None = None,
+           tolerance: float = 0.01, accept_forgetting: bool = False, old_data: str | Path | None = None,
+           sources: Mapping[str, str] | None = None, **options: Any) -> tuple[RunBase, dict[str, Any]]:
+    """Continue ``run`` on new labelled data (``data=``; new classes allowed), replaying ``replay``
+    old training examples (None: as many as the new ones). Returns the updated run and its update
+    report (old and new validation metrics before and after, the forgetting); raises GuardError (the
+    run kept aside as OUT-rejected) when it forgets more than ``tolerance`` unless ``accept_forgetting``."""
+    from thawkit.engine.programs.update import prepare_update, run_update
+    from thawkit.logging_setup import quiet_libraries
+    from thawkit.planner.commands import COMMANDS, refuse_unhonoured
+
+    values = given_values(config, options)
+    refuse_unhonoured(COMMANDS["update"], values)
+    if values.get("data") is None:
+        raise ConfigError("no new data; fix: pass --data FILE (labelled examples; new classes allowed)")
+    quiet_libraries()
+    prepared = prepare_update(Path(run), values, dict(sources or {}), replay=replay, tolerance=tolerance,
+                              old_data=str(old_data) if old_data is not None else None)
+    planned = plan_run(prepared.values, "update", prepared.sources, data=prepared.update.data)
+    return run_update(planned, prepared, tolerance=tolerance, accept_forgetting=accept_forgetting)
+
+
+__all__ = ["train", "plan", "load", "lr_find", "dapt", "distill", "select", "push", "drift", "update"]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from thawkit.tasks import Task, TaskData
 
 DEFAULT = "default"  # the config field's own default (docs/config.md)
+USER_SOURCES = ("command line", "config file", "argument")  # how a source names a value the user gave
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class RunPlan:
 
     def given(self, name: str) -> bool:
         """Set by the user (command line, config file or API argument), not resolved by a rule."""
-        return self.source(name).startswith(("command line", "config file", "argument"))
+        return self.source(name).startswith(USER_SOURCES)
 
     def with_updates(self, source: str, **values: Any) -> "RunPlan":
         """The same plan with a few settings changed by its caller (recorded as ``source``)."""
@@ -112,4 +113,4 @@ def out_dir(plan: RunPlan) -> Path:
     return Path(plan.config.out)
 
 
-__all__ = ["DEFAULT", "RunPlan", "out_dir", "world_size"]
+__all__ = ["DEFAULT", "USER_SOURCES", "RunPlan", "out_dir", "world_size"]

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from thawkit.cli import advise_cmd, compare_cmds, dapt_cmd, demo_cmd, drift_cmd, export_cmd, inspect_cmds, push_cmd, select_cmd, serve_cmd, train_cmds
+from thawkit.cli import advise_cmd, compare_cmds, dapt_cmd, demo_cmd, drift_cmd, export_cmd, inspect_cmds, push_cmd, select_cmd, serve_cmd, train_cmds, update_cmd
 from thawkit.errors import ConfigError, ThawkitError
 
 app = typer.Typer(
@@ -51,6 +51,7 @@ app.command("export")(export_cmd.export)
 app.command("select")(select_cmd.select)
 app.command("push")(push_cmd.push)
 app.command("drift")(drift_cmd.drift)
+app.command("update")(update_cmd.update)
 
 
 class Interrupted(BaseException):

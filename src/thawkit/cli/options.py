@@ -86,7 +86,7 @@ def config_parameters(model: type[BaseModel], skip: set[str] = frozenset(), comm
     accepted (so giving one gets the refusal's reason, not "no such option") but leave its --help."""
     from thawkit.planner.commands import COMMANDS
 
-    refused = set(COMMANDS[command].refuses) if command is not None else set()
+    refused = set(COMMANDS[command].refuses) | set(COMMANDS[command].inherited) if command is not None else set()
     params = []
     for name, field in config_fields(model, skip).items():
         kind, note = cli_type(field.annotation)

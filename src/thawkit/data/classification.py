@@ -70,7 +70,7 @@ def _label_set(value: Any, sep: str) -> list[str]:
     return sorted({part.strip() for part in str(value).split(sep) if part.strip()})
 
 
-def _sort_labels(labels: set[str]) -> list[str]:
+def sort_labels(labels: set[str]) -> list[str]:
     if all(label.lstrip("-").isdigit() for label in labels):
         return sorted(labels, key=int)
     return sorted(labels)
@@ -137,7 +137,7 @@ def _check_label_shapes(path: Path, column: str, raw: list[Any], multi_label: bo
     return bool(lists) if multi_label is None else multi_label
 
 
-def _prepare_split(
+def prepare_split(
     path: Path,
     text_col: str | None,
     text_pair_col: str | None,
@@ -173,7 +173,7 @@ def _prepare_split(
     return pd.DataFrame(columns), text_col, text_pair_col, label_col, multi_label
 
 
-def _encode(frame: pd.DataFrame, label_to_id: dict[str, int], multi_label: bool) -> pd.DataFrame:
+def encode_ids(frame: pd.DataFrame, label_to_id: dict[str, int], multi_label: bool) -> pd.DataFrame:
     frame = frame.copy()
     if multi_label:
         vectors = []
@@ -198,7 +198,7 @@ def _check_known_labels(frame: pd.DataFrame, path: Path, known: set[str], train_
             )
 
 
-def _split_validation(
+def split_validation(
     train: pd.DataFrame, fraction: float, seed: int, multi_label: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     from sklearn.model_selection import train_test_split
@@ -245,10 +245,10 @@ def load_classification_data(
     they sort): a file labelled 0/1 trains a model whose labels read negative/positive. ``slice_cols``
     (--slice-col): columns kept beside each row (``slice:NAME``) for per-slice metrics."""
     train_path = Path(data)
-    train, text_col, text_pair_col, label_col, multi_label = _prepare_split(
+    train, text_col, text_pair_col, label_col, multi_label = prepare_split(
         train_path, text_col, text_pair_col, label_col, multi_label, label_sep, fmt, slice_cols
     )
-    labels = _sort_labels({name for names in train["label_names"] for name in names})
+    labels = sort_labels({name for names in train["label_names"] for name in names})
     if len(labels) < 2:
         raise DataError(
             f"{train_path}: column {label_col!r} has a single class {labels[0]!r}; "
@@ -264,20 +264,20 @@ def load_classification_data(
     rename = dict(zip(values, labels))
     train["label_names"] = [[rename[name] for name in names] for names in train["label_names"]]
     label_to_id = {name: i for i, name in enumerate(labels)}
-    train = _encode(train, label_to_id, multi_label)
+    train = encode_ids(train, label_to_id, multi_label)
 
     def other_split(path: str | Path) -> pd.DataFrame:
         split_path = Path(path)
-        frame, *_ = _prepare_split(split_path, text_col, text_pair_col, label_col, multi_label, label_sep, fmt, slice_cols)
+        frame, *_ = prepare_split(split_path, text_col, text_pair_col, label_col, multi_label, label_sep, fmt, slice_cols)
         _check_known_labels(frame, split_path, set(values), train_path)
         frame["label_names"] = [[rename[name] for name in names] for names in frame["label_names"]]
-        return _encode(frame, label_to_id, multi_label)
+        return encode_ids(frame, label_to_id, multi_label)
 
     if validation is not None:
         validation_frame = other_split(validation)
         source = str(validation)
     else:
-        train, validation_frame, how = _split_validation(train, val_fraction, seed, multi_label)
+        train, validation_frame, how = split_validation(train, val_fraction, seed, multi_label)
         source = f"{how} {val_fraction:.0%} split of {train_path} (seed {seed})"
     test_frame = other_split(test) if test is not None else None
     return ClassificationData(
@@ -330,7 +330,7 @@ def load_eval_split(
     """A labeled file checked against an existing label set (for ``thawkit evaluate``); a run trained
     with --label-names also takes the values it renamed (``label_values``: 0, 1 for negative, positive)."""
     path = Path(data)
-    frame, *_ = _prepare_split(path, text_col, text_pair_col, label_col, multi_label, label_sep, slice_cols=slice_cols)
+    frame, *_ = prepare_split(path, text_col, text_pair_col, label_col, multi_label, label_sep, slice_cols=slice_cols)
     if label_values:
         rename = dict(zip(label_values, labels))
         frame["label_names"] = [[rename.get(name, name) for name in names] for names in frame["label_names"]]
@@ -342,4 +342,4 @@ def load_eval_split(
                 f"{path}: label {unseen[0]!r} at {describe_row(path, index)} is not one the model was trained on "
                 f"({', '.join(labels)}); fix: drop those rows or retrain with them"
             )
-    return _encode(frame, {name: i for i, name in enumerate(labels)}, multi_label)
+    return encode_ids(frame, {name: i for i, name in enumerate(labels)}, multi_label)

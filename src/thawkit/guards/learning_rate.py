@@ -27,8 +27,9 @@ def check_learning_rate(strategy: str, lr: float, limit: float | None) -> list[F
 class DivergenceMonitor:
     """Watches per-step training losses during the first ``window`` steps."""
 
-    def __init__(self, lr: float, window: int = 30, rise: float = 1.5, min_rise: float = 0.1) -> None:
+    def __init__(self, lr: float, window: int = 30, rise: float = 1.5, min_rise: float = 0.1, watch_rise: bool = True) -> None:
         self.lr = lr
+        self.watch_rise = watch_rise
         self.window = window
         self.rise = rise
         # Small losses (a cosine-regression MSE of 0.03) wobble by more than 1.5x without diverging:
@@ -40,7 +41,7 @@ class DivergenceMonitor:
         step = len(self.losses) + 1
         if not math.isfinite(loss):
             return self._finding(f"the training loss became {loss} at step {step}")
-        if step > self.window:
+        if step > self.window or not self.watch_rise:
             return None
         self.losses.append(loss)
         head, tail = self.losses[:5], self.losses[-5:]

@@ -47,12 +47,15 @@ def given_values(config: TrainConfig | Mapping[str, Any] | None, options: Mappin
 
 
 def plan_run(values: Mapping[str, Any], command: str = "train", sources: Mapping[str, str] | None = None, *,
-             dry_run: bool = False, extra_train: Any = None, facts: Mapping[str, Any] | None = None) -> RunPlan:
+             dry_run: bool = False, extra_train: Any = None, facts: Mapping[str, Any] | None = None,
+             data: Any = None) -> RunPlan:
     """Resolve every setting of one run of ``command`` from the given ``values`` (None: not given).
 
     ``sources``: where each given value came from (the CLI passes "command line" / "config file
     PATH"; keys it does not name are API arguments). ``extra_train``: examples added to the training
-    split (a teacher's labels). ``facts``: what the caller already did (a shared DAPT) for thawkit.json.
+    split (a teacher's labels). ``data``: the task's data, loaded by the caller (``thawkit update``
+    merges new and replayed examples; a worker could not rebuild it from the config, so that
+    command trains in this process). ``facts``: what the caller already did (a shared DAPT) for thawkit.json.
     ``dry_run``: plan without running DAPT.
     """
     spec = command_for(command)
@@ -61,7 +64,7 @@ def plan_run(values: Mapping[str, Any], command: str = "train", sources: Mapping
     if given.get("resume") is not None:
         refuse_unhonoured(spec, given)
         return _resumed(given, origin)
-    refuse_unhonoured(spec, given)
+    refuse_unhonoured(spec, given, origin)
     for name, (value, why) in spec.sets.items():
         if name not in given:
             given[name], origin[name] = value, f"thawkit {command}: {why}"
@@ -73,7 +76,7 @@ def plan_run(values: Mapping[str, Any], command: str = "train", sources: Mapping
     elif "advice" not in found:
         found["advice"] = None
     resolution = Resolution(given, origin)
-    plan = resolve_settings(cfg, resolution, spec, extra_train)
+    plan = resolve_settings(cfg, resolution, spec, extra_train, data)
     found.setdefault("dapt", None)
     if cfg.dapt_text is not None:
         plan = _adapt_first(plan, found, dry_run)

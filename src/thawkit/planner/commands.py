@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from thawkit.config import flag_of
 from thawkit.errors import ConfigError
+from thawkit.runplan import USER_SOURCES
 
 _DISTILL_ONLY = {name: "it is a distillation option; fix: drop it, or use thawkit distill"
                  for name in ("distill_alpha", "distill_temperature", "distill_hidden_weight")}
@@ -22,6 +23,8 @@ class Command:
     name: str
     refuses: Mapping[str, str] = field(default_factory=dict)  # field -> why it is not honoured
     sets: Mapping[str, tuple[Any, str]] = field(default_factory=dict)  # field -> (value, why the command sets it)
+    # field -> why: the command's own program sets it (from a run it continues); refused from the user
+    inherited: Mapping[str, str] = field(default_factory=dict)
     writes_run: bool = True  # the plan gets an output folder
 
 
@@ -55,6 +58,19 @@ COMMANDS: dict[str, Command] = {
         "progress": ("off", "the range test prints its curve at the end"),
         "precision": ("fp32", "the range test's manual steps run without autocast"),
     }),
+    # Continues a finished run on new data: its task, model and strategy are the run's.
+    "update": Command("update", inherited={
+        name: "thawkit update continues the run with its own; fix: drop it, or train a new run with --model RUN"
+        for name in ("task", "strategy", "model", "tokenizer")
+    }, refuses={
+        **_DISTILL_ONLY,
+        "label_names": "the run's labels keep their names, new values are new classes; fix: drop it",
+        "dapt_text": "thawkit update starts from the run's trained weights; fix: drop it",
+        "resume": "an update restarts from the run; fix: drop it and run thawkit update again",
+        **{name: f"thawkit update trains in this process (its merged data is built here); fix: drop it ({why})" for name, why in (
+            ("ray_workers", "Ray Train is for thawkit train"), ("ray_address", "Ray is for train --ray-workers and compare --ray"),
+            ("ray_cpus", "Ray is for train --ray-workers and compare --ray"), ("ray_gpus", "Ray is for train --ray-workers and compare --ray"))},
+    }),
     # Computes a run's frozen-layer passes without training (compare --ray ships them to every job).
     "warm-cache": Command("warm-cache", writes_run=False, sets={"progress": ("off", "no training runs")}),
 }
@@ -66,9 +82,12 @@ def command_for(name: str) -> Command:
     return COMMANDS[name]
 
 
-def refuse_unhonoured(command: Command, given: Mapping[str, Any]) -> None:
-    """Every given option the command would not honour, named at once."""
+def refuse_unhonoured(command: Command, given: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> None:
+    """Every given option the command would not honour, named at once; ``sources`` (where each value
+    came from) lets the command's own program set its ``inherited`` fields."""
     problems = [f"{flag_of(name)}: {why}" for name, why in command.refuses.items() if name in given]
+    problems += [f"{flag_of(name)}: {why}" for name, why in command.inherited.items()
+                 if name in given and (sources is None or str(sources.get(name, "argument")).startswith(USER_SOURCES))]
     for name, (value, why) in command.sets.items():
         if name in given and given[name] != value:
             problems.append(f"{flag_of(name)} {given[name]!r}: thawkit {command.name} uses {value!r} ({why}); fix: drop it")

@@ -39,7 +39,7 @@ class Resolution:
             self.set(name, value, source)
 
 
-def resolve_settings(cfg: TrainConfig, r: Resolution, command: Command, extra_train: Any = None) -> RunPlan:
+def resolve_settings(cfg: TrainConfig, r: Resolution, command: Command, extra_train: Any = None, data: Any = None) -> RunPlan:
     from thawkit.models.backbone import model_facts
     from thawkit.tasks import get_task, task_only_settings
 
@@ -53,7 +53,8 @@ def resolve_settings(cfg: TrainConfig, r: Resolution, command: Command, extra_tr
     r.default("split_seed", cfg.data_split_seed(), "the run's seed (--seed)")
     if command.writes_run:
         _out(r, task.name, cfg)
-    data = task.load_data(make_config(r.values))
+    if data is None:  # else the caller's (thawkit update: new examples with replayed old ones)
+        data = task.load_data(make_config(r.values))
     if extra_train is not None:
         task.add_training_examples(data, extra_train)
     r.default("tokenizer", r.values.get("model", cfg.model), "the model's own")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypeVar
 
 from thawkit.plugins import Registry
-from thawkit.tasks.roles import AdviceRole, DataRole, ExportRole, ModelRole, ScoringRole, ServingRole
+from thawkit.tasks.roles import AdviceRole, DataRole, ExportRole, ModelRole, ScoringRole, ServingRole, UpdateRole
 from thawkit.rundir import METRICS_FILE, read_history
 
 if TYPE_CHECKING:
@@ -66,9 +66,9 @@ class TaskData:
         return {label: i for i, label in enumerate(self.labels)}
 
 
-class Task(DataRole, ModelRole, ScoringRole, ServingRole, ExportRole, AdviceRole):
+class Task(DataRole, ModelRole, ScoringRole, ServingRole, ExportRole, AdviceRole, UpdateRole):
     """A task composes the small roles in ``thawkit.tasks.roles`` (data, model, scoring, serving,
-    export, advice); each has defaults most tasks share; a task overrides what differs."""
+    export, advice, update); each has defaults most tasks share; a task overrides what differs."""
 
     name: ClassVar[str]
     run_type: ClassVar[str]  # recorded as thawkit.json "task" (e.g. "token-classification")

@@ -20,7 +20,8 @@ from thawkit.models.backbone import load_peft_run, load_sequence_classifier
 from thawkit.models.pooled import HEAD_CONFIG, PooledHeadClassifier
 from thawkit.tasks.base import RunBase, Task, TaskData, register_task
 from thawkit.tasks.classification_advice import CLASSIFICATION_RULES
-from thawkit.tasks.roles import AdviceInput, Route, Rule, ServedCall, ServeRequest
+from thawkit.tasks import classification_update
+from thawkit.tasks.roles import AdviceInput, Route, Rule, ServedCall, ServeRequest, UpdateData
 from thawkit.tasks.roles.model import check_head_size, check_label_names
 from thawkit.tasks.roles.serving import RequestError
 from thawkit.tasks.classification_calibration import MIN_EXAMPLES, TemperatureScaling, fit_temperature
@@ -114,6 +115,18 @@ class ClassificationTask(Task):
 
     def describe_data(self, num_train: int, num_classes: int) -> str:
         return f"{num_train:,} training examples in {num_classes} classes"
+
+    supports_update = True
+
+    def update_data(self, info: dict[str, Any], labels: dict[str, Any], new: "TrainConfig", replay: int | None, seed: int,
+                    old_data: str | None = None) -> UpdateData:
+        return classification_update.update_data(self, info, labels, new, replay, seed, old_data)
+
+    def old_model_for_update(self, run: RunBase) -> Any:
+        return classification_update.old_model(run)
+
+    def update_scores(self, run: RunBase, frame: Any, labels: list[str]) -> dict[str, float]:
+        return classification_update.scores(run, frame, labels)
 
     def teacher_labelled(self, teacher: RunBase, path: Path, cfg: "TrainConfig") -> Any:
         """Unlabeled texts with the teacher's most probable label (its soft targets come at training time)."""

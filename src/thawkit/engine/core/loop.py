@@ -118,6 +118,7 @@ def build_loop(
     class_weights: list[float] | None = None, materialize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     distillation: Distillation | None = None, hooks: RunHooks | None = None,
     reduce_logits: Callable[[Any, Any], Any] | None = None, training_loss: Callable[..., Any] | None = None,
+    warm_started: bool = False,
 ) -> Loop:
     from transformers import PrinterCallback
 
@@ -152,7 +153,9 @@ def build_loop(
         callbacks += hooks.callbacks
         if hooks.on_evaluation is not None:
             callbacks.append(EvaluationListener(metric, history, hooks.on_evaluation))
-    divergence = DivergenceMonitor(cfg.lr)
+    # A warm start (thawkit update) begins near zero loss on what it knows, and batches of a class it
+    # has not learned yet lift the loss without any divergence: only a non-finite loss is watched.
+    divergence = DivergenceMonitor(cfg.lr, watch_rise=not warm_started)
     checkpoint_state = CheckpointState(controller, history, best, divergence)
     trainer = StrategyTrainer(
         model=model,

@@ -29,6 +29,7 @@ from thawkit.engine.core.loop import RunHooks, build_loop, prepare_controller, r
 from thawkit.engine.core.resume import write_plan
 from thawkit.engine.core.scoring import final_metrics
 from thawkit.engine.core.trainability import set_requires_grad
+from thawkit.engine.core.warm_start import WarmStart
 from thawkit.guards import GuardReport
 from thawkit.guards.imbalance import balanced_class_weights, check_collapse, check_imbalance, weights_apply
 from thawkit.guards.learning_rate import check_learning_rate
@@ -58,16 +59,17 @@ class Prepared:
 
 
 def run_training(plan: RunPlan, extra_facts: dict[str, Any] | None = None, distillation: Distillation | None = None,
-                 hooks: RunHooks | None = None) -> RunBase:
+                 hooks: RunHooks | None = None, warm_start: WarmStart | None = None) -> RunBase:
     """Train as ``plan`` says and write its run directory; with ``distillation`` (a teacher of the
     same task and labels), its outputs are soft targets; ``hooks``: what a scheduler (Ray Tune, Ray
-    Train) adds to the loop; ``extra_facts``: what the caller adds to thawkit.json."""
+    Train) adds to the loop; ``warm_start``: a finished run's weights the model starts from (once
+    the strategy has frozen or wrapped it); ``extra_facts``: what the caller adds to thawkit.json."""
     with exclusive(out_dir(plan)):
-        return _run_training(plan, extra_facts, distillation, hooks)
+        return _run_training(plan, extra_facts, distillation, hooks, warm_start)
 
 
 def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillation: Distillation | None = None,
-                  hooks: RunHooks | None = None) -> RunBase:
+                  hooks: RunHooks | None = None, warm_start: WarmStart | None = None) -> RunBase:
     from transformers import set_seed
 
     from thawkit.logging_setup import quiet_libraries
@@ -88,6 +90,7 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
     timings = prepared.timings
 
     model = strategy.prepare(prepared.model, task.peft_task_type)
+    started_from = warm_start.apply(model) if warm_start is not None else None  # before the cache fingerprints the weights
     layout, controller, ever_trainable = prepare_controller(strategy, model, cfg)
     args = training_arguments(cfg, partial_dir / "checkpoints", controller.num_stages > 1)
     is_main = args.process_index == 0
@@ -112,7 +115,7 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
                       cfg.metric, ever_trainable, class_weights=prepared.class_weights,
                       materialize=runtime.materialize if runtime is not None else None, distillation=distillation,
                       hooks=hooks, reduce_logits=task.logits_for_metrics(),
-                      training_loss=task.training_loss())
+                      training_loss=task.training_loss(), warm_started=warm_start is not None)
     trainer, history, best = loop.trainer, loop.history, loop.best
     if resume_from is not None:
         _prepare_resume(loop, resume_from)
@@ -166,6 +169,7 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
             "dapt": plan.facts.get("dapt"),
             "failed": collapse[0].message if collapse else None,
             "calibration": calibration.facts if calibration is not None else None,
+            **({"warm_start": started_from} if started_from is not None else {}),
             **(extra_facts or {}),
         }
         if is_main:
