@@ -27,9 +27,10 @@ class TrainConfig(BaseModel):
 
     task: str = Field(default="classification", description="what to train: classification, ner, qa, similarity or generation")
     # Data
-    data: Path = Field(description="training file (.csv, .tsv, .jsonl, .parquet, CoNLL, SQuAD JSON) or save_to_disk folder")
-    validation: Path | None = Field(default=None, description="validation file (default: a seeded split of --data)")
-    test: Path | None = Field(default=None, description="test file, evaluated once at the end")
+    data: Path = Field(description="training file (.csv, .tsv, .jsonl, .parquet, CoNLL, SQuAD JSON), save_to_disk folder, or "
+                       "a Hub dataset hf:NAME[:SPLIT] (hf:NAME:CONFIG:SPLIT; offline: from the local datasets cache)")
+    validation: Path | None = Field(default=None, description="validation file or hf:NAME:SPLIT (default: a seeded split of --data)")
+    test: Path | None = Field(default=None, description="test file or hf:NAME:SPLIT, evaluated once at the end")
     text_col: str | None = Field(default=None, description="text column (default: text, sentence, ...); generation: the prompt column",
                                  json_schema_extra={"aliases": ["--prompt-col"]})
     text_pair_col: str | None = Field(default=None, description="second text column, for sentence pairs")

@@ -12,6 +12,8 @@ def check_data_path(path: Path, fix: str = "check the path") -> None:
     would block the read forever; a device; a socket) are one line, not a hang."""
     import stat
 
+    if str(path).startswith("hf:"):  # a Hub dataset (thawkit.data.hub_datasets), read through `datasets`
+        return
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:

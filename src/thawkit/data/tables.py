@@ -50,7 +50,9 @@ def _read_disk_dataset(path: Path, split: str | None) -> pd.DataFrame:
             raise DataError(f"{path}: holds splits {names}; fix: pass the split folder (e.g. {path}/{names[0]})")
         loaded = loaded[chosen]
     assert isinstance(loaded, Dataset)
-    return loaded.to_pandas()
+    from thawkit.data.hub_datasets import named_labels
+
+    return named_labels(loaded)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,15 @@ class TableFormat:
 
 def read_table(path: str | Path, split: str | None = None, tsv_quoting: bool = False, fmt: TableFormat | None = None) -> pd.DataFrame:
     """Read a data file; every failure is a ``DataError`` naming the file and the fix."""
+    from thawkit.data.hub_datasets import is_hub_reference, read_hub_dataset
+
     fmt = fmt or TableFormat()
+    if is_hub_reference(path):
+        frame = read_hub_dataset(str(path))
+        if len(frame) == 0:
+            raise DataError(f"{path}: has no data rows; fix: name a split with examples")
+        frame.columns = [str(c) for c in frame.columns]
+        return frame.reset_index(drop=True)
     path = Path(path)
     check_data_path(path)
     if path.is_dir():

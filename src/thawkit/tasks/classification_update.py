@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 
 def source_spec(cfg: dict[str, Any]) -> dict[str, Any]:
     """Where one training source's rows come from: its file, and its validation file or split."""
+    from thawkit.data.hub_datasets import is_hub_reference
+
     def absolute(path: Any) -> str | None:
-        return None if path is None else str(Path(path).resolve())
+        return None if path is None else str(path) if is_hub_reference(path) else str(Path(path).resolve())
 
     seed = cfg.get("split_seed") if cfg.get("split_seed") is not None else cfg.get("seed", 42)
     return {"data": absolute(cfg["data"]), "validation": absolute(cfg.get("validation")),
@@ -37,8 +39,10 @@ def source_spec(cfg: dict[str, Any]) -> dict[str, Any]:
 def _read(spec: dict[str, Any], columns: dict[str, Any], rename: dict[str, str], what: str) -> Any:
     from thawkit.data.labelled_sources import read_labelled_source
 
+    from thawkit.data.hub_datasets import is_hub_reference
+
     for key in ("data", "validation"):
-        if spec.get(key) is not None and not Path(spec[key]).is_file():
+        if spec.get(key) is not None and not is_hub_reference(spec[key]) and not Path(spec[key]).is_file():
             raise ConfigError(f"{spec[key]}: {what} is not readable here; fix: restore the file there, or pass --old-data FILE "
                               "(the run's training file) to replay from and rebuild its validation split")
     return read_labelled_source(spec["data"], spec.get("validation"), val_fraction=spec["val_fraction"], seed=spec["split_seed"],
