@@ -62,7 +62,7 @@ def test_a_new_class_grows_the_head_and_the_old_classes_are_kept(old_run, update
     settings = run.info["plan"]["settings"]
     assert settings["lr"]["value"] == SETTINGS["lr"] and "the run being updated" in settings["lr"]["source"]
     assert settings["strategy"]["value"] == "full" and "the run being updated" in settings["strategy"]["source"]
-    assert run.info["warm_start"]["output_layers_grown"] == ["classifier.weight", "classifier.bias"]
+    assert run.info["warm_start"]["tensors_grown"] == ["classifier.weight", "classifier.bias"]
     assert run.info["warm_start"]["run_tensors_unused"] == 0
     saved = json.loads((run.path / "update.json").read_text())
     assert saved["old_validation"]["after"] == report["old_validation"]["after"]
@@ -122,7 +122,7 @@ def test_warm_start_copies_old_rows_and_leaves_new_ones(model):
     fresh_row = new.classifier.weight[2].detach().clone()
     facts = WarmStart.from_model("old", old).apply(new)
     assert torch.equal(new.classifier.weight[:2], old.classifier.weight) and torch.equal(new.classifier.weight[2], fresh_row)
-    assert facts["output_layers_grown"] == ["classifier.weight", "classifier.bias"] and facts["tensors_fresh"] == 0
+    assert facts["tensors_grown"] == ["classifier.weight", "classifier.bias"] and facts["tensors_fresh"] == 0
 
 
 def test_warm_start_reads_through_peft_wrappers(model):
@@ -167,14 +167,14 @@ def test_the_calibration_is_undone_before_training_continues(old_run):
     np.testing.assert_allclose(run.logits(texts), calibrated * temperature, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("strategy", ["lora", "frozen"])
-def test_adapter_and_feature_head_runs_update(strategy, model, data, tmp_path):
-    old = thawkit.train(data=data["old"], model=str(model), strategy=strategy, out=tmp_path / "old",
-                        **{**SETTINGS, "epochs": 2, "lr": None if strategy == "frozen" else 5e-3})
-    run, report = thawkit.update(old.path, data=data["new"], out=tmp_path / "new", accept_forgetting=True, epochs=2)
+@pytest.mark.parametrize("strategy", sorted(set(thawkit.available_strategies()) - {"full"}))
+def test_every_strategy_updates(strategy, model, data, tmp_path):
+    """Adapters continue on the same base, feature heads from their body; each grows its output layer."""
+    old = thawkit.train(data=data["old"], model=str(model), strategy=strategy, out=tmp_path / "old", **{**SETTINGS, "epochs": 1, "lr": None})
+    run, report = thawkit.update(old.path, data=data["new"], out=tmp_path / "new", accept_forgetting=True, epochs=1)
     assert run.labels == ["negative", "positive", "neutral"] and run.info["strategy"] == strategy
-    assert run.info["warm_start"]["tensors_copied"] > 0
-    if strategy == "lora":
+    assert run.info["warm_start"]["tensors_copied"] > 0 and run.info["warm_start"]["run_tensors_unused"] == 0
+    if (old.path / "adapter_config.json").is_file():
         assert (run.path / "adapter_config.json").is_file()  # still an adapter on the same base
         assert json.loads((run.path / "adapter_config.json").read_text())["base_model_name_or_path"] == str(model)
     assert thawkit.load(run.path).predict(["great"])[0]["label"] in run.labels
@@ -201,3 +201,14 @@ def test_the_run_sets_task_model_and_strategy_the_user_may_not(model, data):
         plan_run(values, "update", {**inherited, "model": "command line (--model)"}, dry_run=True)
     with pytest.raises(ConfigError, match="--strategy: thawkit update continues the run with its own"):
         thawkit.update("RUN", data=str(data["old"]), strategy="lora")
+
+
+def test_a_pruned_adalora_rank_fills_the_leading_block():
+    """AdaLoRA saves each adapter at its pruned rank; the planned adapter starts at the initial rank."""
+    old = torch.nn.Module()
+    old.lora_A, old.lora_E = torch.nn.Parameter(torch.ones(2, 3)), torch.nn.Parameter(torch.full((2, 1), 5.0))
+    new = torch.nn.Module()
+    new.lora_A, new.lora_E = torch.nn.Parameter(torch.zeros(4, 3)), torch.nn.Parameter(torch.zeros(4, 1))
+    facts = WarmStart.from_model("old", old).apply(new)
+    assert new.lora_A[:2].eq(1).all() and new.lora_A[2:].eq(0).all() and new.lora_E.flatten().tolist() == [5, 5, 0, 0]
+    assert facts["tensors_grown"] == ["lora_A", "lora_E"]

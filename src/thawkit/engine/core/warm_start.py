@@ -5,9 +5,10 @@ adapters) and every tensor the finished run also holds is copied in, matched by 
 wrappers' renamings are undone: PEFT's ``base_model.model.`` prefix, a LoRA layer's
 ``base_layer``, a head's ``modules_to_save.default`` copy. So a full run continues as a full run, a
 LoRA run continues its own adapter on the same base (a merged one: its merged weights under a
-fresh adapter, merged again at the end), a feature-head run continues from its body. An output
-layer that gained classes keeps its old rows (the old classes' ids come first) and starts the
-new rows as the planned model initialised them.
+fresh adapter, merged again at the end), a feature-head run continues from its body. A tensor
+that grew keeps its old values in its leading block and the rest as the planned model initialised
+it: an output layer that gained classes (the old classes' ids come first), an AdaLoRA adapter whose
+ranks were pruned below the initial rank (the new ranks start with E = 0, adding nothing).
 """
 
 from __future__ import annotations
@@ -64,8 +65,11 @@ class WarmStart:
                 if old.shape == target.shape:
                     target.copy_(old.to(target.dtype))
                     copied += 1
-                elif old.dim() == target.dim() and old.shape[1:] == target.shape[1:] and old.shape[0] < target.shape[0]:
-                    target[: old.shape[0]].copy_(old.to(target.dtype))  # a grown output layer: old classes first
+                elif old.dim() == target.dim() and all(o <= n for o, n in zip(old.shape, target.shape)):
+                    # A grown output layer (old classes first), or an AdaLoRA adapter pruned below its initial rank:
+                    # the old values fill the leading block, the rest keeps its initialisation (AdaLoRA's zero E
+                    # makes the extra ranks add nothing until they learn).
+                    target[tuple(slice(0, o) for o in old.shape)].copy_(old.to(target.dtype))
                     grown.append(name)
                 else:
                     fresh += 1
@@ -74,7 +78,7 @@ class WarmStart:
         if not copied:
             raise ConfigError(f"{self.source}: none of the run's weights fit the planned model; fix: update a run with its own "
                               "base model and strategy (thawkit update takes them from the run)")
-        return {"from": self.source, "tensors_copied": copied, "output_layers_grown": grown, "tensors_fresh": fresh,
+        return {"from": self.source, "tensors_copied": copied, "tensors_grown": grown, "tensors_fresh": fresh,
                 "run_tensors_unused": len(set(self.state) - used)}
 
 
