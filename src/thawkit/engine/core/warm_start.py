@@ -75,7 +75,7 @@ class WarmStart:
                     fresh += 1
                     continue
                 used.add(key)
-        if not copied:
+        if not copied and not grown:
             raise ConfigError(f"{self.source}: none of the run's weights fit the planned model; fix: update a run with its own "
                               "base model and strategy (thawkit update takes them from the run)")
         return {"from": self.source, "tensors_copied": copied, "tensors_grown": grown, "tensors_fresh": fresh,
