@@ -219,3 +219,46 @@ def test_a_winner_inside_what_the_validation_set_resolves_is_called_uncertain(ex
     assert ("Uncertain" in winner["reason"]) is uncertain
     if uncertain:
         assert f"{examples} validation examples" in winner["reason"] and winner["resolvable_margin"] == pytest.approx(0.143, abs=0.002)
+
+
+def test_the_bootstrap_interval_is_resampling_the_validation_examples():
+    """A multinomial draw over the confusion matrix's cells is resampling the examples themselves."""
+    import numpy as np
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    from thawkit.compare.results import bootstrap_interval
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 3, 300)
+    predicted = np.where(rng.random(300) < 0.8, gold, (gold + 1) % 3)
+    matrix = {"format": "rows = gold, columns = predicted", "matrix": confusion_matrix(gold, predicted).tolist()}
+    low, high = bootstrap_interval([{"confusion_matrix": matrix}], "macro_f1")
+    draws = [rng.integers(0, 300, 300) for _ in range(2000)]
+    scores = [f1_score(gold[i], predicted[i], average="macro") for i in draws]
+    assert low == pytest.approx(np.percentile(scores, 2.5), abs=0.01) and high == pytest.approx(np.percentile(scores, 97.5), abs=0.01)
+    assert low < f1_score(gold, predicted, average="macro") < high
+    assert bootstrap_interval([{"confusion_matrix": matrix}], "loss") is None  # not a count metric
+    assert bootstrap_interval([{}], "accuracy") is None  # no confusion matrix (NER, QA, ...): the binomial guide applies
+
+
+@pytest.mark.parametrize("examples, uncertain", [(60, True), (6_000, False)])
+def test_a_runner_up_inside_the_winners_bootstrap_interval_makes_it_uncertain(examples, uncertain):
+    from thawkit.compare.report import markdown_report
+    from thawkit.compare.results import aggregate, name_winner
+
+    def summary(strategy: str, correct: float) -> dict:
+        right = round(correct * examples / 2)
+        matrix = [[right, examples // 2 - right], [examples // 2 - right, right]]
+        info = {"strategy": strategy, "trainable_params": 10, "total_params": 100, "train_seconds": 1.0,
+                "num_validation_examples": examples}
+        validation = {"accuracy": 2 * right / examples, "confusion_matrix": {"format": "rows = gold, columns = predicted", "matrix": matrix}}
+        return {"path": f"/runs/{strategy}", "info": info, "metrics": {"validation": validation}, "history": []}
+
+    summaries = [summary("full", 0.80), summary("lora", 0.76)]
+    rows = aggregate(summaries, "accuracy")
+    winner = name_winner(rows, "accuracy")
+    low, high = rows[0]["validation_accuracy_ci"]
+    assert winner["strategy"] == "full" and low < 0.80 < high and winner["uncertain"] is uncertain
+    assert ("inside full's 95% bootstrap interval" in winner["reason"]) is uncertain
+    report = markdown_report(rows, winner, "accuracy", None, summaries)
+    assert f"0.800 [{low:.3f}, {high:.3f}]" in report and "± 0.000" not in report

@@ -192,7 +192,7 @@ def _trust_html(summaries: list[dict[str, Any]]) -> str:
 
 def _table_html(rows: list[dict[str, Any]], metric: str) -> str:
     multi = _several_models(rows)
-    head = ["model · strategy" if multi else "strategy", f"validation {metric}", f"test {metric}", "trainable",
+    head = ["model · strategy" if multi else "strategy", f"validation {metric} [95% bootstrap interval]", f"test {metric}", "trainable",
             *(["parameters", "on disk"] if multi else []), "train time", "peak memory", "forgetting (drift)", "status"]
     lines = ['<table class="results"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for row in rows:
@@ -231,11 +231,14 @@ def context_line(summaries: list[dict[str, Any]], rows: list[dict[str, Any]]) ->
 
 
 def _mean_std(row: dict[str, Any], key: str) -> str:
-    """'mean ± std' over seeds; one seed shows the mean alone (a spread never measured is not zero)."""
+    """'mean ± std' over seeds; one seed shows the mean alone (a spread never measured is not zero);
+    then the 95% bootstrap interval over the validation examples where one was computed."""
     mean = row.get(f"{key}_mean")
     if mean is None:
         return "–"
-    return f"{_fmt(mean)} ± {_fmt(row.get(f'{key}_std'))}" if row.get("seeds", 1) > 1 else _fmt(mean)
+    shown = f"{_fmt(mean)} ± {_fmt(row.get(f'{key}_std'))}" if row.get("seeds", 1) > 1 else _fmt(mean)
+    interval = row.get(f"{key}_ci")
+    return f"{shown} [{_fmt(interval[0])}, {_fmt(interval[1])}]" if interval else shown
 
 
 def _several_models(rows: list[dict[str, Any]]) -> bool:
@@ -295,7 +298,7 @@ def markdown_report(rows: list[dict[str, Any]], winner: dict[str, Any], metric: 
     sizes = " parameters | on disk |" if multi else ""
     lines = ["# thawkit comparison", "", context_line(summaries, rows), "",
              *(f"- {line}" for line in _advice_lines(advice, winner, models_advice)), "",
-             f"| {'model · strategy' if multi else 'strategy'} | validation {metric} | test {metric} | trainable |{sizes} train time | "
+             f"| {'model · strategy' if multi else 'strategy'} | validation {metric} [95% bootstrap interval] | test {metric} | trainable |{sizes} train time | "
              "peak memory | forgetting (drift) |",
              "|---|---|---|---|---|---|---|" + ("---|---|" if multi else "")]
     for row in rows:

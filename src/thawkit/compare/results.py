@@ -95,6 +95,7 @@ def aggregate(summaries: list[dict[str, Any]], metric: str, extra: dict[str, dic
         for split in ("validation", "test"):
             mean, std = _mean_std([r["metrics"].get(split, {}).get(metric) for r in runs])
             row[f"{split}_{metric}_mean"], row[f"{split}_{metric}_std"] = mean, std
+        row[f"validation_{metric}_ci"] = bootstrap_interval([r["metrics"].get("validation") or {} for r in runs], metric)
         for split, scalar in scalar_metric_names(runs):  # every scalar metric the task reports, per split
             row[f"{split}_{scalar}_mean"], row[f"{split}_{scalar}_std"] = _mean_std([r["metrics"].get(split, {}).get(scalar) for r in runs])
         trainable = runs[0]["info"]["trainable_params"]
@@ -155,6 +156,15 @@ def name_winner(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     reason += f"; trains {winner['trainable_percent']:.1f}% of the parameters"
     runner_up = max((r for r in candidates if r is not winner), key=lambda r: sign * r[key], default=None)
     resolution = resolvable_margin(winner[key], winner.get("num_validation_examples"), metric)
+    interval = winner.get(f"validation_{metric}_ci")
+    if runner_up is not None and interval is not None:  # the bootstrap interval of the winner's own examples
+        uncertain = interval[0] <= runner_up[key] <= interval[1]
+        if uncertain:
+            reason += (f". Uncertain: {runner_up['name']}'s {runner_up[key]:.3f} is inside {winner['name']}'s 95% bootstrap "
+                       f"interval [{interval[0]:.3f}, {interval[1]:.3f}] on {winner['num_validation_examples']} validation "
+                       "examples; a larger validation set or more --seeds would tell them apart")
+        return {"strategy": winner["strategy"], "model": winner["model"], "name": winner["name"], "reason": reason,
+                "uncertain": uncertain, "resolvable_margin": resolution, "interval": interval}
     uncertain = runner_up is not None and resolution is not None and abs(winner[key] - runner_up[key]) < resolution
     if uncertain:
         reason += (f". Uncertain: the margin over {runner_up['name']} ({abs(winner[key] - runner_up[key]):.3f}) is inside the "
@@ -162,6 +172,61 @@ def name_winner(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
                    "a larger validation set or more --seeds would tell them apart")
     return {"strategy": winner["strategy"], "model": winner["model"], "name": winner["name"], "reason": reason,
             "uncertain": uncertain, "resolvable_margin": resolution}
+
+
+BOOTSTRAP_DRAWS = 2000
+_CONFUSION_METRICS = ("accuracy", "macro_f1", "weighted_f1", "micro_f1")
+
+
+def _confusion(metrics: dict[str, Any]) -> Any:
+    """A single-label run's validation confusion matrix (rows gold, columns predicted), or None."""
+    import numpy as np
+
+    confusion = metrics.get("confusion_matrix") or {}
+    if not str(confusion.get("format", "")).startswith("rows = gold"):
+        return None
+    matrix = np.asarray(confusion.get("matrix") or [], dtype=float)
+    return matrix if matrix.ndim == 2 and matrix.sum() > 0 else None
+
+
+def _scores(counts: Any, metric: str) -> Any:
+    """``metric`` of each confusion matrix in ``counts`` (draws x k x k), as scikit-learn computes
+    it (macro over the classes present in the gold labels or the predictions)."""
+    import numpy as np
+
+    tp = np.diagonal(counts, axis1=1, axis2=2)
+    gold, predicted = counts.sum(axis=2), counts.sum(axis=1)
+    total = counts.sum(axis=(1, 2))
+    if metric in ("accuracy", "micro_f1"):
+        return tp.sum(axis=1) / total
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.nan_to_num(2 * tp / (gold + predicted))
+    if metric == "weighted_f1":
+        return (f1 * gold).sum(axis=1) / total
+    present = (gold + predicted) > 0
+    return (f1 * present).sum(axis=1) / present.sum(axis=1)
+
+
+def bootstrap_interval(runs_metrics: list[dict[str, Any]], metric: str, draws: int = BOOTSTRAP_DRAWS,
+                       seed: int = 0) -> tuple[float, float] | None:
+    """95% bootstrap interval of the seed-averaged validation ``metric``: the validation examples
+    resampled with replacement (a multinomial draw over each run's confusion-matrix cells, which is
+    exactly resampling its examples), per run, averaged over runs per draw. None where no run has a
+    single-label confusion matrix or the metric is not computed from one."""
+    import numpy as np
+
+    matrices = [m for m in (_confusion(r) for r in runs_metrics) if m is not None]
+    if metric not in _CONFUSION_METRICS or not matrices or len(matrices) < len(runs_metrics):
+        return None
+    rng = np.random.default_rng(seed)
+    per_run = []
+    for matrix in matrices:
+        n, k = int(matrix.sum()), matrix.shape[0]
+        counts = rng.multinomial(n, matrix.ravel() / n, size=draws).reshape(draws, k, k)
+        per_run.append(_scores(counts, metric))
+    averaged = np.mean(per_run, axis=0)
+    low, high = np.percentile(averaged, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def resolvable_margin(value: float | None, examples: int | None, metric: str) -> float | None:
