@@ -100,6 +100,7 @@ SAMPLES = {
     # tests/bad_inputs/cases.yaml).
     "max_new_tokens": None, "generation_samples": None, "score_scale": None,
     "label_names": ["neg", "pos"], "calibrate": False, "long_text": "window", "window_overlap": 8, "window_pooling": "max",
+    "logging_steps": 5,
     "slice_cols": None,  # needs a column of its own: tests/test_trust.py trains, evaluates and compares with it
 }
 NOT_PLANNED_TOGETHER = {"resume", "data", "strategy_options", "text_pair_col"}  # resume plans from a run; the rest fixed
@@ -225,3 +226,22 @@ def test_no_help_text_shows_a_doubled_percent_sign():
     for name, click_command in get_command(app).commands.items():
         for param in click_command.params:
             assert "%%" not in (getattr(param, "help", None) or ""), (name, param.name)
+
+
+@pytest.mark.parametrize("per_epoch, every", [(200, 20), (63, 7), (57, 19), (7, 1), (1, 1)])
+def test_the_loss_is_logged_about_ten_times_an_epoch_ending_on_it(per_epoch, every):
+    from thawkit.planner.resolve import logging_interval
+
+    assert logging_interval(per_epoch) == every and per_epoch % every == 0
+
+
+def test_each_evaluation_keeps_the_training_loss_points_since_the_last(tiny_bert, toy_csv, tmp_path):
+    """A one-epoch run still has a loss curve; its evaluation's training loss is the mean of its points."""
+    run = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="full", epochs=2, max_length=16, batch_size=2,
+                        out=tmp_path / "run", progress="off", measure_forgetting=False)
+    plan = run.info["plan"]["settings"]["logging_steps"]
+    assert plan["value"] == 6 and "9 training-loss points an epoch (54 optimizer steps" in plan["source"]  # 108 rows / 2
+    first, second = run.history
+    assert [step for step, _ in first["train_loss_points"]] == list(range(6, 55, 6)) and first["step"] == 54
+    assert [step for step, _ in second["train_loss_points"]] == list(range(60, 109, 6))
+    assert first["train_loss"] == pytest.approx(sum(loss for _, loss in first["train_loss_points"]) / 9)

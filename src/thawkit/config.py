@@ -131,6 +131,8 @@ class TrainConfig(BaseModel):
     out: Path | None = Field(default=None, description="run directory (default: runs/<task>-<strategy>-<time>)")
     overwrite: bool = Field(default=False, description="replace an existing run directory")
     report_to: list[str] = Field(default_factory=list, description="Trainer loggers, comma-separated: tensorboard, mlflow, ...")
+    logging_steps: int | None = Field(default=None, ge=1, le=100_000, description="log the training loss every N optimizer steps "
+                                      "(to the loggers and the run's history; default: about 10 points an epoch, ending on the epoch)")
 
     @field_validator("task")
     @classmethod

@@ -66,9 +66,15 @@ def figures(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], metric:
                       legendgroup=name, name=name, showlegend=name not in shown)
         curve_time.add_trace(go.Scatter(x=[offset + h.get("elapsed_seconds", 0.0) for h in points], y=values, **common))
         curve_epoch.add_trace(go.Scatter(x=[h["epoch"] for h in points], y=values, **common))
+        losses = _loss_points(points)  # the training loss every --logging-steps: a curve even for one epoch
+        if losses:
+            curve_epoch.add_trace(go.Scatter(x=[x for x, _ in losses], y=[y for _, y in losses], mode="lines", yaxis="y2",
+                                             line=dict(color=_color(strategy), dash="dot", width=1), legendgroup=name,
+                                             name=f"{name} training loss", showlegend=False, opacity=0.6))
         shown.add(name)
     curve_time.update_layout(title=f"validation {metric} against training time", xaxis_title="seconds (incl. cached pass)", yaxis_title=metric)
-    curve_epoch.update_layout(title=f"validation {metric} against epoch", xaxis_title="epoch", yaxis_title=metric)
+    curve_epoch.update_layout(title=f"validation {metric} (markers) and training loss (dotted) against epoch", xaxis_title="epoch",
+                              yaxis_title=metric, yaxis2=dict(title="training loss", overlaying="y", side="right", showgrid=False))
 
     first_seed = {}
     for summary in summaries:
@@ -239,6 +245,16 @@ def _mean_std(row: dict[str, Any], key: str) -> str:
     shown = f"{_fmt(mean)} ± {_fmt(row.get(f'{key}_std'))}" if row.get("seeds", 1) > 1 else _fmt(mean)
     interval = row.get(f"{key}_ci")
     return f"{shown} [{_fmt(interval[0])}, {_fmt(interval[1])}]" if interval else shown
+
+
+def _loss_points(evaluations: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(epoch, training loss) at every logged step of a run's evaluations (steps to epochs by the
+    evaluations' own step/epoch ratio)."""
+    last = next((h for h in reversed(evaluations) if h.get("step") and h.get("epoch")), None)
+    if last is None:
+        return []
+    per_step = last["epoch"] / last["step"]
+    return [(step * per_step, loss) for h in evaluations for step, loss in h.get("train_loss_points") or []]
 
 
 def _several_models(rows: list[dict[str, Any]]) -> bool:

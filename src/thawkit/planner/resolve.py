@@ -14,7 +14,7 @@ from thawkit.runplan import RunPlan, world_size
 
 # The settings this module resolves when not given (every other field keeps its own default).
 RESOLVED = ("split_seed", "max_length", "lr", "head_lr_mult", "metric", "epochs", "precision", "cache_dtype", "cache", "out",
-            "tokenizer")
+            "tokenizer", "logging_steps")
 # Settings a task resolves from its data (``Task.task_settings``), concrete in its runs' plans only.
 TASK_RESOLVED = ("max_new_tokens", "calibrate", "window_overlap")
 
@@ -66,6 +66,7 @@ def resolve_settings(cfg: TrainConfig, r: Resolution, command: Command, extra_tr
     strategy.resolve_for(cfg.model, data.multi_label)
     r.default("metric", task.selection_metric(data), f"the task's selection metric ({task.name})")
     _epochs(r, len(data.train), world_size(cfg), closed_form=strategy.fits_head_in_closed_form)
+    _logging_steps(r, len(data.train), world_size(cfg))
     _hardware(r)
     cache_reason = _cache(r, task, strategy, world_size(cfg))
     config = make_config(r.values)
@@ -150,6 +151,24 @@ def _epochs(r: Resolution, num_examples: int, processes: int, closed_form: bool)
                                 f"runs under {MIN_TRAINING_STEPS} steps left strategies at the majority class ({default:g} -> "
                                 f"{epochs:g}; pass --epochs to override)")
         r.notes.append(r.sources["epochs"])
+
+
+def logging_interval(steps_per_epoch: int, points: int = 10) -> int:
+    """A divisor of the steps in an epoch (so the last log of an epoch falls on its evaluation) giving
+    the number of loss points per epoch nearest ``points`` (ties: more points)."""
+    divisors = [d for d in range(1, steps_per_epoch + 1) if steps_per_epoch % d == 0]
+    return min(divisors, key=lambda d: (abs(steps_per_epoch // d - points), d))
+
+
+def _logging_steps(r: Resolution, num_examples: int, processes: int) -> None:
+    if r.given("logging_steps"):
+        return
+    batch = r.values.get("batch_size", TrainConfig.model_fields["batch_size"].default) * \
+        r.values.get("gradient_accumulation_steps", 1) * processes
+    per_epoch = max(1, -(-num_examples // batch))
+    every = logging_interval(per_epoch)
+    r.set("logging_steps", every, f"{per_epoch // every} training-loss points an epoch ({per_epoch} optimizer steps, "
+                                  f"every {every}; the last on the epoch's evaluation)")
 
 
 def _hardware(r: Resolution) -> None:

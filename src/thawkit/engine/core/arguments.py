@@ -44,7 +44,9 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
         save_strategy=save_strategy,
         save_steps=save_steps or 500,
         save_total_limit=None,
-        logging_strategy="epoch",
+        # The planner resolves the interval; a plan saved before it did (a run resumed from an older
+        # version) logs per epoch, as that version did.
+        **({"logging_strategy": "steps", "logging_steps": cfg.logging_steps} if cfg.logging_steps else {"logging_strategy": "epoch"}),
         seed=cfg.seed,
         data_seed=cfg.seed,
         report_to=cfg.report_to or "none",

@@ -30,12 +30,17 @@ class HistoryCallback(TrainerCallback):
         if not self._training or metrics is None:
             return
         train_losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+        previous = self.records[-1]["step"] if self.records else 0
+        # The training loss logged every --logging-steps since the previous evaluation: its points, and
+        # their mean as this evaluation's training loss (the epoch's, as a per-epoch log would give).
+        since = [[entry["step"], entry["loss"]] for entry in state.log_history if "loss" in entry and entry.get("step", 0) > previous]
         self.records.append(
             {
                 "step": state.global_step,
                 "epoch": round(float(state.epoch or 0.0), 4),
                 "elapsed_seconds": round(time.perf_counter() - getattr(self, "_started", time.perf_counter()), 3),
-                "train_loss": train_losses[-1] if train_losses else None,
+                "train_loss": sum(loss for _, loss in since) / len(since) if since else train_losses[-1] if train_losses else None,
+                "train_loss_points": since,
                 "validation": {
                     key.removeprefix("eval_"): value
                     for key, value in metrics.items()
