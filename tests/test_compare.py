@@ -100,14 +100,11 @@ def test_unknown_strategy_in_compare(toy_csv, tmp_path, capsys):
     assert exit_info.value.code == 2 and "'bogus'" in capsys.readouterr().err
 
 
-@pytest.mark.browser
-def test_report_renders_in_headless_chromium(comparison):
-    """Chromium opens report.html from disk with networking off: every chart drawn, no JS errors."""
+def _chromium():
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.skip("chromium/chromedriver missing: `make test` installs them (Debian chromium, chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -117,22 +114,75 @@ def test_report_renders_in_headless_chromium(comparison):
     options.binary_location = shutil.which("chromium")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions",
+                           {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
+    return driver
+
+
+def _open_report(driver, folder: Path) -> int:
+    """Open report.html from disk (networking off) and wait until every chart is drawn; their count."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get((folder / "report.html").as_uri())
+    expected = int(driver.execute_script("return document.body.dataset.charts"))
+    count_drawn = "return document.querySelectorAll('.plotly-graph-div .main-svg').length > 0 && " \
+                  "Array.from(document.querySelectorAll('.plotly-graph-div')).filter(d => d.querySelector('.main-svg')).length"
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script(count_drawn) == expected)
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors
+    return expected
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(comparison):
+    """Chromium opens report.html from disk with networking off: every chart drawn, no JS errors."""
+    driver = _chromium()
     try:
-        driver.execute_cdp_cmd("Network.enable", {})
-        driver.execute_cdp_cmd("Network.emulateNetworkConditions",
-                               {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
-        driver.get((comparison.path / "report.html").as_uri())
-        expected = int(driver.execute_script("return document.body.dataset.charts"))
-        count_drawn = "return document.querySelectorAll('.plotly-graph-div .main-svg').length > 0 && " \
-                      "Array.from(document.querySelectorAll('.plotly-graph-div')).filter(d => d.querySelector('.main-svg')).length"
-        WebDriverWait(driver, 30).until(lambda d: d.execute_script(count_drawn) == expected)
-        assert expected == 6  # two learning curves, trainability, metric vs share, forgetting, reliability
+        assert _open_report(driver, comparison.path) == 6  # two learning curves, trainability, metric vs share, forgetting, reliability
         assert driver.execute_script("return document.querySelectorAll('table.results tbody tr').length") == len(thawkit.available_strategies())
         assert driver.execute_script("return document.querySelectorAll('table.trust').length") == 1  # calibration per run
-        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
-        assert errors == [], errors
         ARTIFACTS.mkdir(exist_ok=True)
         assert driver.save_screenshot(str(ARTIFACTS / "report.png"))
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def small_comparisons(tiny_models, tmp_path_factory):
+    """One seed and one epoch (what a first try gives), and three seeds, on too few validation
+    examples to tell the strategies apart."""
+    from thawkit.testing import write_toy_csv
+
+    root = tmp_path_factory.mktemp("compare-small")
+    data = write_toy_csv(root / "toy.csv", n=90, classes=3)
+    common = dict(data=data, model=str(tiny_models["bert"]), max_length=16, advise=False, progress="off", measure_forgetting=False)
+    return {"1 seed": compare(strategies=["frozen", "full", "lora"], epochs=1, seeds=1, out=root / "one", **common),
+            "3 seeds": compare(strategies=["frozen", "full"], epochs=2, seeds=3, out=root / "three", **common)}
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("which", ["1 seed", "3 seeds"])
+def test_small_reports_show_intervals_curves_and_the_uncertainty(small_comparisons, which):
+    """No spread that was never measured (one seed: no ± at all; three seeds: their measured spread,
+    0.000 for a strategy as deterministic as a frozen head's closed-form fit), a loss curve even for
+    one epoch, each strategy's bootstrap interval, and the plain warning that the winner is not told apart."""
+    comparison = small_comparisons[which]
+    driver = _chromium()
+    try:
+        _open_report(driver, comparison.path)
+        text = driver.execute_script("return document.body.innerText")
+        assert ("±" in text) is (which == "3 seeds")
+        assert "Uncertain:" in text and "95% bootstrap interval" in text
+        cells = driver.execute_script("return Array.from(document.querySelectorAll('table.results tbody tr td:nth-child(2)'))"
+                                      ".map(c => c.innerText)")
+        assert len(cells) == len(comparison.rows) and all("[" in cell and "]" in cell for cell in cells), cells
+        loss_points = driver.execute_script(
+            "return Array.from(document.querySelectorAll('.plotly-graph-div')).flatMap(d => (d.data || []))"
+            ".filter(t => (t.name || '').endsWith('training loss')).map(t => t.x.length)")
+        assert len(loss_points) == len(comparison.rows) * (1 if which == "1 seed" else 3) and min(loss_points) > 1
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(ARTIFACTS / f"report-{which.replace(' ', '-')}.png"))
     finally:
         driver.quit()
 
