@@ -93,6 +93,36 @@ def test_missing_logger_is_one_clear_error(tiny_bert, three_class_csv, tmp_path)
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run*"))
 
 
+def test_mlflow_gets_a_named_run_with_thawkits_facts_metrics_and_folder(tiny_bert, three_class_csv, tmp_path, monkeypatch):
+    import mlflow
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.chdir(tmp_path)
+    _train(tiny_bert, three_class_csv, tmp_path / "sentiment-v2", "full", report_to=["mlflow"])
+    client = mlflow.MlflowClient(store)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.run_name == "sentiment-v2"
+    params, logged = run.data.params, run.data.metrics
+    assert params["thawkit.strategy"] == "full" and params["thawkit.task"] == "sequence-classification"
+    assert int(params["thawkit.trainable_params"]) > 0 and "thawkit.cache.used" in params
+    assert logged["final_validation_accuracy"] == pytest.approx(json.loads((tmp_path / "sentiment-v2" / "metrics.json").read_text())
+                                                                ["validation"]["accuracy"])
+    assert len(client.get_metric_history(run.info.run_id, "loss")) > 1  # every --logging-steps, not once an epoch
+    files = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
+    assert {"run/thawkit.json", "run/metrics.json", "run/README.md"} <= files
+
+
+def test_an_mlflow_store_that_cannot_start_is_one_line(tiny_bert, three_class_csv, tmp_path, monkeypatch):
+    """MLflow 3 refuses its file store (./mlruns) unless told to: said before training, exit 2, nothing written."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tmp_path / 'mlruns'}")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(thawkit.ThawkitError, match=r"--report-to mlflow: the tracking store 'file://.*mlruns' cannot be used "
+                                                   r"\(The filesystem tracking backend .*fix: set MLFLOW_TRACKING_URI to a database"):
+        _train(tiny_bert, three_class_csv, tmp_path / "run", "full", report_to=["mlflow"])
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run*"))
+
+
 def test_ner_and_qa_runs_load_in_stock_transformers(tiny_bert, tmp_path):
     """NER and QA runs are plain Hugging Face folders: the Auto classes load them with their labels
     and compute the logits thawkit's own model does."""

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from thawkit.config import TrainConfig
-from thawkit.errors import ConfigError
+from thawkit.engine.core.loggers import check_loggers
 
 
 def distributed_cpu() -> bool:
@@ -50,6 +50,7 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
         seed=cfg.seed,
         data_seed=cfg.seed,
         report_to=cfg.report_to or "none",
+        run_name=Path(cfg.out).name if cfg.out is not None else None,  # the MLflow / W&B run is named after the folder
         disable_tqdm=True,
         # Gradual unfreezing thaws parameters that DDP registered but saw no gradient for yet.
         ddp_find_unused_parameters=multi_stage,
@@ -61,22 +62,6 @@ def training_arguments(cfg: TrainConfig, output_dir: Path, multi_stage: bool) ->
         bf16=bf16,
         **cpu_ddp,
     )
-
-
-_LOGGER_PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb", "comet_ml": "comet-ml",
-                    "clearml": "clearml", "dvclive": "dvclive", "neptune": "neptune", "codecarbon": "codecarbon"}
-
-
-def check_loggers(report_to: list[str]) -> None:
-    """Every --report-to logger installed, else one line with the pip command (not a traceback
-    from inside the Trainer)."""
-    from transformers.integrations.integration_utils import get_available_reporting_integrations
-
-    available = set(get_available_reporting_integrations())
-    for name in report_to:
-        if name not in ("none", "all") and name not in available:
-            raise ConfigError(f"--report-to {name}: the logger is not installed; fix: pip install {_LOGGER_PACKAGES.get(name, name)} "
-                              "or drop the flag")
 
 
 # Runs shorter than this many optimizer steps left partial, llrd and LoRA at the majority class on

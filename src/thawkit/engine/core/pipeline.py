@@ -23,6 +23,7 @@ import torch
 from thawkit.config import TrainConfig
 from thawkit.engine.core.arguments import peak_memory_mb, reachable_stages, reset_peak_memory, steps_per_epoch, training_arguments
 from thawkit.engine.core.distill_loss import Distillation
+from thawkit.engine.core.loggers import report_run
 from thawkit.engine.core.artifacts import measure_forgetting_of, merge_checked, write_run_files
 from thawkit.engine.cache.cached_training import SwitchableCollator, SwitchableDataset, sorted_order
 from thawkit.engine.core.loop import RunHooks, build_loop, prepare_controller, run_loop, stop_run
@@ -181,6 +182,7 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
             info["timings"] = {k: round(v, 3) for k, v in {**timings, "total_before_save": time.perf_counter() - started}.items()}
             write_run_files(cfg, partial_dir, final_dir, tokenizer, labels, info, metrics, history.records,
                             lambda folder: task.save_model(saved, folder, cfg.model, cfg.max_length), task)
+            report_run(cfg.report_to, final_dir, info, metrics)
     except BaseException as exc:
         replacement = stop_run(partial_dir, exc, is_main)  # a kill while writing: the checkpoints are still there
         if replacement is not None:
