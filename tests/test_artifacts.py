@@ -87,6 +87,23 @@ def test_tensorboard_logs_are_kept_in_the_run(tiny_bert, three_class_csv, tmp_pa
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_frozen_head_fit_reaches_the_loggers(tiny_bert, three_class_csv, tmp_path, monkeypatch):
+    """No Trainer.train runs for a closed-form head: its fit still goes to TensorBoard and MLflow."""
+    import mlflow
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.chdir(tmp_path)  # MLflow keeps artifacts in ./mlruns beside a sqlite store
+    _train(tiny_bert, three_class_csv, tmp_path / "frozen-run", "frozen", report_to=["tensorboard", "mlflow"],
+           strategy_options={"head": "logreg"})
+    events = list((tmp_path / "frozen-run" / "logs").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    client = mlflow.MlflowClient(store)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED" and run.info.run_name == "frozen-run"
+    assert {"loss", "head_logreg_validation_macro_f1", "eval_macro_f1"} <= set(run.data.metrics)
+
+
 def test_missing_logger_is_one_clear_error(tiny_bert, three_class_csv, tmp_path):
     with pytest.raises(thawkit.ThawkitError, match="--report-to wandb: the logger is not installed; fix: pip install wandb"):
         _train(tiny_bert, three_class_csv, tmp_path / "run", "full", report_to=["wandb"])

@@ -32,6 +32,15 @@ def pooled_features(trainer: Any, model: PooledHeadClassifier, dataset: Any) -> 
     return torch.cat(features), torch.cat(labels)
 
 
+def _loggers(trainer: Any, event: str) -> None:
+    """No ``Trainer.train`` runs a closed-form fit: the reporting integrations' start and end of
+    training (TensorBoard opens its folder in the run and flushes its events, MLflow starts and ends
+    its run) are called here."""
+    for callback in trainer.callback_handler.callbacks:
+        if type(callback).__module__.startswith("transformers.integrations"):
+            getattr(callback, event)(trainer.args, trainer.state, trainer.control, model=trainer.model)
+
+
 class FeatureHeadFit:
     """The closed-form fit of a pooled classifier: each candidate head on the training features, the
     best on validation kept, evaluated once and recorded like an epoch. With a contrastive ``body``
@@ -85,10 +94,14 @@ class FeatureHeadFit:
             logits = model.head(features.to(trainer.args.device)).float().cpu()
         loss = float(head_loss(logits, labels))
         self.history.on_train_begin(trainer.args, trainer.state, trainer.control)
+        _loggers(trainer, "on_train_begin")
         trainer.state.epoch = 1.0
-        trainer.state.log_history.append({"loss": loss, "epoch": 1.0, "step": 0})
+        # Through the Trainer's log, so --report-to loggers (TensorBoard, MLflow) get the fit too.
+        trainer.log({"loss": loss, **{f"head_{kind}_validation_{self.metric}": round(-value if self.metric == "loss" else value, 6)
+                                       for kind, value in scores.items()}})
         trainer.evaluate()
         self.history.on_train_end(trainer.args, trainer.state, trainer.control)
+        _loggers(trainer, "on_train_end")
         return float(np.round(loss, 6))
 
     def refit_on_every_example(self) -> dict[str, Any] | None:
