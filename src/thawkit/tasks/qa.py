@@ -1,6 +1,12 @@
 """Extractive question answering: windows over long contexts (doc stride, offset mapping), an
 n-best search for the best valid span over all windows of an example, SQuAD v1.1 exact match / F1
-with the official normalisation; v2-style unanswerable questions handled when present."""
+with the official normalisation; v2-style unanswerable questions handled when present.
+
+Hand-written on purpose, and kept to the official script's lines: transformers 5 removed both
+``transformers.data.processors.squad`` (windowing, n-best) and ``transformers.data.metrics.squad_metrics``
+(checked: neither module exists in the installed release), and ``evaluate.load("squad")`` fetches the
+metric's script from the Hub when it runs, which an offline machine cannot (thawkit runs offline).
+tests/test_qa.py checks the normalisation, exact match and F1 on hand-computed cases."""
 
 from __future__ import annotations
 
