@@ -10,7 +10,7 @@ validation a 10% split of each; test the GLUE dev set (872).
 ChemProt (new classes): the run learns the 6 largest relations (train / dev rows of those), the
 update brings the 7 others (their train rows; their dev rows validate); test: the whole test set
 (all 13 relations, micro-F1 = accuracy), so the old run cannot score the new relations' rows.
-Replay settings: 0 (none), the default (as many old examples as new ones), all old examples.
+Replay settings (--replays): 0 (none), the default (as many old examples as new ones), all old examples.
 Results: benchmarks/results/update_replay.json.
 """
 
@@ -68,7 +68,7 @@ def _test_accuracy(run: Path) -> float:
     return json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
 
 
-def bench(dataset: str, strategy: str, files: dict[str, Path], folder: Path) -> dict:
+def bench(dataset: str, strategy: str, files: dict[str, Path], folder: Path, replays: list[str]) -> dict:
     validation = {"old": ["--validation", str(files["old_validation"])] if "old_validation" in files else [],
                   "new": ["--validation", str(files["new_validation"])] if "new_validation" in files else [],
                   "all": ["--validation", str(files["all_validation"])] if "all_validation" in files else []}
@@ -80,7 +80,8 @@ def bench(dataset: str, strategy: str, files: dict[str, Path], folder: Path) -> 
     row = {"dataset": dataset, "strategy": strategy, "old": {"seconds": seconds, "test_accuracy": _test_accuracy(old),
                                                              "tested_on": old_test.name}}
     pool = len(pd.read_csv(files["old"]))
-    for name, replay in (("replay 0", "0"), ("replay default", None), ("replay all", str(pool))):
+    settings = {"0": ("replay 0", "0"), "default": ("replay default", None), "all": ("replay all", str(pool))}
+    for name, replay in (settings[r] for r in replays):
         out = folder / f"{dataset}-{strategy}-{name.replace(' ', '-')}"
         extra = ["--replay", replay] if replay is not None else []
         seconds = _thawkit("update", str(old), "--data", str(files["new"]), *validation["new"], "--test", str(files["test"]),
@@ -104,6 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", default="sst2,chemprot")
     parser.add_argument("--strategies", default="full,lora")
+    parser.add_argument("--replays", default="0,default,all", help="replay settings: 0, default, all")
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,7 +115,7 @@ def main() -> None:
             data.mkdir()
             files = {"sst2": sst2, "chemprot": chemprot}[dataset](data)
             for strategy in args.strategies.split(","):
-                results[f"{dataset}/{strategy}"] = bench(dataset, strategy, files, folder)
+                results[f"{dataset}/{strategy}"] = bench(dataset, strategy, files, folder, args.replays.split(","))
                 RESULTS.parent.mkdir(exist_ok=True)
                 RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 

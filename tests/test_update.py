@@ -212,3 +212,18 @@ def test_a_pruned_adalora_rank_fills_the_leading_block():
     facts = WarmStart.from_model("old", old).apply(new)
     assert new.lora_A[:2].eq(1).all() and new.lora_A[2:].eq(0).all() and new.lora_E.flatten().tolist() == [5, 5, 0, 0]
     assert facts["tensors_grown"] == ["lora_A", "lora_E"]
+
+
+def test_a_new_class_counts_against_the_old_examples_only_as_wrong_predictions():
+    """Macro-F1 on the old validation examples averages their own classes: predicting a new class is
+    an error there, but the new class is not a zero F1 in the average."""
+    from types import SimpleNamespace
+
+    from thawkit.tasks.classification_update import scores
+
+    frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "labels": [0, 0, 1, 1]})
+    logits = np.array([[5.0, 0, 0], [5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]])  # the last one says the new class
+    run = SimpleNamespace(logits=lambda texts, pairs=None: logits, multi_label=False)
+    metrics = scores(run, frame, ["old-a", "old-b", "new"])
+    assert metrics["accuracy"] == 0.75
+    assert metrics["macro_f1"] == pytest.approx((1.0 + 2 / 3) / 2)  # not averaged with the new class's 0

@@ -119,8 +119,11 @@ def old_model(run: "RunBase") -> Any:
 
 
 def scores(run: "RunBase", frame: "pd.DataFrame", labels: list[str]) -> dict[str, float]:
-    """The run's metrics on ``frame``; classes the run does not know get no score (never predicted)."""
-    from thawkit.tasks.classification_metrics import scalar_metrics
+    """The run's metrics on ``frame`` over ``labels``; classes the run does not know get no score
+    (never predicted)."""
+    from sklearn.metrics import f1_score
+
+    from thawkit.tasks.classification_metrics import predictions_from_logits, scalar_metrics
 
     pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
     logits = np.asarray(run.logits(frame["text"].tolist(), pairs))  # type: ignore[attr-defined]
@@ -128,7 +131,15 @@ def scores(run: "RunBase", frame: "pd.DataFrame", labels: list[str]) -> dict[str
     if missing > 0:
         logits = np.concatenate([logits, np.full((len(logits), missing), -1e9, dtype=logits.dtype)], axis=1)
     gold = np.asarray(frame["labels"].tolist())
-    return scalar_metrics(logits, gold, run.multi_label)  # type: ignore[attr-defined]
+    multi_label = run.multi_label  # type: ignore[attr-defined]
+    metrics = scalar_metrics(logits, gold, multi_label)
+    # Macro and weighted F1 over the classes these examples hold: on the old validation examples a new
+    # class is only ever a wrong prediction (it costs its old class's recall), not a zero F1 averaged in.
+    present = sorted(set(np.flatnonzero(gold.sum(axis=0)).tolist()) if multi_label else set(gold.tolist()))
+    predicted = predictions_from_logits(logits, multi_label)
+    for name, average in (("macro_f1", "macro"), ("weighted_f1", "weighted")):
+        metrics[name] = float(f1_score(gold.astype(int), predicted, labels=present, average=average, zero_division=0))
+    return metrics
 
 
 __all__ = ["old_model", "scores", "source_spec", "update_data"]
