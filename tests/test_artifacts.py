@@ -104,6 +104,12 @@ def test_a_frozen_head_fit_reaches_the_loggers(tiny_bert, three_class_csv, tmp_p
     assert {"loss", "head_logreg_validation_macro_f1", "eval_macro_f1"} <= set(run.data.metrics)
 
 
+def test_a_frozen_heads_learning_curve_clock_covers_its_fit(tiny_bert, three_class_csv, tmp_path):
+    """The report plots the curve's seconds beside the table's training time: both cover the fit."""
+    run = _train(tiny_bert, three_class_csv, tmp_path / "frozen-run", "frozen", strategy_options={"head": "logreg"})
+    assert run.history[-1]["elapsed_seconds"] >= 0.5 * run.info["train_seconds"]
+
+
 def test_missing_logger_is_one_clear_error(tiny_bert, three_class_csv, tmp_path):
     with pytest.raises(thawkit.ThawkitError, match="--report-to wandb: the logger is not installed; fix: pip install wandb"):
         _train(tiny_bert, three_class_csv, tmp_path / "run", "full", report_to=["wandb"])

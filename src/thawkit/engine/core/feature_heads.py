@@ -60,6 +60,10 @@ class FeatureHeadFit:
 
         trainer, controller, seed = self.trainer, self.controller, self.seed
         model = trainer.model
+        # As Trainer.train orders them: the loggers start, then the learning curve's clock, with the fit
+        # (the run's training time covers the fit too).
+        _loggers(trainer, "on_train_begin")
+        self.history.on_train_begin(trainer.args, trainer.state, trainer.control)
         if self.body is not None:
             from thawkit.engine.core.contrastive import train_body
 
@@ -93,8 +97,6 @@ class FeatureHeadFit:
         with torch.inference_mode():
             logits = model.head(features.to(trainer.args.device)).float().cpu()
         loss = float(head_loss(logits, labels))
-        self.history.on_train_begin(trainer.args, trainer.state, trainer.control)
-        _loggers(trainer, "on_train_begin")
         trainer.state.epoch = 1.0
         # Through the Trainer's log, so --report-to loggers (TensorBoard, MLflow) get the fit too.
         trainer.log({"loss": loss, **{f"head_{kind}_validation_{self.metric}": round(-value if self.metric == "loss" else value, 6)
