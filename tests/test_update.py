@@ -80,8 +80,8 @@ def test_the_old_validation_examples_are_the_runs_own(old_run, updated, data):
     own = get_task("classification").load_data(make_config(old_run.info["config"])).validation
     assert report["old_validation"]["examples"] == len(own) == old_run.metrics["validation"]["num_examples"]
     assert report["old_validation"]["before"]["accuracy"] == pytest.approx(old_run.metrics["validation"]["accuracy"])
-    assert report["replayed_examples"] == report["new_train_examples"]  # the default: as many as the new ones
-    assert run.info["num_train_examples"] == 2 * report["new_train_examples"]
+    assert report["replayed_examples"] == report["replay_pool"]  # the default: every old training example
+    assert run.info["num_train_examples"] == report["new_train_examples"] + report["replay_pool"]
 
 
 def test_a_second_update_replays_from_every_source(updated, data, tmp_path):

@@ -165,7 +165,7 @@ def update(run: str | Path, config: TrainConfig | dict[str, Any] | None = None, 
            tolerance: float = 0.01, accept_forgetting: bool = False, old_data: str | Path | None = None,
            sources: Mapping[str, str] | None = None, **options: Any) -> tuple[RunBase, dict[str, Any]]:
     """Continue ``run`` on new labelled data (``data=``; new classes allowed), replaying ``replay``
-    old training examples (None: as many as the new ones). Returns the updated run and its update
+    old training examples (None: all of them). Returns the updated run and its update
     report (old and new validation metrics before and after, the forgetting); raises GuardError (the
     run kept aside as OUT-rejected) when it forgets more than ``tolerance`` unless ``accept_forgetting``."""
     from thawkit.engine.programs.update import prepare_update, run_update

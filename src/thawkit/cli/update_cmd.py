@@ -71,7 +71,7 @@ def _build_update() -> Any:
         CONFIG_FILE,
         inspect.Parameter("replay", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[int],
                           default=typer.Option(None, "--replay", help="old training examples replayed beside the new ones, "
-                                               "sampled with --seed (default: as many as the new ones; 0: none)")),
+                                               "sampled with --seed (default: all of them; 0: none)")),
         inspect.Parameter("tolerance", inspect.Parameter.KEYWORD_ONLY, annotation=float,
                           default=typer.Option(0.01, "--tolerance", help="largest drop of the selection metric on the run's own "
                                                "validation examples an update may have")),
