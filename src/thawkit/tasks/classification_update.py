@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from thawkit.config import TrainConfig
-    from thawkit.tasks.base import RunBase, TaskData
+    from thawkit.tasks.base import RunBase
 
 
 def source_spec(cfg: dict[str, Any]) -> dict[str, Any]:

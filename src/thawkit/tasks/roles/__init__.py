@@ -21,4 +21,4 @@ from thawkit.tasks.roles.serving import Route, ServedCall, ServeRequest, Serving
 from thawkit.tasks.roles.update import UpdateData, UpdateRole
 
 __all__ = ["AdviceInput", "AdviceRole", "DataRole", "ExportRole", "ModelRole", "Route", "Rule", "ScoringRole", "ServeRequest",
-           "ServedCall", "ServingRole", "Situation"]
+           "ServedCall", "ServingRole", "Situation", "UpdateData", "UpdateRole"]
