@@ -43,7 +43,7 @@ def sst2(folder: Path) -> dict[str, Path]:
     frames = {"train": train.sample(2000, random_state=0).reset_index(drop=True),
               "test": pd.read_csv(DATASETS / "sst2" / "test.tsv", sep="\t", quoting=3).rename(columns={"sentence": "text"})}
     _length_buckets(frames)
-    return _write(folder, frames)
+    return write_frames(folder, frames)
 
 
 def chemprot(folder: Path) -> dict[str, Path]:
@@ -54,10 +54,11 @@ def chemprot(folder: Path) -> dict[str, Path]:
         # Words between the two marked entities: long-distance relations are the harder ones.
         between = frame["text"].str.extract(r"(?:>>|\]\])(.*?)(?:<<|\[\[)", expand=False).fillna("").str.split().str.len()
         frame["distance"] = np.where(between <= 5, "0-5 words apart", np.where(between <= 15, "6-15 words apart", "16+ words apart"))
-    return _write(folder, frames)
+    return write_frames(folder, frames)
 
 
-def _write(folder: Path, frames: dict[str, pd.DataFrame]) -> dict[str, Path]:
+def write_frames(folder: Path, frames: dict[str, pd.DataFrame]) -> dict[str, Path]:
+    """Each frame as FOLDER/NAME.csv (benchmarks/update_replay.py uses it too)."""
     paths = {}
     for name, frame in frames.items():
         paths[name] = folder / f"{name}.csv"

@@ -27,25 +27,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from calibration_slices import write_frames  # benchmarks/ is on the path when a script runs
+
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 RESULTS = Path(__file__).resolve().parent / "results" / "update_replay.json"
 THAWKIT = str(Path(sys.executable).parent / "thawkit")
 OLD_RELATIONS = ["INHIBITOR", "INDIRECT-DOWNREGULATOR", "SUBSTRATE", "INDIRECT-UPREGULATOR", "ACTIVATOR", "ANTAGONIST"]
 
 
-def _write(folder: Path, frames: dict[str, pd.DataFrame]) -> dict[str, Path]:
-    paths = {}
-    for name, frame in frames.items():
-        paths[name] = folder / f"{name}.csv"
-        frame.to_csv(paths[name], index=False)
-    return paths
-
-
 def sst2(folder: Path) -> dict[str, Path]:
     train = pd.read_csv(DATASETS / "sst2" / "train.tsv", sep="\t", quoting=3).rename(columns={"sentence": "text"})
     picked = train.sample(4000, random_state=0).reset_index(drop=True)
     test = pd.read_csv(DATASETS / "sst2" / "test.tsv", sep="\t", quoting=3).rename(columns={"sentence": "text"})
-    return _write(folder, {"old": picked.iloc[:2000], "new": picked.iloc[2000:], "all": picked, "test": test})
+    return write_frames(folder, {"old": picked.iloc[:2000], "new": picked.iloc[2000:], "all": picked, "test": test})
 
 
 def chemprot(folder: Path) -> dict[str, Path]:
@@ -53,7 +47,7 @@ def chemprot(folder: Path) -> dict[str, Path]:
               for name in ("train", "dev", "test")}
     old = frames["train"]["label"].isin(OLD_RELATIONS)
     old_dev = frames["dev"]["label"].isin(OLD_RELATIONS)
-    return _write(folder, {"old": frames["train"][old], "old_validation": frames["dev"][old_dev],
+    return write_frames(folder, {"old": frames["train"][old], "old_validation": frames["dev"][old_dev],
                            "new": frames["train"][~old], "new_validation": frames["dev"][~old_dev],
                            "all": frames["train"], "all_validation": frames["dev"], "test": frames["test"],
                            "old_test": frames["test"][frames["test"]["label"].isin(OLD_RELATIONS)]})
