@@ -306,3 +306,21 @@ def test_a_feature_head_run_is_a_model_to_continue_from(fewshot_run, tiny_st, tm
     pretrained = next(v for k, v in load_file(str(Path(tiny_st) / "model.safetensors")).items() if k.endswith(key))
     start = thawkit.load(continued.path).model.base_model.encoder.layer[1].attention.self.query.weight.detach()
     assert torch.allclose(start, body, atol=1e-6) and not torch.allclose(body, pretrained, atol=1e-4)
+
+
+def test_a_frozen_logreg_head_on_a_sentence_transformer_loads_without_thawkit(tiny_st, tmp_path):
+    """The frozen default on a sentence-transformers checkpoint (its mean pooling, unnormalised
+    features, logistic regression): the body is saved as a sentence-transformers folder without the
+    Normalize module the head never saw, so the card's stock lines reproduce thawkit predict."""
+    from stock_python import run_without_thawkit
+
+    data = _write(tmp_path / "train.csv", toy_sentiment_rows(60, seed=4))
+    run = thawkit.train(data=data, model=str(tiny_st), strategy="frozen", strategy_options={"head": "logreg"}, max_length=32,
+                        out=tmp_path / "run", progress="off", measure_forgetting=False)
+    modules = json.loads((tmp_path / "run" / "backbone" / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling"]
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "Without thawkit" in card and "No stock loader" not in card
+    snippet = card.split("Without thawkit", 1)[1].split("```python\n", 1)[1].split("\n```", 1)[0]
+    scores, _ = run_without_thawkit(snippet.replace("RUN_FOLDER", str(tmp_path / "run")).replace("print(", "scores = ("), "scores")
+    assert scores == pytest.approx(run.predict(["your text"])[0]["scores"], abs=1e-5)

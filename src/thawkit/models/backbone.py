@@ -180,16 +180,21 @@ def _sentence_transformers_file(name: str, filename: str) -> Path | None:
         return None
 
 
-def copy_sentence_transformers_modules(source: Path, target: Path, max_length: int | None = None) -> None:
+def copy_sentence_transformers_modules(source: Path, target: Path, max_length: int | None = None,
+                                       normalize: bool | None = None) -> None:
     """Make ``target`` (a saved copy of the transformer in ``source``) a sentence-transformers folder
     as ``source`` is: its modules (modules.json, 1_Pooling/..., a Normalize folder) and configs,
-    ``max_seq_length`` set to ``max_length`` when given (the length the copy was trained at)."""
+    ``max_seq_length`` set to ``max_length`` when given (the length the copy was trained at);
+    ``normalize`` False leaves the Normalize module out (the embeddings a head read unnormalised)."""
     import shutil
 
     if not (source / "modules.json").exists():
         return
-    shutil.copy2(source / "modules.json", target / "modules.json")
-    for entry in json.loads((source / "modules.json").read_text(encoding="utf-8")):
+    modules = json.loads((source / "modules.json").read_text(encoding="utf-8"))
+    if normalize is False:
+        modules = [m for m in modules if not str(m.get("type", "")).endswith(".Normalize")]
+    (target / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
+    for entry in modules:
         folder = entry.get("path")
         if folder and (source / folder).is_dir():
             shutil.copytree(source / folder, target / folder, dirs_exist_ok=True)

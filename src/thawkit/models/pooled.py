@@ -113,7 +113,7 @@ class PooledHeadClassifier(nn.Module):
             if max_length is not None:
                 tokenizer.model_max_length = int(max_length)
             tokenizer.save_pretrained(str(path / "backbone"))
-            copy_sentence_transformers_modules(source, path / "backbone", max_length)
+            copy_sentence_transformers_modules(source, path / "backbone", max_length, normalize=self.normalize)
         (path / HEAD_CONFIG).write_text(json.dumps(self.head_config(), indent=2) + "\n")
         save_file({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}, str(path / HEAD_WEIGHTS))
 
@@ -142,9 +142,10 @@ def load_pooled_classifier(name: str, num_labels: int, id2label: dict[int, str],
 
     backbone = from_pretrained_checked(AutoModel, name)
     # The body is saved as a sentence-transformers folder only where that folder embeds exactly what the
-    # head reads: the checkpoint's own pooling and normalisation.
+    # head reads: the checkpoint's own pooling, its Normalize kept where the head reads normalised
+    # features and left out where it does not (a frozen head on the plain mean-pooled embeddings).
     checkpoint = checkpoint_pooling(name)
-    same = checkpoint is not None and (checkpoint.mode, checkpoint.normalize) == (pooling, normalize)
+    same = checkpoint is not None and checkpoint.mode == pooling and (checkpoint.normalize or not normalize)
     return PooledHeadClassifier(backbone, num_labels, pooling, head, problem_type, id2label, mlp_hidden, dropout,
                                 normalize, resolve_model_path(name) if same else None)
 

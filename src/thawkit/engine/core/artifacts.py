@@ -144,7 +144,7 @@ def stock_usage(task: Any, layout: str) -> list[str]:
                 "`config.json`). The scores are the run's logits; `thawkit predict` applies the softmax and the labels."]
     if layout == "sentence-transformers-head":
         return ["Without thawkit (predictions equal `thawkit predict`'s, tested): `backbone/` is a sentence-transformers "
-                "folder (the trained body, its pooling and normalisation) and the head a linear layer on its embeddings:", "",
+                "folder (the body, its pooling, and its normalisation where the head reads it) and the head a linear layer on its embeddings:", "",
                 "```python", _SENTENCE_TRANSFORMERS_HEAD.replace("{run}", "RUN_FOLDER"), "```"]
     if layout == "feature-head":
         return ["No stock loader reads this folder whole: `backbone/` is a standard `AutoModel` folder and the head "
@@ -160,17 +160,18 @@ _SENTENCE_TRANSFORMERS_HEAD = """import json
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 body = SentenceTransformer("{run}/backbone")
-head = load_file("{run}/thawkit_head.safetensors")  # a linear layer on the normalised embeddings
+head = load_file("{run}/thawkit_head.safetensors")  # a linear layer on the body's embeddings
 labels = json.load(open("{run}/labels.json"))["labels"]
 logits = body.encode(["your text"], convert_to_tensor=True) @ head["1.weight"].T + head["1.bias"]
 print(dict(zip(labels, logits.softmax(-1)[0].tolist())))"""
 
 
 def feature_head_layout(folder: Path) -> str:
-    """'sentence-transformers-head' where ``backbone/`` is a sentence-transformers folder whose
-    embeddings (normalised) are exactly what a linear single-label head reads; else 'feature-head'."""
+    """'sentence-transformers-head' where ``backbone/`` is a sentence-transformers folder (saved only
+    where its embeddings are exactly what the head reads: pooling, and Normalize where the head
+    normalises) and the head is one linear layer for one label; else 'feature-head'."""
     head = json.loads((folder / "thawkit_head.json").read_text(encoding="utf-8"))
-    stock = ((folder / "backbone" / "modules.json").exists() and head.get("normalize") and head.get("head") in ("linear", "logreg")
+    stock = ((folder / "backbone" / "modules.json").exists() and head.get("head") in ("linear", "logreg")
              and head.get("problem_type") == "single_label_classification")
     return "sentence-transformers-head" if stock else "feature-head"
 
