@@ -14,10 +14,12 @@ from thawkit.config import flag_of
 from thawkit.errors import ConfigError
 
 
-def _train_values(config: Optional[Path], given: dict[str, Any], resumable: bool = False,
-                 data_fix: str = "pass --data FILE or set data: in the --config file") -> tuple[dict[str, Any], dict[str, str]]:
-    """YAML, then flags, then the named strategy's own flags: the values train, lr-find and distill
-    share, and where each came from (for the plan's sources)."""
+def train_values(config: Optional[Path], given: dict[str, Any], resumable: bool = False,
+                 data_fix: str = "pass --data FILE or set data: in the --config file",
+                 strategy: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """YAML, then flags, then the strategy's own flags (``strategy``: the one a continued run has,
+    else the named one): the values train, lr-find, distill and update share, and where each came
+    from (for the plan's sources)."""
     from thawkit.config import TrainConfig, load_yaml_config
 
     values: dict[str, Any] = load_yaml_config(config, TrainConfig) if config is not None else {}
@@ -27,7 +29,7 @@ def _train_values(config: Optional[Path], given: dict[str, Any], resumable: bool
     sources.update({name: f"command line ({flag_of(name)})" for name in flags})
     if values.get("data") is None and not (resumable and values.get("resume") is not None):
         raise ConfigError(f"no training data; fix: {data_fix}")
-    strategy = values.get("strategy", TrainConfig.model_fields["strategy"].default)
+    strategy = strategy or values.get("strategy", TrainConfig.model_fields["strategy"].default)
     chosen = strategy_values(given, [strategy]).get(strategy, {})
     values["strategy_options"] = {**(values.get("strategy_options") or {}), **chosen}
     if chosen:
@@ -40,7 +42,7 @@ def _train(config: Optional[Path] = None, dry_run: bool = False, **given: Any) -
     from thawkit.api import plan as plan_only
     from thawkit.api import train as train_run
 
-    values, sources = _train_values(config, given, resumable=True)
+    values, sources = train_values(config, given, resumable=True)
     if dry_run:
         print_plan(plan_only(values, sources=sources))
         return
@@ -123,7 +125,7 @@ def _lr_find(config: Optional[Path] = None, steps: int = 100, start_lr: float = 
 
     from thawkit.api import lr_find
 
-    values, sources = _train_values(config, given)
+    values, sources = train_values(config, given)
     finding = lr_find(values, steps=steps, start_lr=start_lr, end_lr=end_lr, sources=sources)
     shown = finding.lrs[:: max(1, len(finding.lrs) // 12)]
     for lr in shown:
@@ -165,7 +167,7 @@ def _distill(config: Optional[Path] = None, teacher: Optional[Path] = None, stud
     """Distill a fine-tuned classification, NER or similarity run (the teacher) into a smaller student; the student is a normal run."""
     from thawkit.api import distill
 
-    values, sources = _train_values(config, given, data_fix="pass --data FILE (examples labelled like the teacher's)")
+    values, sources = train_values(config, given, data_fix="pass --data FILE (examples labelled like the teacher's)")
     if teacher is None:
         raise ConfigError("no teacher; fix: pass --teacher RUN (a finished classification, NER or similarity run)")
     run, facts = distill(teacher, student, values, unlabeled=unlabeled, sources=sources)

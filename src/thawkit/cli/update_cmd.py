@@ -11,8 +11,7 @@ import typer
 from rich.table import Table
 
 from thawkit.cli.display import console
-from thawkit.cli.options import CONFIG_FILE, command, config_parameters, config_values, strategy_parameters, strategy_values
-from thawkit.config import flag_of
+from thawkit.cli.options import CONFIG_FILE, command, config_parameters, strategy_parameters
 
 
 def _update(run: Path, config: Optional[Path] = None, replay: Optional[int] = None, tolerance: float = 0.01,
@@ -22,20 +21,13 @@ def _update(run: Path, config: Optional[Path] = None, replay: Optional[int] = No
     its user chose kept. Reports the old and the new validation examples' metrics before and after;
     an update that loses more than --tolerance on the old ones is refused (kept aside as OUT-rejected)."""
     from thawkit.api import update as update_api
-    from thawkit.config import TrainConfig, load_yaml_config
+    from thawkit.cli.train_cmds import train_values
     from thawkit.paths import check_data_path
     from thawkit.rundir import read_run_files
 
     check_data_path(run, "pass a finished run folder")
-    values: dict[str, Any] = load_yaml_config(config, TrainConfig) if config is not None else {}
-    sources = {name: f"config file {config}" for name in values}
-    flags = config_values(TrainConfig, given)
-    values.update(flags)
-    sources.update({name: f"command line ({flag_of(name)})" for name in flags})
-    strategy = read_run_files(run)[1].get("strategy", "")
-    chosen = strategy_values(given, [strategy]).get(strategy, {})
-    if chosen:
-        values["strategy_options"], sources["strategy_options"] = chosen, "command line"
+    values, sources = train_values(config, given, data_fix="pass --data FILE (labelled examples; new classes allowed)",
+                                    strategy=read_run_files(run)[1].get("strategy", ""))
     if old_data is not None:
         check_data_path(old_data, "pass the run's training file as --old-data")
     updated, report = update_api(run, values, replay=replay, tolerance=tolerance, accept_forgetting=accept_forgetting,

@@ -58,12 +58,14 @@ def read_labelled_source(
     else:
         train, held_out, how = split_validation(train, val_fraction, seed, multi_label)
         source = f"{how} {val_fraction:.0%} split of {path} (seed {seed})"
-    frames = []
-    for frame in (train, held_out):
-        frame = frame.drop(columns=["labels"], errors="ignore")
-        frame["label_names"] = [[(rename or {}).get(name, name) for name in names] for names in frame["label_names"]]
-        frames.append(frame)
-    return LabelledSource(frames[0], frames[1], source)
+    return LabelledSource(_renamed(train.drop(columns=["labels"]), rename), _renamed(held_out.drop(columns=["labels"], errors="ignore"),
+                                                                                  rename), source)
+
+
+def _renamed(frame: pd.DataFrame, rename: dict[str, str] | None) -> pd.DataFrame:
+    """``label_names`` with label values renamed (a run trained with --label-names: 0/1 -> its names)."""
+    frame["label_names"] = [[(rename or {}).get(name, name) for name in names] for names in frame["label_names"]]
+    return frame
 
 
 def read_labelled_table(path: str | Path, *, text_col: str | None, text_pair_col: str | None, label_col: str | None,
@@ -71,8 +73,7 @@ def read_labelled_table(path: str | Path, *, text_col: str | None, text_pair_col
                         slice_cols: list[str] | tuple[str, ...] = (), rename: dict[str, str] | None = None) -> pd.DataFrame:
     """A labelled file's rows with ``label_names`` (not yet encoded)."""
     frame, *_ = prepare_split(Path(path), text_col, text_pair_col, label_col, multi_label, label_sep, fmt, slice_cols)
-    frame["label_names"] = [[(rename or {}).get(name, name) for name in names] for names in frame["label_names"]]
-    return frame
+    return _renamed(frame, rename)
 
 
 def encode_labels(frame: pd.DataFrame, labels: list[str], multi_label: bool, path: str | Path | None = None) -> pd.DataFrame:

@@ -64,17 +64,21 @@ class TableFormat:
 
 
 def read_table(path: str | Path, split: str | None = None, tsv_quoting: bool = False, fmt: TableFormat | None = None) -> pd.DataFrame:
-    """Read a data file; every failure is a ``DataError`` naming the file and the fix."""
+    """Read a data file (or a Hub dataset, ``hf:NAME[:SPLIT]``); every failure is a ``DataError``
+    naming the file and the fix."""
     from thawkit.data.hub_datasets import is_hub_reference, read_hub_dataset
 
-    fmt = fmt or TableFormat()
     if is_hub_reference(path):
-        frame = read_hub_dataset(str(path))
-        if len(frame) == 0:
-            raise DataError(f"{path}: has no data rows; fix: name a split with examples")
-        frame.columns = [str(c) for c in frame.columns]
-        return frame.reset_index(drop=True)
-    path = Path(path)
+        frame, fix = read_hub_dataset(str(path)), "name a split with examples"
+    else:
+        frame, fix = _read_local(Path(path), split, tsv_quoting, fmt or TableFormat()), "add labeled examples below the header"
+    if len(frame) == 0:
+        raise DataError(f"{path}: has no data rows; fix: {fix}")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame.reset_index(drop=True)
+
+
+def _read_local(path: Path, split: str | None, tsv_quoting: bool, fmt: TableFormat) -> pd.DataFrame:
     check_data_path(path)
     if path.is_dir():
         frame = _read_disk_dataset(path, split)
@@ -110,10 +114,7 @@ def read_table(path: str | Path, split: str | None = None, tsv_quoting: bool = F
         except (pd.errors.ParserError, ValueError, OSError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"{path}: cannot parse ({first_line}); fix: check the file format ({SUPPORTED})") from None
-    if len(frame) == 0:
-        raise DataError(f"{path}: has no data rows; fix: add labeled examples below the header")
-    frame.columns = [str(c) for c in frame.columns]
-    return frame.reset_index(drop=True)
+    return frame
 
 
 def _tsv_is_quoted(path: Path, text: str) -> bool:

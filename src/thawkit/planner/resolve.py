@@ -135,6 +135,12 @@ def _learning_rates(r: Resolution, task: Any, strategy: Any, num_params: int) ->
     return measured
 
 
+def _optimizer_batch(r: Resolution, processes: int) -> int:
+    """Examples per optimizer step: batch size x accumulation x processes."""
+    return r.values.get("batch_size", TrainConfig.model_fields["batch_size"].default) * \
+        r.values.get("gradient_accumulation_steps", 1) * processes
+
+
 def _epochs(r: Resolution, num_examples: int, processes: int, closed_form: bool) -> None:
     """More epochs for small data when not given, so the run has enough optimizer steps."""
     from thawkit.engine.core.arguments import MIN_TRAINING_STEPS, epochs_with_enough_steps
@@ -142,8 +148,7 @@ def _epochs(r: Resolution, num_examples: int, processes: int, closed_form: bool)
     if r.given("epochs") or closed_form or num_examples <= 0:
         return
     default = TrainConfig.model_fields["epochs"].default
-    batch = r.values.get("batch_size", TrainConfig.model_fields["batch_size"].default) * \
-        r.values.get("gradient_accumulation_steps", 1) * processes
+    batch = _optimizer_batch(r, processes)
     epochs = epochs_with_enough_steps(default, num_examples, batch)
     if epochs > default:
         per_epoch = -(-num_examples // batch)
@@ -163,9 +168,7 @@ def logging_interval(steps_per_epoch: int, points: int = 10) -> int:
 def _logging_steps(r: Resolution, num_examples: int, processes: int) -> None:
     if r.given("logging_steps"):
         return
-    batch = r.values.get("batch_size", TrainConfig.model_fields["batch_size"].default) * \
-        r.values.get("gradient_accumulation_steps", 1) * processes
-    per_epoch = max(1, -(-num_examples // batch))
+    per_epoch = max(1, -(-num_examples // _optimizer_batch(r, processes)))
     every = logging_interval(per_epoch)
     r.set("logging_steps", every, f"{per_epoch // every} training-loss points an epoch ({per_epoch} optimizer steps, "
                                   f"every {every}; the last on the epoch's evaluation)")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from thawkit.data.hub_datasets import is_hub_reference
 from thawkit.errors import ConfigError
 from thawkit.tasks.roles import UpdateData
 
@@ -24,22 +25,16 @@ if TYPE_CHECKING:
     from thawkit.tasks.base import RunBase
 
 
-def source_spec(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Where one training source's rows come from: its file, and its validation file or split."""
-    from thawkit.data.hub_datasets import is_hub_reference
-
+def source_spec(data: Any, validation: Any, val_fraction: float, split_seed: int) -> dict[str, Any]:
+    """Where one training source's rows come from: its file, and its validation file or seeded split."""
     def absolute(path: Any) -> str | None:
         return None if path is None else str(path) if is_hub_reference(path) else str(Path(path).resolve())
 
-    seed = cfg.get("split_seed") if cfg.get("split_seed") is not None else cfg.get("seed", 42)
-    return {"data": absolute(cfg["data"]), "validation": absolute(cfg.get("validation")),
-            "val_fraction": cfg.get("val_fraction", 0.1), "split_seed": seed}
+    return {"data": absolute(data), "validation": absolute(validation), "val_fraction": val_fraction, "split_seed": split_seed}
 
 
 def _read(spec: dict[str, Any], columns: dict[str, Any], rename: dict[str, str], what: str) -> Any:
     from thawkit.data.labelled_sources import read_labelled_source
-
-    from thawkit.data.hub_datasets import is_hub_reference
 
     for key in ("data", "validation"):
         if spec.get(key) is not None and not is_hub_reference(spec[key]) and not Path(spec[key]).is_file():
@@ -65,16 +60,18 @@ def update_data(task: Any, info: dict[str, Any], labels: dict[str, Any], new: "T
     for name in ("text_col", "label_col"):  # the new file may name its columns differently
         if getattr(new, name) is not None:
             columns[name] = getattr(new, name)
-    pool = [source_spec({**old_config, "data": old_data, "validation": None})] if old_data is not None else \
-        list((info.get("update") or {}).get("pool") or [source_spec(old_config)])
+    # A run's saved config has its split seed resolved by the planner.
+    own = source_spec(old_data or old_config["data"], None if old_data else old_config.get("validation"), old_config["val_fraction"],
+                      old_config["split_seed"])
+    pool = [own] if old_data is not None else list((info.get("update") or {}).get("pool") or [own])
     old_sources = [_read(spec, columns, rename, "the run's training data") for spec in pool]
-    new_spec = source_spec(new.model_dump())
+    new_spec = source_spec(new.data, new.validation, new.val_fraction, new.data_split_seed())
     fresh = _read(new_spec, columns, rename, "--data")
-    names = set().union(*(source.label_names for source in old_sources))
+    old_names = set().union(*(source.label_names for source in old_sources))
     # New classes come from the new training rows; a validation or test label outside them is an error.
     added = sort_labels({name for names in fresh.train["label_names"] for name in names} - set(old_labels))
     all_labels = old_labels + added
-    unknown = sorted(names - set(old_labels))
+    unknown = sorted(old_names - set(old_labels))
     if unknown:
         raise ConfigError(f"{pool[0]['data']}: labels {unknown} are not the run's ({', '.join(old_labels)}); fix: pass --old-data "
                           "with the file the run was trained on")

@@ -56,10 +56,12 @@ class WarmStart:
         used: set[str] = set()
         with torch.no_grad():
             for name, tensor in model.state_dict(keep_vars=True).items():
+                if _skipped(name):
+                    continue
                 key = canonical_name(name)
                 old = self.state.get(key)
-                if _skipped(name) or old is None:
-                    fresh += 0 if _skipped(name) else 1
+                if old is None:
+                    fresh += 1
                     continue
                 target = tensor.data if isinstance(tensor, torch.nn.Parameter) else tensor
                 if old.shape == target.shape:

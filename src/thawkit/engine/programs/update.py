@@ -15,8 +15,6 @@ keep it. ``update.json`` in the run holds the table.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from thawkit.engine.core.pipeline import run_training
 from thawkit.engine.core.warm_start import WarmStart
 from thawkit.errors import ConfigError
 from thawkit.guards.base import GuardError
-from thawkit.rundir import record_written
+from thawkit.rundir import record_written, write_json
 from thawkit.runplan import USER_SOURCES, RunPlan
 from thawkit.tasks import RunBase, Task, load_checked, open_run
 from thawkit.tasks.roles import UpdateData
@@ -142,9 +140,7 @@ def run_update(plan: RunPlan, prepared: PreparedUpdate, tolerance: float = DEFAU
         "verdict": "kept" if forgetting <= tolerance else ("kept: --accept-forgetting" if kept else "rejected"),
     }
     out = Path(updated.path)
-    target = out / UPDATE_FILE
-    target.with_suffix(".tmp").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(target.with_suffix(".tmp"), target)
+    write_json(out / UPDATE_FILE, report)
     record_written(out, UPDATE_FILE)
     if not kept:
         aside = _rejected_folder(out)
