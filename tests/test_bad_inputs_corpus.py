@@ -54,10 +54,10 @@ def _expand(value: str, places: dict[str, str]) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
-def test_bad_input(case, tiny_bert, broken_models, finished_run, tmp_path, capsys):
+def test_bad_input(case, tiny_bert, tiny_decoders, broken_models, finished_run, tmp_path, capsys):
     (tmp_path / "huge_text.csv").write_text("text,label\n" + "x" * 10 * 2**20 + ",pos\nshort,neg\n")
     places = {"files": str(CORPUS / "files"), "tiny": str(tiny_bert), "tmp": str(tmp_path), "broken_models": str(broken_models),
-              "run": str(finished_run)}
+              "run": str(finished_run), "decoder": str(tiny_decoders["llama"])}
     command = case.get("command", "train")
     args = [_expand(str(a), places) for a in case["args"]]
     if command == "train":

@@ -12,7 +12,7 @@ os.environ.setdefault("USE_HUB_KERNELS", "NO")
 
 from thawkit.version import __version__  # noqa: E402
 
-from thawkit.api import dapt, distill, drift, load, lr_find, plan, push, select, train, update
+from thawkit.api import dapt, distill, drift, load, lr_find, plan, prompt, push, select, train, update
 from thawkit.config import TrainConfig
 from thawkit.runplan import RunPlan
 from thawkit.errors import ConfigError, DataError, RunDirError, ThawkitError
@@ -34,6 +34,7 @@ __all__ = [
     "push",
     "drift",
     "update",
+    "prompt",
     "Run",
     "RunBase",
     "TrainConfig",

@@ -141,6 +141,24 @@ def select(pool: str | Path, budget: int, run: str | Path | None = None, labeled
                            Path(labeled) if labeled is not None else None, model, text_col, seed)
 
 
+def prompt(data: str | Path, validation: str | Path | None = None, test: str | Path | None = None, model: str = "smollm2-135m",
+           shots: int = 0, instruction: str | None = None, text_col: str | None = None, label_col: str | None = None,
+           label_names: list[str] | None = None, max_length: int = 128, batch_size: int = 8, seed: int = 42,
+           calibration: str = "content-free") -> Any:
+    """A decoder prompted as a classifier, no training: each label's name scored by its log-likelihood
+    after an instruction, ``shots`` demonstrations per class drawn from ``data`` (seeded) and the text.
+    Scores ``validation`` and ``test`` (with neither, the 10% split of ``data`` train would hold out);
+    ``calibration="content-free"`` divides out the label lean the prompt shows on empty texts.
+    Returns a ``PromptReport`` (metrics per split, seconds, peak memory, predictions)."""
+    from thawkit.engine.programs.prompting import prompt_classifier
+    from thawkit.logging_setup import quiet_libraries
+
+    quiet_libraries()
+    return prompt_classifier(Path(data), Path(validation) if validation is not None else None,
+                             Path(test) if test is not None else None, model, shots, instruction, text_col, label_col,
+                             label_names, max_length, batch_size, seed, calibration)
+
+
 def push(run: str | Path, repo_id: str, private: bool = True, dry_run: bool = False, revision: str | None = None,
          message: str | None = None, token: str | None = None) -> dict[str, Any]:
     """Publish a finished run folder to the Hugging Face Hub in one commit (private by default); with
@@ -183,4 +201,4 @@ def update(run: str | Path, config: TrainConfig | dict[str, Any] | None = None, 
     return run_update(planned, prepared, tolerance=tolerance, accept_forgetting=accept_forgetting)
 
 
-__all__ = ["train", "plan", "load", "lr_find", "dapt", "distill", "select", "push", "drift", "update"]
+__all__ = ["train", "plan", "load", "lr_find", "dapt", "distill", "select", "push", "drift", "update", "prompt"]

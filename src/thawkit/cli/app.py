@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from thawkit.cli import advise_cmd, compare_cmds, dapt_cmd, demo_cmd, drift_cmd, export_cmd, inspect_cmds, push_cmd, select_cmd, serve_cmd, train_cmds, update_cmd
+from thawkit.cli import advise_cmd, compare_cmds, dapt_cmd, demo_cmd, drift_cmd, export_cmd, inspect_cmds, prompt_cmd, push_cmd, select_cmd, serve_cmd, train_cmds, update_cmd
 from thawkit.errors import ConfigError, ThawkitError
 
 app = typer.Typer(
@@ -52,6 +52,7 @@ app.command("select")(select_cmd.select)
 app.command("push")(push_cmd.push)
 app.command("drift")(drift_cmd.drift)
 app.command("update")(update_cmd.update)
+app.command("prompt")(prompt_cmd.prompt)
 
 
 class Interrupted(BaseException):

@@ -29,6 +29,7 @@ from thawkit.tasks.generation_text import (
     generate_texts,
     generation_options,
     has_chat_template,
+    not_a_decoder,
     render,
     stop_token_ids,
     text_scores,
@@ -42,16 +43,6 @@ if TYPE_CHECKING:
     from thawkit.config import TrainConfig
 
 MAX_NEW_TOKENS_CAP = 512
-
-
-def _not_a_decoder(config: Any) -> bool:
-    """An encoder (BERT-style: transformers gives some a causal-LM head, but they were pretrained to fill
-    masks, not to write), an encoder-decoder, or a model with no causal-LM head at all."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    model_type = config.model_type
-    return (model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-            or bool(getattr(config, "is_encoder_decoder", False)))
 
 
 @register_task("generation")
@@ -91,7 +82,7 @@ class GenerationTask(Task):
 
         super().check_config(cfg, strategy)
         config = from_pretrained_checked(AutoConfig, cfg.model)
-        if _not_a_decoder(config):
+        if not_a_decoder(config):
             raise ConfigError(f"--task generation needs a decoder (a causal language model); {cfg.model} is a {config.model_type} "
                               "encoder; fix: --model smollm2-135m, or another decoder (Llama, Qwen2, GPT-2, ...)")
         if cfg.text_pair_col is not None:

@@ -14,6 +14,16 @@ import torch
 IGNORE = -100  # label of a token the loss skips (the prompt's, the padding's)
 
 
+def not_a_decoder(config: Any) -> bool:
+    """An encoder (BERT-style: transformers gives some a causal-LM head, but they were pretrained to fill
+    masks, not to write), an encoder-decoder, or a model with no causal-LM head at all."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    model_type = config.model_type
+    return (model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+            or bool(getattr(config, "is_encoder_decoder", False)))
+
+
 def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
