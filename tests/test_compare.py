@@ -312,3 +312,21 @@ def test_a_runner_up_inside_the_winners_bootstrap_interval_makes_it_uncertain(ex
     assert ("inside full's 95% bootstrap interval" in winner["reason"]) is uncertain
     report = markdown_report(rows, winner, "accuracy", None, summaries)
     assert f"0.800 [{low:.3f}, {high:.3f}]" in report and "± 0.000" not in report
+
+
+def test_a_strategy_the_task_refuses_stops_compare_before_any_job_trains(tiny_bert, tmp_path, monkeypatch):
+    """Found measuring decoders on CoNLL: `--task ner --strategies ...,prompt` trained seven strategies
+    for 20 minutes, then refused prompt tuning and discarded them all."""
+    from test_matrix import TASK_ROWS
+
+    from thawkit.errors import ConfigError
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a job trained before the refusal")
+
+    monkeypatch.setattr("thawkit.compare.runner.train_job", no_training)
+    files = TASK_ROWS["ner"][0](tmp_path)
+    with pytest.raises(ConfigError, match="--strategy prompt is not available for --task ner"):
+        compare(task="ner", data=files["data"], model=str(tiny_bert), strategies=["partial", "prompt"], epochs=1,
+                max_length=32, out=tmp_path / "cmp", advise=False)
+    assert not (tmp_path / "cmp").exists() and not list(tmp_path.glob(".cmp*"))

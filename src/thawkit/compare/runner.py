@@ -217,6 +217,16 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapp
 
     # Model by model (each model's jobs in its strategies' order, so its cache passes are reused).
     candidates = [(m, s) for m in models for s in strategies]
+    from thawkit.compare.jobs import job_values
+    from thawkit.planner import check_task_and_strategy
+
+    try:  # a strategy the task refuses is one line now, not after every other job has trained
+        for candidate in candidates:
+            check_task_and_strategy(job_values(job(candidate, seeds[0], cfg.epochs, "runs", None)))
+    except ConfigError:
+        if not resuming:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
     started = time.perf_counter()
     extra: dict[str, dict[str, Any]] = {}
     summaries: list[dict[str, Any]] = []

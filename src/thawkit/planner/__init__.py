@@ -83,6 +83,14 @@ def plan_run(values: Mapping[str, Any], command: str = "train", sources: Mapping
     return RunPlan(plan.command, plan.config, plan.sources, plan.measured, found, plan.cache_reason, plan.loaded)
 
 
+def check_task_and_strategy(values: Mapping[str, Any]) -> None:
+    """The task's refusals of a strategy and its settings (step 4's checks), without loading data or
+    model: what ``compare`` asks of every candidate before its first job trains."""
+    from thawkit.planner.resolve import check_task_config
+
+    check_task_config(make_config(dict(values)))
+
+
 def _resumed(given: dict[str, Any], origin: dict[str, str]) -> RunPlan:
     """--resume continues the run with the plan it started with."""
     from thawkit.engine.core.resume import find_resume_point, saved_plan

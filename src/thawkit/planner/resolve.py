@@ -41,11 +41,9 @@ class Resolution:
 
 def resolve_settings(cfg: TrainConfig, r: Resolution, command: Command, extra_train: Any = None, data: Any = None) -> RunPlan:
     from thawkit.models.backbone import model_facts
-    from thawkit.tasks import get_task, task_only_settings
+    from thawkit.tasks import task_only_settings
 
-    task = get_task(cfg.task)
-    strategy = _strategy(cfg)
-    task.check_config(cfg, strategy)
+    task, strategy = check_task_config(cfg)
     for name, (flag, owner) in task_only_settings().items():
         if owner != task.name and name in r.values:
             raise ConfigError(f"{flag} is for --task {owner}; fix: drop it for --task {task.name}")
@@ -95,6 +93,15 @@ def _out(r: Resolution, task: str, cfg: TrainConfig) -> None:
 
     r.default("out", str(default_run_dir(f"{task}-{cfg.strategy}")), "default: runs/<task>-<strategy>-<time>")
     check_destination(Path(r.values["out"]), cfg.overwrite)
+
+
+def check_task_config(cfg: TrainConfig) -> tuple[Any, Any]:
+    """(task, strategy) once the task has accepted the strategy and the settings."""
+    from thawkit.tasks import get_task
+
+    task, strategy = get_task(cfg.task), _strategy(cfg)
+    task.check_config(cfg, strategy)
+    return task, strategy
 
 
 def _strategy(cfg: TrainConfig) -> Any:
