@@ -249,3 +249,19 @@ def test_busy_machine_is_reported():
     assert busy_machine_note(load_average=2.5, cores=2) is None  # this process and the cores' worth of others
     note = busy_machine_note(load_average=4.0, cores=2)
     assert note and "load average 4.0 on 2 cores" in note
+
+
+def test_the_advisor_warns_that_a_decoder_tags_from_the_left_only(tmp_path, tiny_bert, tiny_decoders):
+    from test_matrix import TASK_ROWS
+
+    from thawkit.advisor import advise
+
+    files = TASK_ROWS["ner"][0](tmp_path)
+    decoder = advise(files["data"], model=str(tiny_decoders["llama"]), task="ner", max_length=32)
+    assert any("only the words to its left" in w and "0.395-0.469" in w for w in decoder.warnings)
+    encoder = advise(files["data"], model=str(tiny_bert), task="ner", max_length=32)
+    assert not any("to its left" in w for w in encoder.warnings)
+    toy = tmp_path / "toy.csv"
+    thawkit.testing.write_toy_csv(toy, n=60)
+    classification = advise(toy, model=str(tiny_decoders["llama"]), max_length=32)  # the last token reads the whole text
+    assert not any("to its left" in w for w in classification.warnings)

@@ -131,6 +131,7 @@ def advise(
     from thawkit.engine.core.arguments import epochs_with_enough_steps
     from thawkit.models.backbone import from_pretrained_checked, load_tokenizer, resolve_model_path
     from thawkit.strategies import get_strategy_class, strategies_in_display_order
+    from thawkit.tasks.generation_text import not_a_decoder
 
     task = task or TrainConfig.model_fields["task"].default
     if gpu and not torch.cuda.is_available():
@@ -194,7 +195,8 @@ def advise(
         expected_memory_gb=alternatives[rule.strategy]["expected_memory_gb"],
         rule=rule.name,
         reasons=reasons,
-        warnings=[*rule.warnings, *profile.notes, *([busy] if busy else [])],
+        warnings=[*rule.warnings, *profile.notes, *([busy] if busy else []),
+                  *([handler.decoder_warning] if handler.decoder_warning and not not_a_decoder(encoder.config) else [])],
         suggestions=list(rule.suggestions),
         domain=domain,
         profile=profile,

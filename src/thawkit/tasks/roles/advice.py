@@ -66,6 +66,9 @@ class AdviceRole:
     length_from_data: ClassVar[bool] = True
     truncation_fix: ClassVar[str | None] = None  # what the advisor suggests when many inputs exceed the max length
     example_noun: ClassVar[str] = "training examples"
+    # A warning for a causal decoder backbone (each token sees only the text to its left), where the
+    # task's measurements show what that costs; None: no known cost.
+    decoder_warning: ClassVar[str | None] = None
 
     def advisor_rules(self) -> list[Rule]:
         """Read top to bottom, the first rule that matches decides (the last matches everything)."""
