@@ -1,13 +1,18 @@
 """thawkit (frozen-layer cache) against the plain transformers Trainer, same model, data and machine.
 
-Both sides: the real MiniLM-L6, N SST-2 training sentences, max length 128, E epochs, batch 32,
-one seed, evaluation every epoch, the same learning rate, warmup and weight decay, the same
-parameters frozen (the plain side sets ``requires_grad=False``; for gradual unfreezing a callback
-thaws one more layer from the top at each epoch, embeddings last). Each run is a fresh process so
+Both sides: the same real model (``--model``: the embedded MiniLM-L6 encoder, or the embedded
+smollm2-135m decoder), N SST-2 training sentences, max length 128, E epochs, batch 32, one seed,
+evaluation every epoch, the same learning rate, warmup and weight decay, the same parameters frozen
+(the plain side sets ``requires_grad=False`` on the embeddings and the bottom two thirds of the
+layers for partial freezing; for gradual unfreezing a callback thaws one more layer from the top at
+each epoch, embeddings last). A decoder without a pad token gets its end-of-sequence token on both
+sides, as the transformers docs do it. Each run is a fresh process so
 peak memory is its own. Wall time is end to end from the same start: data loading, tokenization,
 (thawkit: the cached pass), training, per-epoch evaluation and the final validation metric.
 
     python benchmarks/cache_vs_trainer.py --out benchmarks/results/cache_vs_trainer.json
+    python benchmarks/cache_vs_trainer.py --model smollm2-135m --strategies partial,gradual --train-size 2000 \
+        --epochs 3 --out benchmarks/results/cache_vs_trainer_smollm2.json
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ def run_thawkit(spec: dict) -> dict:
 
     started = time.perf_counter()
     run = thawkit.train(
-        data=spec["train"], validation=spec["validation"], text_col="sentence", label_col="label",
+        model=spec["model"], data=spec["train"], validation=spec["validation"], text_col="sentence", label_col="label",
         strategy=spec["strategy"], strategy_options=spec["options"], epochs=spec["epochs"], lr=spec["lr"],
         batch_size=32, max_length=128, seed=spec["seed"], out=spec["out"], overwrite=True,
         early_stopping_patience=0, select_best=False, cache_dtype=spec["cache_dtype"], cache_dir=spec["cache_dir"],
@@ -81,9 +86,12 @@ def run_plain_trainer(spec: dict) -> dict:
 
     started = time.perf_counter()
     set_seed(spec["seed"])
-    path = resolve_model_path("minilm-l6")
+    path = resolve_model_path(spec["model"])
     tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    model.config.pad_token_id = tokenizer.pad_token_id
 
     def load(file: str) -> Dataset:
         frame = pd.read_csv(file, sep="\t", quoting=3)
@@ -91,8 +99,10 @@ def run_plain_trainer(spec: dict) -> dict:
         return dataset.map(lambda b: tokenizer(b["text"], truncation=True, max_length=128), batched=True, remove_columns=["text"])
 
     train, validation = load(spec["train"]), load(spec["validation"])
-    layers = model.bert.encoder.layer
-    groups = {"embeddings": list(model.bert.embeddings.parameters())}
+    body = model.base_model  # BertModel: .embeddings + .encoder.layer; LlamaModel: .embed_tokens + .layers
+    layers = body.encoder.layer if hasattr(body, "encoder") else body.layers
+    embeddings = body.embeddings if hasattr(body, "embeddings") else body.embed_tokens
+    groups = {"embeddings": list(embeddings.parameters())}
     for i, layer in enumerate(layers):
         groups[f"layer.{i}"] = list(layer.parameters())
 
@@ -171,6 +181,7 @@ def child(spec_json: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="minilm-l6", help="a thawkit alias or checkpoint folder, both sides")
     parser.add_argument("--strategies", default="frozen,partial,gradual")
     parser.add_argument("--train-size", type=int, default=5000)
     parser.add_argument("--val-size", type=int, default=1000)
@@ -187,17 +198,21 @@ def main() -> None:
         return
     train, validation = prepare_data(args.workdir, args.train_size, args.val_size, args.seed)
     import thawkit  # noqa: F401  (the default LR per strategy comes from the registry)
+    from transformers import AutoConfig
+
+    from thawkit.models.backbone import resolve_model_path
     from thawkit.registry import get_strategy_class
 
     # gradual: one layer per epoch on both sides (the plain side's callback thaws per epoch; thawkit's
     # default spreads the stages over the run, everything training after half of it: other work).
-    options = {"frozen": {}, "partial": {"freeze_layers": 4}, "gradual": {"per_epoch": True}}
+    num_layers = AutoConfig.from_pretrained(resolve_model_path(args.model)).num_hidden_layers
+    options = {"frozen": {}, "partial": {"freeze_layers": round(2 * num_layers / 3)}, "gradual": {"per_epoch": True}}
     results = []
     for strategy in args.strategies.split(","):
         row = {"strategy": strategy, "options": options[strategy]}
         for side in args.sides.split(","):
             spec = {
-                "side": side, "strategy": strategy, "options": options[strategy], "epochs": args.epochs, "seed": args.seed,
+                "side": side, "model": args.model, "strategy": strategy, "options": options[strategy], "epochs": args.epochs, "seed": args.seed,
                 "lr": get_strategy_class(strategy).default_lr, "train": str(train), "validation": str(validation),
                 "out": str(args.workdir / f"{side}-{strategy}"), "cache_dtype": args.cache_dtype,
                 "cache_dir": str(args.workdir / f"cache-{strategy}"),
@@ -225,7 +240,7 @@ def main() -> None:
     payload = {
         "command": " ".join(["python", "benchmarks/cache_vs_trainer.py", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "settings": {"train_size": args.train_size, "val_size": args.val_size, "epochs": args.epochs, "batch_size": 32,
+        "settings": {"model": args.model, "train_size": args.train_size, "val_size": args.val_size, "epochs": args.epochs, "batch_size": 32,
                      "max_length": 128, "seed": args.seed, "cache_dtype": args.cache_dtype},
         "results": results,
     }
