@@ -6,6 +6,8 @@ from the training pool (a class with fewer takes all it has) and written to a CS
 
 - thawkit: `thawkit train --data SAMPLE --test TEST --strategy S` in its own process, nothing else
   given (thawkit holds out its usual 10% of SAMPLE for validation and trains on the rest);
+- `prompt` / `prompt0` (with `--tools`): `thawkit prompt --data SAMPLE --test TEST --shots K` (K per class, every
+  example of SAMPLE a candidate) / `--shots 0`: the embedded decoder smollm2-135m prompted, no training;
 - SetFit: this file's `--setfit-worker` in its own process: `SetFitModel.from_pretrained(MiniLM-L6)`,
   `setfit.Trainer` with `TrainingArguments()` (SetFit's defaults: all pairs drawn, oversampled to
   balance, batch 16, one epoch, body LR 2e-5, logistic-regression head), `predict` on TEST.
@@ -20,6 +22,7 @@ stratified 30% test split, seed 0; pool: the rest), ChemProt (pool: train.jsonl;
 
     python benchmarks/fewshot_vs_setfit.py --datasets sst2,fpb --sizes 8,16,32,64 --seeds 0,1,2,3,4
     python benchmarks/fewshot_vs_setfit.py --datasets chemprot --setfit-iterations 20
+    python benchmarks/fewshot_vs_setfit.py --datasets sst2,fpb --sizes 8 --tools prompt0,prompt
     python benchmarks/fewshot_vs_setfit.py --summary     # the markdown table of what is in the JSON
 """
 
@@ -109,6 +112,25 @@ def run_thawkit(strategy: str, train: Path, test: Path, folder: Path, extra: lis
     info = json.loads((out / "thawkit.json").read_text())
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "seconds": round(seconds, 1),
             "train_examples": info["num_train_examples"], "body_training": info.get("body_training")}
+
+
+LABEL_WORDS = {"sst2": "negative,positive"}  # what the prompted decoder reads for SST-2's 0/1 (FPB's labels are words)
+
+
+def run_prompt(dataset: str, train: Path, test: Path, shots: int) -> dict:
+    """`thawkit prompt`: the embedded decoder, SHOTS demonstrations per class drawn from TRAIN, TEST scored."""
+    words = ["--label-names", LABEL_WORDS[dataset]] if dataset in LABEL_WORDS else []
+    started = time.perf_counter()
+    proc = subprocess.run([THAWKIT, "prompt", "--data", str(train), "--test", str(test), "--shots", str(shots), *words, "--json"],
+                          env=ENV, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode:
+        raise SystemExit(f"thawkit prompt failed:\n{proc.stderr[-3000:]}")
+    report = json.loads(proc.stdout)
+    test_scores = report["metrics"]["test"]
+    return {"accuracy": test_scores["accuracy"], "macro_f1": test_scores["macro_f1"], "seconds": round(seconds, 1),
+            "uncalibrated": test_scores.get("uncalibrated"), "shots": shots, "prompt_tokens": report["prompt_tokens"],
+            "scoring_seconds": report["seconds"]["scoring"], "peak_memory_mb": report["peak_memory_mb"]}
 
 
 def run_setfit(train: Path, test: Path, folder: Path, iterations: int | None) -> dict:
@@ -201,7 +223,12 @@ def main() -> None:
                         key = " ".join([tool, *extra])
                         if key in row:
                             continue
-                        if tool == "setfit":
+                        if tool == "prompt0" and any("prompt0" in r for sz in results[dataset].values() for r in sz.values()):
+                            # Zero shots read no training example: one measurement per test set, shared by every row.
+                            row[key] = next(r["prompt0"] for sz in results[dataset].values() for r in sz.values() if "prompt0" in r)
+                        elif tool in ("prompt", "prompt0"):
+                            row[key] = run_prompt(dataset, train, test, int(size) if tool == "prompt" else 0)
+                        elif tool == "setfit":
                             row[key] = {**run_setfit(train, test, folder, args.setfit_iterations),
                                          "num_iterations": args.setfit_iterations}
                         else:

@@ -106,3 +106,32 @@ def test_smollm2_generation_lora_adapter_writes_as_stock_peft_does(e2e_small, tm
     stock = tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     ours = thawkit.load(run_dir).predict(prompt, max_new_tokens=24)[0]["generated_text"]
     assert ours == stock and ours
+
+
+def test_smollm2_prompted_zero_shot_is_calibrated_off_its_lean(sst2_small):
+    """`thawkit prompt` on the real chat template: the cached scores are the model's own (checked
+    against scoring from scratch), the 135M model leans toward "negative" on content-free input, and
+    dividing that lean out is what lifts it above the majority share (docs/benchmarks.md)."""
+    from transformers import AutoModelForCausalLM
+
+    from thawkit.models.backbone import load_tokenizer, resolve_model_path
+    from thawkit.tasks.classification_prompting import build_prompt, score_labels
+
+    report = thawkit.prompt(sst2_small / "train.tsv", test=sst2_small / "validation.tsv", text_col="sentence", label_col="label",
+                            label_names=["negative", "positive"])
+    test = report.metrics["test"]
+    gold = report.predictions["test"]["label"]
+    majority = gold.value_counts(normalize=True).max()
+    assert report.prompt_format == "the model's chat template" and "<|im_start|>system" in report.rendered_prompt
+    assert report.calibration["content_free_share"]["negative"] > 0.7
+    assert test["uncalibrated"]["accuracy"] <= majority + 0.05  # the lean: nearly everything one label
+    assert test["accuracy"] > majority + 0.05 and test["accuracy"] > test["uncalibrated"]["accuracy"]
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path("smollm2-135m")).eval()
+    prompt = build_prompt(tokenizer, ["negative", "positive"], [(TEXTS[0], "positive"), (TEXTS[1], "negative")], None, 64)
+    cached = score_labels(model, tokenizer, prompt, [TEXTS[2]])
+    ids = prompt.prefix + prompt.text_ids(tokenizer, TEXTS[2]) + prompt.tail
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), dim=-1)
+    np.testing.assert_allclose(cached[0], [logp[v[0]].item() for v in prompt.verbalizers], atol=1e-4)
