@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import thawkit
@@ -330,3 +331,28 @@ def test_a_strategy_the_task_refuses_stops_compare_before_any_job_trains(tiny_be
         compare(task="ner", data=files["data"], model=str(tiny_bert), strategies=["partial", "prompt"], epochs=1,
                 max_length=32, out=tmp_path / "cmp", advise=False)
     assert not (tmp_path / "cmp").exists() and not list(tmp_path.glob(".cmp*"))
+
+
+def test_compare_adds_the_prompting_baseline_scored_on_the_jobs_validation_examples(tiny_bert, tiny_decoders, tmp_path):
+    from thawkit.data.classification import load_classification_data
+    from thawkit.testing import write_toy_csv
+
+    data = write_toy_csv(tmp_path / "toy.csv", n=80)
+    test = write_toy_csv(tmp_path / "toy-test.csv", n=20, seed=9)
+    result = compare(data=data, test=test, model=str(tiny_bert), strategies=["frozen"], epochs=1, max_length=32,
+                     prompt_shots=2, prompt_model=str(tiny_decoders["llama"]), out=tmp_path / "cmp", advise=False)
+    rows = {r["strategy"]: r for r in result.rows}
+    prompting, frozen = rows["prompting"], rows["frozen"]
+    assert prompting["name"] == "llama · prompting" and frozen["name"] == "frozen"
+    assert prompting["trainable_percent"] == 0 and prompting["total_params"] > 0
+    assert prompting["num_validation_examples"] == frozen["num_validation_examples"]
+    assert prompting["validation_accuracy_mean"] is not None and prompting["test_accuracy_mean"] is not None
+    folder = result.path / "runs" / "prompting"
+    scored = pd.read_csv(folder / "predictions-validation.csv")["text"].tolist()
+    held_out = load_classification_data(data, seed=json.loads((result.path / "results.json").read_text())["config"]["seed"]).validation
+    assert scored == held_out["text"].tolist()  # the split every job holds out (seed 42), not the test file
+    assert len(pd.read_csv(folder / "predictions-test.csv")) == 20
+    assert json.loads((folder / "prompt.json").read_text())["shots_per_class"] == 2
+    csv_rows = list(csv.DictReader((result.path / "results.csv").open()))
+    assert "prompting" in {r["strategy"] for r in csv_rows}
+    assert "prompting" in (result.path / "report.md").read_text()

@@ -38,7 +38,7 @@ def test_yaml_config_with_flag_overrides(tiny_bert, toy_csv, tmp_path):
 
 def test_public_api_is_explicit():
     assert sorted(thawkit.__all__) == sorted(
-        ["__version__", "train", "plan", "load", "lr_find", "dapt", "distill", "select", "push", "drift", "update", "Run", "RunBase", "RunPlan", "TrainConfig", "ThawkitError",
+        ["__version__", "train", "plan", "load", "lr_find", "dapt", "distill", "select", "push", "drift", "update", "prompt", "Run", "RunBase", "RunPlan", "TrainConfig", "ThawkitError",
          "DataError", "ConfigError",
          "RunDirError", "available_strategies", "available_tasks", "register_strategy", "register_task"]
     )

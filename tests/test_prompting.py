@@ -86,7 +86,7 @@ def test_prompt_command_scores_the_test_file_with_demonstrations_from_all_of_dat
     report = json.loads(capsys.readouterr().out)
     assert list(report["metrics"]) == ["test"] and report["metrics"]["test"]["num_examples"] == 12
     assert report["demonstrations"] == 6 and report["labels"] == ["negative", "positive"]
-    assert sorted(p.name for p in out.iterdir()) == ["predictions-test.csv", "prompt.json", "prompt.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".thawkit-written", "predictions-test.csv", "prompt.json", "prompt.txt"]
     assert not list(tmp_path.glob(".baseline*"))
     shown = (out / "prompt.txt").read_text()
     assert "one of: negative, positive" in shown and shown.count("\nAnswer: ") == 6 and shown.endswith("{text}\nAnswer:")
@@ -142,3 +142,19 @@ def test_calibration_divides_out_the_content_free_lean_and_none_keeps_the_raw_sc
     assert raw.predictions["validation"]["predicted"].tolist() == [["negative", "positive"][i] for i in columns.argmax(axis=1)]
     shares = thawkit.prompt(data, model=str(tiny_decoders["llama"])).calibration["content_free_share"]
     assert set(shares) == {"negative", "positive"} and sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_prompt_out_is_replaced_only_when_thawkit_wrote_it(tiny_decoders, tmp_path, capsys):
+    data = write_toy_csv(tmp_path / "toy.csv", n=40)
+    out = tmp_path / "baseline"
+    args = ["prompt", "--data", str(data), "--model", str(tiny_decoders["llama"]), "--out", str(out)]
+    main(args)
+    main([*args, "--shots", "2", "--overwrite"])  # its own folder: replaced whole
+    assert json.loads((out / "prompt.json").read_text())["shots_per_class"] == 2
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as refused:
+        main(["prompt", "--data", str(data), "--model", str(tiny_decoders["llama"]), "--out", str(mine), "--overwrite"])
+    assert refused.value.code == 2 and "thesis.txt" in capsys.readouterr().err
+    assert (mine / "thesis.txt").read_text() == "keep me"

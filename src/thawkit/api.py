@@ -141,13 +141,13 @@ def select(pool: str | Path, budget: int, run: str | Path | None = None, labeled
                            Path(labeled) if labeled is not None else None, model, text_col, seed)
 
 
-def prompt(data: str | Path, validation: str | Path | None = None, test: str | Path | None = None, model: str = "smollm2-135m",
+def prompt(data: str | Path, validation: str | Path | None = None, test: str | Path | None = None, model: str | None = None,
            shots: int = 0, instruction: str | None = None, text_col: str | None = None, label_col: str | None = None,
            label_names: list[str] | None = None, max_length: int = 128, batch_size: int = 8, seed: int = 42,
            calibration: str = "content-free") -> Any:
-    """A decoder prompted as a classifier, no training: each label's name scored by its log-likelihood
-    after an instruction, ``shots`` demonstrations per class drawn from ``data`` (seeded) and the text.
-    Scores ``validation`` and ``test`` (with neither, the 10% split of ``data`` train would hold out);
+    """A decoder (default: the embedded smollm2-135m) prompted as a classifier, no training: each
+    label's name scored by its log-likelihood after an instruction, ``shots`` demonstrations per
+    class drawn from ``data`` (seeded) and the text. Scores ``validation`` and ``test`` (with neither, the 10% split of ``data`` train would hold out);
     ``calibration="content-free"`` divides out the label lean the prompt shows on empty texts.
     Returns a ``PromptReport`` (metrics per split, seconds, peak memory, predictions)."""
     from thawkit.engine.programs.prompting import prompt_classifier

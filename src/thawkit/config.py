@@ -294,12 +294,19 @@ class CompareConfig(TrainConfig):
                              "a Ray Tune search with the ASHA scheduler); needs the [ray] extra (default: on when --ray-address "
                              "is given)")
     advise: bool = Field(default=True, description="put the advisor's recommendation next to the measured winner")
+    prompt_shots: int | None = Field(default=None, ge=0, le=64,
+                                     description="add the no-training prompting baseline as a row (thawkit prompt: --prompt-model "
+                                     "scores each label name; this many demonstrations per class, 0: zero-shot); classification")
+    prompt_model: str | None = Field(default=None, description="the decoder the prompting baseline prompts (default: smollm2-135m)")
     out: Path | None = Field(default=None, description="comparison directory (default: runs/compare-<time>)")
 
     @model_validator(mode="after")
     def _check_strategy(self) -> "CompareConfig":  # type: ignore[override]
         for name, options in self.strategy_options.items():
             _check_strategy_options(name, options)
+        if self.prompt_model is not None and self.prompt_shots is None:
+            raise ValueError(f"--prompt-model {self.prompt_model} without --prompt-shots adds nothing; fix: pass --prompt-shots K "
+                             "(0 for zero-shot) to add the prompting baseline")
         if self.models is not None:
             if "model" in self.model_fields_set:
                 raise ValueError("--model and --models both name the model; fix: pass the models to compare with --models only")

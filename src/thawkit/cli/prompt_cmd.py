@@ -15,8 +15,8 @@ from thawkit.cli.display import console
 def prompt(
     data: Path = typer.Option(..., "--data", help="labelled examples: the label set, and where demonstrations come from"),
     validation: Optional[Path] = typer.Option(None, "--validation", help="labelled file to score"),
-    test: Optional[Path] = typer.Option(None, "--test", help="labelled file to score (with neither, a 10%% split of --data)"),
-    model: str = typer.Option("smollm2-135m", "--model", help="a decoder: alias, local folder or hub id"),
+    test: Optional[Path] = typer.Option(None, "--test", help="labelled file to score (with neither, a 10% split of --data)"),
+    model: Optional[str] = typer.Option(None, "--model", help="a decoder: alias, local folder or hub id (default: smollm2-135m)"),
     shots: int = typer.Option(0, "--shots", help="demonstrations per class in the prompt (0: zero-shot)"),
     instruction: Optional[str] = typer.Option(None, "--instruction",
                                               help="the instruction ({labels} becomes the label names); default: "
@@ -46,21 +46,22 @@ def prompt(
     names = [n.strip() for n in label_names.split(",")] if label_names else None
     if names is not None and not all(names):
         raise ConfigError(f"--label-names {label_names!r}: an empty name; fix: one word per label, comma-separated")
-    from thawkit.engine.programs.prompting import check_output_folder, write_report
+    from thawkit.engine.programs.prompting import write_report
+    from thawkit.rundir import check_destination
 
     if out is not None:
-        check_output_folder(out, overwrite)
+        check_destination(out, overwrite)  # before the model is loaded and every text scored
     from thawkit.api import prompt as prompt_api
 
     report = prompt_api(data, validation, test, model=model, shots=shots, instruction=instruction, text_col=text_col,
                         label_col=label_col, label_names=names, max_length=max_length, batch_size=batch_size, seed=seed,
                         calibration=calibration)
     if out is not None:
-        write_report(report, out)
+        write_report(report, out, overwrite)
     if as_json:
         print(json.dumps({**report.as_dict(), "out": str(out) if out is not None else None}, indent=2, default=str))
         return
-    table = Table(title=f"{model} prompted, {shots} shot{'s' if shots != 1 else ''} per class ({report.demonstrations} "
+    table = Table(title=f"{report.model} prompted, {shots} shot{'s' if shots != 1 else ''} per class ({report.demonstrations} "
                         f"demonstrations), no training")
     uncalibrated = report.calibration["method"] != "none"
     for column in ("split", "n", "accuracy", "macro F1", *(("uncalibrated accuracy",) if uncalibrated else ())):

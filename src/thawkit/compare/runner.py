@@ -220,9 +220,15 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapp
     from thawkit.compare.jobs import job_values
     from thawkit.planner import check_task_and_strategy
 
+    from thawkit.compare.baselines import check_prompting, prompting_summary
+
+    baselines: list[dict[str, Any]] = []
     try:  # a strategy the task refuses is one line now, not after every other job has trained
         for candidate in candidates:
             check_task_and_strategy(job_values(job(candidate, seeds[0], cfg.epochs, "runs", None)))
+        check_prompting(cfg)
+        if cfg.prompt_shots is not None:  # first: its refusals (a multi-label file, an encoder) come before any training
+            baselines.append(prompting_summary(cfg, partial / "runs" / "prompting"))
     except ConfigError:
         if not resuming:
             shutil.rmtree(partial, ignore_errors=True)
@@ -266,7 +272,9 @@ def _compare(config: CompareConfig | dict[str, Any] | None = None, sources: Mapp
             jobs = [job(c, seed, cfg.epochs, "runs", limit) for c in candidates for seed in seeds]
             summaries = [load_run_summary(Path(p)) for p in _run_jobs(jobs, cfg)]
             metric = metric or _metric_of(summaries)
-        summaries = label_summaries(summaries, multi, labels)
+        summaries = label_summaries(summaries + baselines, multi, labels)
+        for baseline in baselines:  # its own model beside the jobs' one: named by it, as with --models
+            baseline["name"] = f"{baseline['model']} · {baseline['info']['strategy']}"
         rows = aggregate(summaries, metric, extra)
         winner = name_winner(rows, metric)
         advice = None

@@ -12,6 +12,7 @@ from thawkit.errors import ConfigError
 from thawkit.models.packaged import converted_folder, package_folder, packaged
 
 DEFAULT_MODEL = "minilm-l6"
+DEFAULT_DECODER = "smollm2-135m"  # what prompting prompts when no --model is given
 
 def resolve_model_path(name: str) -> str:
     """Return what ``from_pretrained`` should receive for ``name``.

@@ -91,6 +91,7 @@ class ClassificationTask(Task):
     metrics = ("macro_f1", "accuracy", "weighted_f1", "loss")
     peft_task_type = "SEQ_CLS"
     supports_class_weights = True
+    supports_prompting = True
     supports_distillation = True
     pipeline_tag = "text-classification"
     stock_python = ('from transformers import pipeline\n'

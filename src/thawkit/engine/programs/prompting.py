@@ -21,7 +21,7 @@ import pandas as pd
 from thawkit.data.classification import load_classification_data
 from thawkit.engine.core.arguments import peak_memory_mb
 from thawkit.errors import ConfigError
-from thawkit.models.backbone import from_pretrained_checked, load_tokenizer
+from thawkit.models.backbone import DEFAULT_DECODER, from_pretrained_checked, load_tokenizer
 from thawkit.tasks.classification_metrics import detailed_metrics
 from thawkit.tasks.classification_prompting import (
     build_prompt,
@@ -45,6 +45,7 @@ class PromptReport:
     demonstrations: int
     prompt_format: str
     prompt_tokens: int
+    total_params: int
     calibration: dict[str, Any]
     seed: int
     metrics: dict[str, dict[str, Any]]
@@ -57,25 +58,30 @@ class PromptReport:
         return {k: v for k, v in asdict(self).items() if k not in ("predictions", "rendered_prompt")}
 
 
-def prompt_classifier(data: Path, validation: Path | None = None, test: Path | None = None, model: str = "smollm2-135m",
+def prompt_classifier(data: Path, validation: Path | None = None, test: Path | None = None, model: str | None = None,
                       shots: int = 0, instruction: str | None = None, text_col: str | None = None, label_col: str | None = None,
                       label_names: list[str] | None = None, max_length: int = 128, batch_size: int = 8,
-                      seed: int = 42, calibration: str = "content-free") -> PromptReport:
+                      seed: int = 42, calibration: str = "content-free", like_train: bool = False,
+                      val_fraction: float = 0.1) -> PromptReport:
+    """``like_train``: split validation exactly as ``thawkit train`` does (a seeded ``val_fraction`` of
+    ``data`` unless a validation file is given, whether or not there is a test file): compare's row
+    scores the examples every job is scored on. Otherwise a lone test file is what is scored and every
+    row of ``data`` may be a demonstration."""
+    model = model or DEFAULT_DECODER
     if calibration not in CALIBRATIONS:
         raise ConfigError(f"--calibration {calibration}: not one of {', '.join(CALIBRATIONS)}; fix: content-free (the "
                           "default) or none")
     if shots < 0:
         raise ConfigError(f"--shots {shots}: demonstrations per class cannot be negative; fix: 0 (zero-shot) or e.g. 8")
     started = time.perf_counter()
-    held_out = validation if validation is not None else test
-    loaded = load_classification_data(data, validation=held_out, test=test if validation is not None else None,
-                                      text_col=text_col, label_col=label_col, label_names=label_names, seed=seed)
+    split = like_train or test is None
+    loaded = load_classification_data(data, validation=validation if split else validation or test,
+                                      test=test if split or validation is not None else None, text_col=text_col,
+                                      label_col=label_col, label_names=label_names, seed=seed, val_fraction=val_fraction)
     if loaded.multi_label:
         raise ConfigError(f"{data}: multi-label rows; thawkit prompt scores one label per text; fix: train a model "
                           "(thawkit train --strategy fewshot) for multi-label data")
-    if loaded.text_pair_col is not None:
-        raise ConfigError("thawkit prompt classifies single texts; fix: drop --text-pair-col, or train a model for pairs")
-    splits = {"validation" if validation is not None or test is None else "test": loaded.validation}
+    splits = {"validation" if split or validation is not None else "test": loaded.validation}
     if loaded.test is not None:
         splits["test"] = loaded.test
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -110,7 +116,7 @@ def prompt_classifier(data: Path, validation: Path | None = None, test: Path | N
     return PromptReport(
         model=model, labels=loaded.labels, shots_per_class=shots, demonstrations=len(demos),
         prompt_format="the model's chat template" if prompt.chat else "plain text (the tokenizer has no chat template)",
-        prompt_tokens=len(prompt.prefix), seed=seed, metrics=metrics,
+        prompt_tokens=len(prompt.prefix), total_params=sum(p.numel() for p in causal_lm.parameters()), seed=seed, metrics=metrics,
         calibration={"method": calibration} if bias is None else {
             "method": calibration, "content_free_share": {label: float(np.exp(b)) for label, b in zip(loaded.labels, bias)}},
         seconds={"loading": round(loaded_at - started, 2), "scoring": round(done - loaded_at, 2), "total": round(done - started, 2)},
@@ -119,28 +125,20 @@ def prompt_classifier(data: Path, validation: Path | None = None, test: Path | N
     )
 
 
-def check_output_folder(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise ConfigError(f"--out {out} exists; fix: pass --overwrite to replace it, or another --out")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; fix: name a folder")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: folder {out.parent} does not exist; fix: create it or choose another --out")
-
-
-def write_report(report: PromptReport, out: Path) -> None:
+def write_report(report: PromptReport, out: Path, overwrite: bool = False) -> None:
     """prompt.json (settings, metrics, seconds), prompt.txt (what the model read around each text),
-    predictions-SPLIT.csv; written beside ``out`` and moved in place whole."""
-    partial = out.with_name(f".{out.name}.partial")
+    predictions-SPLIT.csv; written beside ``out`` and moved in place whole (an existing ``out`` is
+    replaced only with ``overwrite`` and only if thawkit wrote it, as for runs)."""
+    from thawkit.rundir import partial_dir_for, publish
+
+    partial = partial_dir_for(out)
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    partial.mkdir(parents=True)
     (partial / "prompt.json").write_text(json.dumps(report.as_dict(), indent=2, default=_plain) + "\n", encoding="utf-8")
     (partial / "prompt.txt").write_text(report.rendered_prompt, encoding="utf-8")
     for name, frame in report.predictions.items():
         frame.to_csv(partial / f"predictions-{name}.csv", index=False)
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+    publish(partial, out, overwrite)
 
 
 def _plain(value: Any) -> Any:

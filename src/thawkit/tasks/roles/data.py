@@ -16,6 +16,7 @@ class DataRole:
     name: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]]  # metrics --metric may name for this task
     supports_class_weights: ClassVar[bool] = False
+    supports_prompting: ClassVar[bool] = False  # `thawkit prompt` / compare --prompt-shots score it (labels as words)
     generates: ClassVar[bool] = False  # the model writes text (generation settings apply)
     # (flag, config field) only this task honours: the planner refuses them for every other task.
     own_settings: ClassVar[tuple[tuple[str, str], ...]] = ()
