@@ -12,16 +12,13 @@ memory, size on disk, and the wrong-model-size verdict, as `thawkit compare` wro
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from sst2_cli import ENV, THAWKIT, Sst2Work  # noqa: E402
+from sst2_cli import THAWKIT, Sst2Work, run_compare  # noqa: E402
 
 
 def main() -> None:
@@ -38,12 +35,7 @@ def main() -> None:
     out = sst2.folder / "cmp"
     command = [THAWKIT, "compare", *sst2.data_flags("--epochs", str(args.epochs), "--max-length", str(args.max_length)),
                "--models", args.models, "--strategies", args.strategies, "--no-advise", "--out", str(out)]
-    started = time.perf_counter()
-    proc = subprocess.run(command, env=ENV, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"compare failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}")
-    results = json.loads((out / "results.json").read_text())
+    results, seconds, stdout = run_compare(command, out)
     keep = ("name", "model", "strategy", "validation_accuracy_mean", "validation_macro_f1_mean", "trainable_percent",
             "total_params", "size_on_disk_mb", "train_seconds_mean", "peak_memory_mb", "failed_runs")
     sst2.finish({"train_size": args.train_size, "validation": args.val_size, "epochs": args.epochs,
@@ -51,7 +43,7 @@ def main() -> None:
                  "command": " ".join(["thawkit", *command[1:]]).replace(str(sst2.folder), "$WORK"),
                  "rows": [{k: row.get(k) for k in keep} for row in results["results"]],
                  "winner": results["winner"], "models_advice": results["models_advice"],
-                 "console": proc.stdout[-3000:]}, args.out)
+                 "console": stdout[-3000:]}, args.out)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from defaults_sweep import SHARED, _split_squad, conll_subsets  # noqa: E402
-from sst2_cli import ENV, THAWKIT  # noqa: E402
+from sst2_cli import THAWKIT, run_compare  # noqa: E402
 
 KEEP = ("name", "model", "strategy", "trainable_percent", "total_params", "size_on_disk_mb", "train_seconds_mean",
         "peak_memory_mb", "failed_runs")
@@ -63,12 +61,7 @@ def main() -> None:
                    "--no-measure-forgetting", "--no-advise", "--out", str(out)]
         if args.epochs is not None:
             command += ["--epochs", str(args.epochs)]
-        started = time.perf_counter()
-        proc = subprocess.run(command, env=ENV, capture_output=True, text=True)
-        seconds = time.perf_counter() - started
-        if proc.returncode != 0:
-            raise SystemExit(f"{dataset} compare failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}")
-        payload = json.loads((out / "results.json").read_text())
+        payload, seconds, _ = run_compare(command, out, f"{dataset} compare")
         metric = payload["metric"]
         rows = [{**{k: row.get(k) for k in KEEP}, "validation": row.get(f"validation_{metric}_mean"), **planned(row)}
                 for row in payload["results"]]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,3 +41,13 @@ class Sst2Work:
         out.write_text(json.dumps(results, indent=2, default=str) + "\n")
         print(json.dumps(results, indent=2, default=str))
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def run_compare(command: list[str], out: Path, what: str = "compare") -> tuple[dict, float, str]:
+    """Run a `thawkit compare` command line writing to ``out``: (its results.json, wall seconds, stdout)."""
+    started = time.perf_counter()
+    proc = subprocess.run(command, env=ENV, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}")
+    return json.loads((out / "results.json").read_text()), seconds, proc.stdout
