@@ -114,6 +114,30 @@ def test_save_load_predict_round_trip(tiny_bert, toy_csv, tmp_path, strategy, op
         assert (tmp_path / "run" / "adapter_config.json").exists()
 
 
+def test_llrd_default_decay_keeps_the_bottom_layers_share_at_any_depth(tiny_bert, tmp_path):
+    """0.9 per layer was chosen on 6 layers; a 30-layer decoder at 0.9 left its bottom at 4% of the
+    LR (smollm2-135m SST-2: 0.772 against 0.862 at 0.98). The default keeps the bottom at 0.9^6."""
+    import thawkit
+    from thawkit.strategies.llrd import default_decay
+
+    assert default_decay(6) == pytest.approx(0.9)
+    assert default_decay(12) == pytest.approx(0.9487, abs=1e-4) and default_decay(30) == pytest.approx(0.9791, abs=1e-4)
+    for layers in (2, 6, 12, 30):
+        assert default_decay(layers) ** layers == pytest.approx(0.9**6)
+    model = _pretrained(tiny_bert)
+    layout = build_layout(model)  # 2 layers: 0.9^3 per layer
+    bottom, embedding = layout.params["layer.0"][0], layout.params[EMBEDDINGS][0]
+    plan = get_strategy_class("llrd")().plan(layout, 0)
+    assert plan.scale(bottom) == pytest.approx(0.9**3) and plan.scale(embedding) == pytest.approx(0.9**6)
+    given = get_strategy_class("llrd")(get_strategy_class("llrd").Config(decay=0.5)).plan(layout, 0)
+    assert given.scale(bottom) == pytest.approx(0.5)  # --layer-decay wins
+    from thawkit.testing import write_toy_csv
+
+    run = thawkit.train(data=write_toy_csv(tmp_path / "toy.csv", n=60), model=str(tiny_bert), strategy="llrd", epochs=1,
+                        max_length=32, out=tmp_path / "run", progress="off", measure_forgetting=False)
+    assert run.info["strategy_resolved"]["decay"] == pytest.approx(0.9**3)  # thawkit.json: the factor the run used
+
+
 def test_llrd_group_learning_rates(tiny_bert):
     model = _pretrained(tiny_bert)
     layout = build_layout(model)
