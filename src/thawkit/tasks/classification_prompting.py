@@ -153,13 +153,17 @@ def content_free_bias(model: Any, tokenizer: Any, prompt: PromptFormat) -> np.nd
     """The label distribution the prompt gives texts that say nothing (log space): the prompt's own
     lean toward some labels (their order, their frequency in pretraining, the demonstrations')."""
     scores = score_labels(model, tokenizer, prompt, list(CONTENT_FREE), batch_size=len(CONTENT_FREE))
-    probabilities = np.exp(scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)).mean(axis=0)
-    return np.log(probabilities)
+    return np.log(np.exp(_over_labels(scores)).mean(axis=0))
 
 
 def calibrated(scores: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """Label log-probabilities (normalised over the labels) with the content-free lean divided out."""
-    return scores - np.logaddexp.reduce(scores, axis=1, keepdims=True) - bias
+    return _over_labels(scores) - bias
+
+
+def _over_labels(scores: np.ndarray) -> np.ndarray:
+    """Log-likelihoods renormalised over the label set (log-softmax per text)."""
+    return scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
 
 
 def draw_demonstrations(texts: list[str], labels: list[str], per_class: int, seed: int) -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ from thawkit.data.classification import load_classification_data
 from thawkit.engine.core.arguments import peak_memory_mb
 from thawkit.errors import ConfigError
 from thawkit.models.backbone import DEFAULT_DECODER, from_pretrained_checked, load_tokenizer
-from thawkit.tasks.classification_metrics import detailed_metrics
+from thawkit.tasks.classification_metrics import detailed_metrics, scalar_metrics
 from thawkit.tasks.classification_prompting import (
     build_prompt,
     calibrated,
@@ -107,7 +107,7 @@ def prompt_classifier(data: Path, validation: Path | None = None, test: Path | N
         gold = frame["labels"].to_numpy()
         metrics[name] = detailed_metrics(scores, gold, loaded.labels, multi_label=False)
         if bias is not None:
-            metrics[name]["uncalibrated"] = {k: v for k, v in detailed_metrics(raw, gold, loaded.labels, False).items()
+            metrics[name]["uncalibrated"] = {k: v for k, v in scalar_metrics(raw, gold, multi_label=False).items()
                                              if k in ("accuracy", "macro_f1")}
         predictions[name] = pd.DataFrame({"text": texts, "label": [loaded.labels[int(i)] for i in gold],
                                           "predicted": [loaded.labels[int(i)] for i in scores.argmax(axis=1)],
