@@ -157,6 +157,43 @@ def test_the_completion_loss_equals_the_models_own(tiny_decoders, wrapped):
     assert token_accuracy(kept.numpy(), batch["labels"].numpy()) == token_accuracy(everything.numpy(), batch["labels"].numpy())
 
 
+@pytest.mark.parametrize("kind", ["prompt", "p-tuning"])
+def test_a_prompt_learning_model_generates_from_its_own_forward_pass(tiny_decoders, kind):
+    """Each generated token's scores are the prompt-tuned model's forward pass over the virtual tokens,
+    the prompt (unpadded) and what came before, in left-padded batches; peft's own cached generate drifts from the second
+    token on (0.03 here, garbled text on smollm2-135m)."""
+    import torch
+    from peft import PromptEncoderConfig, PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from thawkit.models.backbone import load_tokenizer
+    from thawkit.tasks.generation_text import generate_texts, generation_inputs, generation_options, prompt_ids
+
+    tokenizer = load_tokenizer(str(tiny_decoders["llama"]))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_decoders["llama"]))
+    config = PromptTuningConfig if kind == "prompt" else PromptEncoderConfig
+    model = get_peft_model(model, config(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
+    prompts = [prompt_ids(tokenizer, render(tokenizer, [{"role": "user", "content": text}])[0])
+               for text in ("the film was", "a dull and boring movie with a poor plot")]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    generator, inputs, front = generation_inputs(model, ids, mask)
+    with torch.inference_mode():
+        out = generator.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, output_scores=True,
+                                 return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
+        new = out.sequences[:, front:]
+        for step, scores in enumerate(out.scores):  # each row alone, unpadded, as the forward pass reads it
+            expected = torch.stack([model(input_ids=torch.tensor([p + new[i, :step].tolist()])).logits[0, -1]
+                                    for i, p in enumerate(prompts)])
+            finite = torch.isfinite(scores)  # min_new_tokens masks the end token
+            assert torch.allclose(scores[finite], expected[finite], atol=1e-4), (step, float((scores[finite] - expected[finite]).abs().max()))
+    conversations = [[{"role": "user", "content": "the film was"}]]
+    assert generate_texts(model, tokenizer, conversations, generation_options(6)) == \
+        generate_texts(model, tokenizer, conversations, generation_options(6), batch_size=1)
+
+
 def test_text_scores_use_every_reference_of_a_prompt():
     hypotheses = ["the black cat sat on the mat today", "a brown dog ran in the park very fast"]
     references = [["a cat was on a mat", "the black cat sat on the mat today"], ["a brown dog ran in the park very fast"]]

@@ -114,6 +114,21 @@ def generate_texts(model: Any, tokenizer: Any, conversations: list[list[dict[str
     return [a.text for a in generate_answers(model, tokenizer, conversations, options, batch_size, streamer)]
 
 
+def generation_inputs(model: Any, ids: Any, mask: Any) -> tuple[Any, dict[str, Any], int]:
+    """(what generates, its inputs, how many leading output tokens are the prompt's). A prompt-learning
+    model (prompt tuning, p-tuning) generates from its virtual tokens' embeddings put in front of the
+    prompt's: peft's own ``generate`` with a KV cache garbles every token after the first (measured:
+    smollm2-135m prompt-tuned on E2E NLG, BLEU 0.6 cached against 40+ uncached; peft#1391), and
+    without a cache each token costs the whole prefix again."""
+    config = getattr(model, "active_peft_config", None)
+    if config is None or not getattr(config, "is_prompt_learning", False):
+        return model, {"input_ids": ids, "attention_mask": mask}, ids.shape[1]
+    embeddings = model.word_embeddings(ids)
+    prompt = model.get_prompt(batch_size=len(ids)).to(embeddings.dtype)
+    return model.base_model, {"inputs_embeds": torch.cat([prompt, embeddings], 1),
+                              "attention_mask": torch.cat([mask.new_ones(len(ids), prompt.shape[1]), mask], 1)}, 0
+
+
 @torch.inference_mode()
 def generate_answers(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], options: dict[str, Any],
                      batch_size: int = 16, streamer: Any = None, stop: list[str] | None = None) -> list[Answer]:
@@ -132,9 +147,9 @@ def generate_answers(model: Any, tokenizer: Any, conversations: list[list[dict[s
         width = max(len(prompts[i]) for i in chosen)
         ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chosen], device=device)
         mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chosen], device=device)
-        output = model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, eos_token_id=stops, streamer=streamer,
-                                **options, **extra)
-        for index, row in zip(chosen, output[:, width:].tolist()):
+        generator, inputs, front = generation_inputs(model, ids, mask)
+        output = generator.generate(**inputs, pad_token_id=pad, eos_token_id=stops, streamer=streamer, **options, **extra)
+        for index, row in zip(chosen, output[:, front:].tolist()):
             ended = next((i for i, token in enumerate(row) if token in stops), None)
             written = row if ended is None else row[: ended + 1]
             while ended is None and written and written[-1] == pad:  # padding after a stop string ended this row
