@@ -183,3 +183,90 @@ def test_ner_and_similarity_students(tiny_bert, tmp_path):
     assert student.info["task"] == "sentence-similarity" and facts["metric"] == "spearman"
     assert facts["student_params"] < facts["teacher_params"] and facts["teacher_value"] is not None
     assert len(thawkit.load(tmp_path / "sim-student").similarity(["a cat"], ["a dog"])) == 1
+
+
+
+@pytest.fixture(scope="module")
+def decoder_teacher(tmp_path_factory):
+    """A tiny Llama classifier: a byte-level BPE tokenizer of 512 tokens, unlike the student's WordPiece."""
+    from thawkit.testing import make_tiny_decoder
+
+    root = tmp_path_factory.mktemp("decoder-teacher")
+    data = write_toy_csv(root / "toy.csv", n=240)
+    run = thawkit.train(data=data, model=str(make_tiny_decoder(root / "llama", num_layers=2)), strategy="full", epochs=6, lr=3e-3,
+                        batch_size=8, max_length=16, out=root / "run", progress="off", measure_forgetting=False)
+    return run, data
+
+
+def test_a_decoder_teacher_teaches_an_encoder_student_across_tokenizers(decoder_teacher, tiny_bert, tmp_path):
+    """The soft targets come from the teacher's own tokenizer: on data whose labels are all flipped, a
+    student taught by the teacher alone (alpha 1) predicts what the teacher does, one taught by the labels
+    alone the opposite (the student's WordPiece ids fed to the teacher would be garbage, or out of its
+    512-token vocabulary)."""
+    from thawkit.testing import toy_sentiment_rows
+
+    teacher_run, data = decoder_teacher
+    assert teacher_run.metrics["validation"]["accuracy"] > 0.9 and len(teacher_run.tokenizer) < 1000
+    flipped = tmp_path / "flipped.csv"
+    flipped.write_text(data.read_text().replace(",positive", ",TMP").replace(",negative", ",positive").replace(",TMP", ",negative"))
+    held_out = [text for text, _ in toy_sentiment_rows(200, seed=9)]
+    expected = [p["label"] for p in teacher_run.predict(held_out)]
+    agreement = {}
+    for alpha in (1.0, 0.0):
+        student, facts = thawkit.distill(teacher_run.path, str(tiny_bert), data=flipped, epochs=5, lr=3e-3, batch_size=8,
+                                         max_length=16, distill_alpha=alpha, out=tmp_path / f"alpha{alpha}", progress="off",
+                                         measure_forgetting=False, select_best=False)
+        assert "teacher's own tokenizer" in facts["soft_targets"] and student.info["timings"]["teacher_targets"] > 0
+        predicted = [p["label"] for p in student.predict(held_out)]
+        agreement[alpha] = sum(a == b for a, b in zip(predicted, expected)) / len(held_out)
+    assert agreement[1.0] >= 0.9 and agreement[0.0] <= 0.1, agreement
+    assert type(student.model).__name__.startswith("Bert")  # an encoder student, a normal run
+
+
+def test_hidden_state_matching_across_tokenizers_is_refused(decoder_teacher, tiny_bert, tmp_path, capsys):
+    teacher_run, data = decoder_teacher
+    with pytest.raises(SystemExit) as exit_info:
+        main(["distill", "--teacher", str(teacher_run.path), "--student", str(tiny_bert), "--data", str(data),
+              "--distill-hidden-weight", "1", "--epochs", "1", "--out", str(tmp_path / "s"), "--progress", "off"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "tokenize differently" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_ner_soft_targets_align_by_word_across_tokenizers(tiny_bert, tmp_path):
+    """A decoder NER teacher's per-word logits land on the student's first sub-token of each word,
+    however the two tokenizers split the words."""
+    from thawkit.data.ner import labelled_words
+    from thawkit.models.backbone import load_tokenizer
+    from thawkit.tasks import get_task
+    from thawkit.tasks.base import TaskData
+    from thawkit.testing import make_tiny_decoder
+
+    conll = "\n\n".join(["Peter B-PER\nBlackburn I-PER\nvisited O\nBrussels B-LOC\n. O",
+                          "Angela B-PER\nMerkel I-PER\nflew O\nto O\nParis B-LOC"] * 12) + "\n"
+    ner_file = tmp_path / "ner.txt"
+    ner_file.write_text(conll)
+    teacher = thawkit.train(task="ner", data=ner_file, validation=ner_file, model=str(make_tiny_decoder(tmp_path / "llama")),
+                            epochs=8, lr=5e-3, batch_size=8, max_length=32, out=tmp_path / "teacher", progress="off",
+                            measure_forgetting=False)
+    sentences = [(["Angela", "Merkel", "visited", "Brussels"], ["B-PER", "I-PER", "O", "B-LOC"]),
+                 (["Peter"] * 30, ["B-PER"] * 30)]  # the second is cut into pieces at max_length 16
+    student_tokenizer = load_tokenizer(str(tiny_bert))
+    task = get_task("ner")
+    data = TaskData(sentences, sentences, None, teacher.labels, False, "given")
+    cfg = type("Cfg", (), {"max_length": 16})()
+    targets = task.teacher_targets(teacher, data, student_tokenizer, cfg)
+    encoded = task.encode(data, "train", student_tokenizer, cfg)
+    assert len(targets) == len(encoded) > 2
+    per_word = teacher.word_logits([words for words, _ in sentences])
+    assert [w for w in labelled_words(sentences[0][0], student_tokenizer, 16)] == [[0, 1, 2, 3]]
+    import torch
+
+    for row, target in zip(encoded, targets):
+        labels = torch.tensor([row["labels"]])
+        placed = task.distillation_targets([target], labels)
+        assert placed.shape == (1, len(row["labels"]), len(teacher.labels))
+        assert torch.count_nonzero(placed[labels == -100]) == 0
+    assert torch.equal(targets[0], torch.from_numpy(per_word[0]))
+    tags, _ = teacher.word_predictions(sentences[0][0])
+    assert [teacher.labels[i] for i in per_word[0].argmax(-1)] == tags

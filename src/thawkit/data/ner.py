@@ -171,10 +171,9 @@ def load_ner_data(data: str | Path, validation: str | Path | None = None, test: 
     return NerData(labels, train, val, check(read_ner_file(test), test) if test is not None else None, source)
 
 
-def chunk_and_align(sentence: Sentence, tokenizer: Any, max_length: int, label_to_id: dict[str, int]) -> list[dict[str, Any]]:
-    """Sub-word features for one sentence: the first sub-token of each word carries the word's tag,
-    the rest -100 (ignored by the loss); sentences that do not fit are split between words."""
-    words, tags = sentence
+def word_chunks(words: list[str], tokenizer: Any, max_length: int) -> list[tuple[int, Any]]:
+    """(index of its first word, encoding) for each piece a sentence is tokenized in: sentences that
+    do not fit ``max_length`` are split between words."""
     pieces = [len(tokenizer(word, add_special_tokens=False)["input_ids"]) or 1 for word in words]
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
     chunks, start, used = [], 0, 0
@@ -184,15 +183,32 @@ def chunk_and_align(sentence: Sentence, tokenizer: Any, max_length: int, label_t
             start, used = index, 0
         used += count
     chunks.append((start, len(words)))
+    return [(begin, tokenizer(words[begin:end], is_split_into_words=True, truncation=True, max_length=max_length))
+            for begin, end in chunks]
+
+
+def first_token_words(encoded: Any) -> list[int | None]:
+    """Per position: the (chunk-local) word whose tag it carries, on the first sub-token of each word; None elsewhere."""
+    marks, previous = [], None
+    for word_id in encoded.word_ids():
+        marks.append(None if word_id is None or word_id == previous else word_id)
+        previous = word_id
+    return marks
+
+
+def labelled_words(words: list[str], tokenizer: Any, max_length: int) -> list[list[int]]:
+    """For each feature ``chunk_and_align`` makes of ``words``: the sentence-wide index of the word
+    each tagged position stands for, in position order (a word the tokenizer gives no token is absent)."""
+    return [[begin + word for word in first_token_words(encoded) if word is not None]
+            for begin, encoded in word_chunks(words, tokenizer, max_length)]
+
+
+def chunk_and_align(sentence: Sentence, tokenizer: Any, max_length: int, label_to_id: dict[str, int]) -> list[dict[str, Any]]:
+    """Sub-word features for one sentence: the first sub-token of each word carries the word's tag,
+    the rest -100 (ignored by the loss); sentences that do not fit are split between words."""
+    words, tags = sentence
     features = []
-    for begin, end in chunks:
-        encoded = tokenizer(words[begin:end], is_split_into_words=True, truncation=True, max_length=max_length)
-        labels, previous = [], None
-        for word_id in encoded.word_ids():
-            if word_id is None or word_id == previous:
-                labels.append(-100)
-            else:
-                labels.append(label_to_id[tags[begin + word_id]])
-            previous = word_id
+    for begin, encoded in word_chunks(words, tokenizer, max_length):
+        labels = [-100 if word is None else label_to_id[tags[begin + word]] for word in first_token_words(encoded)]
         features.append({**{k: list(v) for k, v in encoded.items()}, "labels": labels})
     return features

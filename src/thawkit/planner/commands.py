@@ -42,7 +42,7 @@ COMMANDS: dict[str, Command] = {
         **{name: f"distill trains in this process; fix: drop it ({why})" for name, why in (
             ("ray_workers", "Ray Train is for thawkit train"), ("ray_address", "Ray is for train --ray-workers and compare --ray"),
             ("ray_cpus", "Ray is for train --ray-workers and compare --ray"), ("ray_gpus", "Ray is for train --ray-workers and compare --ray"))},
-    }, sets={"cache": (False, "distillation feeds the teacher the raw inputs, so the frozen-layer cache does not apply")}),
+    }, sets={"cache": (False, "distill trains its student without the frozen-layer cache")}),
     "lr-find": Command("lr-find", writes_run=False, refuses={
         **_DISTILL_ONLY,
         **{name: _NO_RUN_FOLDER for name in ("out", "overwrite", "resume", "test", "save_checkpoints", "checkpoint_every",

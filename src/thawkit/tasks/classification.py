@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Union
 
 import numpy as np
+import torch
 from torch import nn
 
 from thawkit.data.classification import load_classification_data
@@ -140,6 +141,14 @@ class ClassificationTask(Task):
         texts = read_texts(path, cfg.text_col, flag="--unlabeled")
         ids = self.teacher_logits(teacher, texts).argmax(-1).tolist()
         return pd.DataFrame({"text": texts, "label_names": [[teacher.labels[i]] for i in ids], "labels": ids})
+
+    def teacher_targets(self, teacher: RunBase, data: TaskData, tokenizer: Any, cfg: "TrainConfig") -> list[Any]:
+        """The teacher's logits per training text (each of a text's windows gets the text's)."""
+        frame = data.train
+        pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
+        logits = torch.from_numpy(teacher.logits(frame["text"].tolist(), pairs))  # type: ignore[attr-defined]
+        mapping = data.scratch.get("windows:train")
+        return [logits[i] for i in (mapping if mapping is not None else range(len(logits)))]
 
     @staticmethod
     def teacher_logits(teacher: RunBase, texts: list[str]) -> np.ndarray:

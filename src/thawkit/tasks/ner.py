@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from thawkit.data.ner import chunk_and_align, load_ner_data, read_ner_file
+from thawkit.data.ner import chunk_and_align, first_token_words, labelled_words, load_ner_data, read_ner_file, word_chunks
 from thawkit.errors import ConfigError
 from thawkit.models.backbone import load_peft_run, load_task_model
 from thawkit.tasks.base import RunBase, Task, TaskData, register_task
@@ -144,6 +144,24 @@ class NerTask(Task):
         keep = labels != -100
         return super().distillation_soft_loss(student_logits[keep], teacher_logits[keep], None, temperature)
 
+    def teacher_targets(self, teacher: RunBase, data: TaskData, tokenizer: Any, cfg: "TrainConfig") -> list[Any]:
+        """Per training feature, the teacher's logits for the words its tagged positions stand for
+        (words tokenized by the teacher's tokenizer, aligned by word, not by sub-token)."""
+        sentences = [words for words, _ in data.train]
+        per_word = teacher.word_logits(sentences)  # type: ignore[attr-defined]
+        return [torch.from_numpy(logits[indices]) for words, logits in zip(sentences, per_word)
+                for indices in labelled_words(words, tokenizer, cfg.max_length)]
+
+    def distillation_targets(self, rows: list[Any], labels: Any) -> Any:
+        """The words' teacher logits placed at the student's tagged positions (zeros elsewhere, which the loss skips)."""
+        tagged = labels != -100
+        stacked = torch.cat(rows)
+        if int(tagged.sum()) != len(stacked):
+            raise RuntimeError(f"distillation: {len(stacked)} teacher word targets for {int(tagged.sum())} tagged positions")
+        targets = torch.zeros(*labels.shape, stacked.shape[-1], dtype=stacked.dtype, device=stacked.device)
+        targets[tagged] = stacked
+        return targets
+
     def teacher_labelled(self, teacher: RunBase, path: Path, cfg: "TrainConfig") -> Any:
         """Unlabeled sentences (one per line, split on whitespace) tagged word by word by the teacher."""
         from thawkit.data.texts import read_texts
@@ -258,6 +276,26 @@ class NerRun(RunBase):
                     tags.append(self.labels[best])
                     scores.append(float(probs[position, best]))
         return tags, scores
+
+    @torch.inference_mode()
+    def word_logits(self, sentences: list[list[str]], batch_size: int = 32) -> list[np.ndarray]:
+        """Per sentence, the logits of each word's first sub-token, (words, labels); zeros for a word
+        the tokenizer gives no token. Chunked like training, batched (right-padded)."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        out = [np.zeros((len(words), len(self.labels)), dtype=np.float32) for words in sentences]
+        pieces = [(s, begin, encoded) for s, words in enumerate(sentences) if words
+                  for begin, encoded in word_chunks(words, self.tokenizer, self.max_length)]
+        for start in range(0, len(pieces), batch_size):
+            batch = pieces[start : start + batch_size]
+            inputs = self.tokenizer.pad([{k: v for k, v in encoded.items()} for _, _, encoded in batch], padding_side="right",
+                                        return_tensors="pt").to(device)
+            logits = self.model(**inputs).logits.float().cpu().numpy()
+            for row, (s, begin, encoded) in enumerate(batch):
+                for position, word in enumerate(first_token_words(encoded)):
+                    if word is not None:
+                        out[s][begin + word] = logits[row, position]
+        return out
 
     def predict(self, texts: list[str] | str, text_pairs: Any = None, batch_size: int = 32) -> list[dict[str, Any]]:
         if isinstance(texts, str):

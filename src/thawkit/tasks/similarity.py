@@ -249,6 +249,11 @@ class SimilarityTask(Task):
         """The student's cosines regress onto the teacher's (the logits are cosines; no temperature)."""
         return nn.functional.mse_loss(student_logits.float(), teacher_logits.float())
 
+    def teacher_targets(self, teacher: RunBase, data: TaskData, tokenizer: Any, cfg: "TrainConfig") -> list[Any]:
+        """The teacher's cosine per training pair."""
+        cosines = teacher.similarity(data.train["a"].tolist(), data.train["b"].tolist())  # type: ignore[attr-defined]
+        return list(torch.tensor(cosines, dtype=torch.float32))
+
     def teacher_labelled(self, teacher: RunBase, path: Path, cfg: "TrainConfig") -> Any:
         """Unlabeled pairs (a table with two text columns) scored by the teacher's cosine."""
         pairs, _ = read_pairs(Path(path), cfg.text_col, cfg.text_pair_col, None, cfg.table_format())

@@ -22,7 +22,7 @@ import torch
 
 from thawkit.config import TrainConfig
 from thawkit.engine.core.arguments import peak_memory_mb, reachable_stages, reset_peak_memory, steps_per_epoch, training_arguments
-from thawkit.engine.core.distill_loss import Distillation
+from thawkit.engine.core.distill_loss import Distillation, TeacherRowCollator
 from thawkit.engine.core.loggers import report_run
 from thawkit.engine.core.artifacts import measure_forgetting_of, merge_checked, write_run_files
 from thawkit.engine.cache.cached_training import SwitchableCollator, SwitchableDataset, sorted_order
@@ -99,6 +99,10 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
     train_ds = encoded_split(task, data, "train", tokenizer, cfg)
     val_ds = encoded_split(task, data, "validation", tokenizer, cfg)
     timings["tokenize"] = time.perf_counter() - mark
+    if distillation is not None and distillation.precomputed:
+        mark = time.perf_counter()
+        train_ds = distillation.attach_targets(task, data, tokenizer, cfg, train_ds)
+        timings["teacher_targets"] = time.perf_counter() - mark
     per_epoch = steps_per_epoch(cfg, len(train_ds), args.world_size)
     controller.strategy.plan_schedule(math.ceil(per_epoch * cfg.epochs), layout)  # gradual: stages spread over the run
     with args.main_process_first(desc="prepare run directory"):  # the plan first: a kill in the cache pass can be resumed
@@ -108,10 +112,12 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
             saved = plan.as_dict()
             saved["config"]["resume"] = None  # a resumed run resumes from its folder, wherever it was started from
             write_plan(partial_dir, saved)
-    runtime, cache_reason = (None, "off: distillation feeds the teacher the raw inputs") if distillation is not None else \
+    runtime, cache_reason = (None, "off: distill trains without it") if distillation is not None else \
         attach_cache(plan, controller, tokenizer, train_ds, val_ds)
 
     collator = SwitchableCollator(tokenizer, task.collator(tokenizer)) if task.cacheable else task.collator(tokenizer)
+    if distillation is not None and distillation.precomputed:
+        collator = TeacherRowCollator(collator)
     loop = build_loop(cfg, controller, args, train_ds, val_ds, collator, tokenizer, task.metric_function(data, "validation"),
                       cfg.metric, ever_trainable, class_weights=prepared.class_weights,
                       materialize=runtime.materialize if runtime is not None else None, distillation=distillation,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from transformers import Trainer, TrainerCallback
 
+from thawkit.engine.core.distill_loss import TEACHER_ROW
 from thawkit.engine.core.stages import StageController
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class StrategyTrainer(Trainer):
 
     def batch_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
         """A batch from one of this trainer's data loaders, on the device, as the model needs it now."""
-        return self._prepare_inputs(batch)
+        return self._prepare_inputs({k: v for k, v in batch.items() if k != TEACHER_ROW})
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -158,8 +159,9 @@ class StrategyTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):  # type: ignore[override]
         if model.training:
             self.controller.enforce_eval_modes()
+        teacher_rows = inputs.pop(TEACHER_ROW, None)  # training rows' index into precomputed teacher targets
         if self.distillation is not None and model.training and "labels" in inputs:
-            return self.distillation.loss(model, inputs, self.class_weights, return_outputs)
+            return self.distillation.loss(model, inputs, self.class_weights, return_outputs, teacher_rows)
         cheaper = None
         if self.training_loss is not None and "labels" in inputs:
             # Normalised as the Trainer normalises the model's own loss: by the tokens of the whole

@@ -91,11 +91,21 @@ def _layer_map(teacher: RunBase, student_model: str, kept: list[int] | None, cfg
     from transformers import AutoConfig
 
     student_config = AutoConfig.from_pretrained(student_model)
+    if not _same_tokenizer(teacher, student_model):
+        raise ConfigError("--distill-hidden-weight matches the student's hidden states to the teacher's token by token, "
+                          "and the two tokenize differently; fix: drop the flag (soft targets alone work across tokenizers)")
     teacher_hidden, student_hidden = teacher.model.config.hidden_size, getattr(student_config, "hidden_size", None)
     if teacher_hidden != student_hidden:
         raise ConfigError(f"--distill-hidden-weight: the student's hidden size ({student_hidden}) differs from the teacher's "
                           f"({teacher_hidden}); fix: drop the flag, or use --student layers:N")
     return evenly_spaced(_num_layers(teacher.model), int(student_config.num_hidden_layers))
+
+
+def _same_tokenizer(teacher: RunBase, student_model: str) -> bool:
+    from thawkit.models.backbone import load_tokenizer
+
+    student = load_tokenizer(student_model)
+    return type(student).__name__ == type(teacher.tokenizer).__name__ and student.get_vocab() == teacher.tokenizer.get_vocab()
 
 
 def _seconds_per_example(infer: Any, count: int = 256) -> float:
@@ -136,7 +146,7 @@ def run_distill(plan: RunPlan, teacher_path: Path, teacher: RunBase, student: St
     cfg, task = plan.config, plan.task
     out = out_dir(plan)
     extra_train = plan.loaded.get("extra_train")
-    distillation = Distillation(teacher.model, task.distillation_soft_loss, cfg.distill_alpha, cfg.distill_temperature,
+    distillation = Distillation(teacher.model, teacher, task.distillation_soft_loss, cfg.distill_alpha, cfg.distill_temperature,
                                 cfg.distill_hidden_weight, _layer_map(teacher, student.model, student.kept, cfg))
     unlabeled_facts = {"unlabeled": plan.facts.get("unlabeled"), "teacher_labelled_examples": len(extra_train)} \
         if extra_train is not None else {}
@@ -167,6 +177,8 @@ def run_distill(plan: RunPlan, teacher_path: Path, teacher: RunBase, student: St
     facts = {
         "teacher": str(teacher_path), "student": student.spec, "alpha": cfg.distill_alpha, "temperature": cfg.distill_temperature,
         "hidden_weight": cfg.distill_hidden_weight, "layer_map": distillation.layer_map, **unlabeled_facts,
+        "soft_targets": ("computed once before training from the raw examples with the teacher's own tokenizer"
+                         if distillation.precomputed else "the teacher run beside the student on the same inputs (hidden-state matching)"),
         "teacher_params": sum(p.numel() for p in teacher.model.parameters()),
         "student_params": sum(p.numel() for p in run.model.parameters()),
         "metric": metric, "teacher_value": teacher_value, "student_value": student_value,

@@ -61,6 +61,18 @@ class ScoringRole:
         return torch.nn.functional.kl_div(torch.log_softmax(student_logits / t, -1), torch.softmax(teacher_logits / t, -1),
                                           reduction="batchmean") * t * t
 
+    def teacher_targets(self, teacher: "RunBase", data: "TaskData", tokenizer: Any, cfg: "TrainConfig") -> list[Any]:
+        """The teacher's outputs for each encoded training row (``encode``'s order), computed once from
+        the raw examples with the teacher's own tokenizer: soft targets over the labels, whatever the
+        two tokenizers are. Tensors that ``distillation_targets`` puts back in the student's shape."""
+        raise NotImplementedError(f"task {self.name} has no precomputed soft targets")
+
+    def distillation_targets(self, rows: list[Any], labels: Any) -> Any:
+        """A batch of ``teacher_targets`` rows shaped like the student's logits (one row per example)."""
+        import torch
+
+        return torch.stack(rows)
+
     def speed_probe(self, run: "RunBase", data: "TaskData") -> Callable[[int], None]:
         """Runs inference over a number of the data's examples (for measured speed-ups)."""
         texts = self.sample_texts(data, 256)  # type: ignore[attr-defined]
