@@ -135,6 +135,32 @@ def test_concurrent_requests_queue_without_errors(client):
         assert list(pool.map(ask, range(32))) == [200] * 32
 
 
+def test_concurrent_answers_are_written_together_and_each_as_if_alone(runs):
+    """Continuous batching: requests that arrive while the model writes share its next generate call
+    (one batch per run and options), and each answer is the one the run writes for that prompt alone."""
+    import asyncio
+
+    import httpx
+
+    served = load_served(runs)
+    app = create_app(served)
+    asks = [("short", PROMPTS[i % 2], 6) for i in range(8)] + [("long", PROMPTS[0], 6), ("long", PROMPTS[1], 5)]
+
+    async def main() -> list[dict]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            responses = await asyncio.gather(*(client.post("/v1/chat/completions", json={
+                "model": name, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens}) for name, prompt, tokens in asks))
+            metrics = (await client.get("/metrics")).text
+        return [r.json() for r in responses], metrics
+
+    bodies, metrics = asyncio.run(main())
+    for (name, prompt, tokens), body in zip(asks, bodies):
+        assert body["choices"][0]["message"]["content"] == _expected(runs[name], prompt, tokens), (name, prompt, body)
+    calls = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("thawkit_batch_size_count")))
+    alone = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith('thawkit_batch_size_bucket{le="1.0"}')))
+    assert calls < len(asks) and alone < calls, metrics  # fewer generate calls than answers: some were written together
+
+
 @pytest.mark.skipif(importlib.util.find_spec("openai") is None, reason="needs the openai package (the test extra)")
 def test_the_openai_client_streams_from_thawkit_serve(runs):
     import openai

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from thawkit.serve.batching import Batcher, Item, QueueFull
+from thawkit.serve.batching import Batcher, GenerationBatcher, GenerationItem, Item, QueueFull
 from thawkit.serve.models import ServedModel
 from thawkit.tasks.roles import Route
 from thawkit.tasks.roles.serving import RequestError
@@ -53,6 +53,7 @@ class ApiError(RequestError):
     """A request the server refuses before any task's route sees it (unknown model, limits)."""
 
 
+MAX_GENERATION_BATCH = 16  # answers written together in one generate call
 DRIFT_WINDOW, DRIFT_MIN = 1000, 100  # predictions in the drift gauge's window; the fewest it reports on
 
 
@@ -65,7 +66,8 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
     requests = Counter("thawkit_requests", "requests", ["endpoint", "status"], registry=registry)
     latency = Histogram("thawkit_request_seconds", "request latency", ["endpoint"], registry=registry,
                         buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10))
-    batch_sizes = Histogram("thawkit_batch_size", "inputs per forward pass", registry=registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+    batch_sizes = Histogram("thawkit_batch_size", "inputs per forward pass (generation: answers per generate call)", registry=registry,
+                            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
     batch_tokens = Histogram("thawkit_batch_padded_tokens", "padded tokens per forward pass", registry=registry,
                              buckets=(64, 256, 1024, 4096, 16384, 65536))
     queue_depth = Gauge("thawkit_queue_depth", "inputs waiting", ["model"], registry=registry)
@@ -110,6 +112,27 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
                                     lambda runs: passes.labels(str(runs)).inc())
         return batchers[key]
 
+    writers: dict[int, GenerationBatcher] = {}
+
+    def writer_for(model: ServedModel) -> GenerationBatcher:
+        key = id(model.lock)
+        if key not in writers:
+            writers[key] = GenerationBatcher(MAX_GENERATION_BATCH, limits.max_queue, batch_sizes.observe)
+        return writers[key]
+
+    async def run_generation(model: ServedModel, conversations: list[list[dict[str, str]]], options: dict[str, Any]) -> list[Any]:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        writer = writer_for(model)
+        try:
+            return await writer.submit([GenerationItem(model, c, options, loop.create_future()) for c in conversations])
+        except QueueFull:
+            raise ApiError(503, f"the queue for {model.name} is full ({limits.max_queue} prompts, --max-queue); retry later",
+                           "overloaded") from None
+        finally:
+            queue_depth.labels(model.name).set(writer.depth())
+
     app = FastAPI(title="thawkit serve", version="1", description="Fine-tuned thawkit runs over HTTP")
     from thawkit.serve.http import BodyGuard
 
@@ -118,7 +141,7 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
 
     @app.on_event("shutdown")
     async def _stop() -> None:
-        for batcher in batchers.values():
+        for batcher in [*batchers.values(), *writers.values()]:
             await batcher.stop()
 
     @app.middleware("http")
@@ -215,7 +238,7 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
     @app.get("/metrics", response_class=PlainTextResponse, responses={408: ERROR_RESPONSES[408], 413: ERROR_RESPONSES[413]})
     async def metrics() -> PlainTextResponse:
         for name, model in served.items():
-            queue_depth.labels(name).set(batcher_for(model).depth())
+            queue_depth.labels(name).set(batcher_for(model).depth() + (writers[id(model.lock)].depth() if id(model.lock) in writers else 0))
         return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
     mounted: dict[str, str] = {}
@@ -226,7 +249,8 @@ def create_app(served: dict[str, ServedModel], limits: ServeLimits | None = None
                 raise RuntimeError(f"route {route.path} is declared by tasks {mounted[route.path]} and {task.name}")
             mounted[route.path] = task.name
             known_paths.add(route.path)
-            app.post(route.path, summary=route.summary or None, responses=ERROR_RESPONSES)(_endpoint(route, task.run_type, pick, run_batch, check_inputs))
+            app.post(route.path, summary=route.summary or None, responses=ERROR_RESPONSES)(_endpoint(route, task.run_type, pick, run_batch, check_inputs,
+                                                                                   run_generation))
 
     return app
 
@@ -237,6 +261,7 @@ class _Call:
 
     model: ServedModel
     run_batch: Any
+    run_generation: Any = None
 
     @property
     def name(self) -> str:
@@ -250,6 +275,9 @@ class _Call:
 
     async def batch(self, kind: str, texts: list[str], pairs: list[str] | None = None) -> tuple[list[Any], int]:
         return await self.run_batch(self.model, kind, texts, pairs)
+
+    async def generate(self, conversations: list[list[dict[str, str]]], options: dict[str, Any]) -> list[Any]:
+        return await self.run_generation(self.model, conversations, options)
 
     async def exclusive(self, work: Any) -> Any:
         import asyncio
@@ -266,14 +294,14 @@ def _exclusive(model: ServedModel, work: Any) -> Any:
         return work(model.run)
 
 
-def _endpoint(route: Route, run_type: str, pick: Any, run_batch: Any, check_inputs: Any) -> Any:
+def _endpoint(route: Route, run_type: str, pick: Any, run_batch: Any, check_inputs: Any, run_generation: Any) -> Any:
     """A FastAPI endpoint for a task's route: the body validated against the route's schema, the run
     picked among the served runs of that task."""
     import inspect
 
     async def endpoint(body: Any) -> Any:
         check_unicode(body.model_dump())
-        return await route.handler(body, _Call(pick(body.model, run_type), run_batch, check_inputs))
+        return await route.handler(body, _Call(pick(body.model, run_type), run_batch, run_generation, check_inputs))
 
     endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=route.request)])

@@ -1,5 +1,6 @@
 """Dynamic batching: requests queue per underlying model; a batch is cut by a token budget that
-counts padding (inputs sorted by length, cost = longest × count) or by the wait limit."""
+counts padding (inputs sorted by length, cost = longest × count) or by the wait limit. Answers of
+generation runs batch continuously (``GenerationBatcher``)."""
 
 from __future__ import annotations
 
@@ -166,3 +167,81 @@ def _forward_mixed(models: list[ServedModel], kind: str, texts: list[str], pairs
     if kind == "logits":
         return [row.tolist() for row in logits]
     return [model.run.predictions_from_logits(row[None])[0] for model, row in zip(models, logits)]
+
+
+@dataclass
+class GenerationItem:
+    model: ServedModel
+    conversation: list[dict[str, str]]
+    options: dict[str, Any]
+    future: asyncio.Future = field(repr=False)
+
+    def key(self) -> tuple[Any, ...]:
+        return self.model.name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in self.options.items()))
+
+
+class GenerationBatcher:
+    """Continuous batching of answers: what queued while the model was writing goes into the next
+    ``generate`` call together (left-padded, one batch per run and set of options), so concurrent
+    requests share each decoding step instead of taking turns. One per underlying model."""
+
+    def __init__(self, max_batch: int, max_queue: int, observe: Callable[[int], None] | None = None) -> None:
+        self.max_batch = max_batch
+        self.queue: asyncio.Queue[GenerationItem] = asyncio.Queue(maxsize=max_queue)
+        self.observe = observe  # (answers in one generate call)
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+            self.task = None
+
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    async def submit(self, items: list[GenerationItem]) -> list[Any]:
+        self.start()
+        if self.queue.qsize() + len(items) > self.queue.maxsize:
+            raise QueueFull()
+        for item in items:
+            self.queue.put_nowait(item)
+        return list(await asyncio.gather(*(item.future for item in items)))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        waiting: list[GenerationItem] = []
+        while True:
+            if not waiting:
+                waiting.append(await self.queue.get())
+                await asyncio.sleep(0)  # requests already received enqueue first
+            while not self.queue.empty():
+                waiting.append(self.queue.get_nowait())
+            key = waiting[0].key()  # the oldest request's group goes first
+            group = [item for item in waiting if item.key() == key][: self.max_batch]
+            waiting = [item for item in waiting if item not in group]
+            if self.observe is not None:
+                self.observe(len(group))
+            try:
+                answers = await loop.run_in_executor(None, _generate, group[0].model, [i.conversation for i in group], group[0].options)
+            except Exception as exc:  # noqa: BLE001 - answered to each waiting request
+                for item in group:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            for item, answer in zip(group, answers):
+                if not item.future.done():
+                    item.future.set_result(answer)
+
+
+def _generate(model: ServedModel, conversations: list[list[dict[str, str]]], options: dict[str, Any]) -> list[Any]:
+    with model.lock:  # runs sharing a base switch adapters: one at a time
+        model.activate()
+        return model.run.complete(conversations, **options)

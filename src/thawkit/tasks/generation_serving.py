@@ -1,8 +1,10 @@
 """OpenAI's ``/v1/completions`` and ``/v1/chat/completions`` for generation runs, with SSE streaming.
 
 A request picks its run with ``model`` (LoRA runs of one base share it and answer through their own
-adapter); its answer is generated on a worker thread, alone on the model (``ServedCall.exclusive``),
-so concurrent requests queue rather than fail. The schemas follow OpenAI's: unknown fields are
+adapter). Answers are written on a worker thread, with continuous batching (``ServedCall.generate``):
+the prompts that arrived while the model was writing are answered together in its next ``generate``
+call, one batch per run and set of options. A request with a ``seed``, and a streamed one, is
+written alone on the model (``ServedCall.exclusive``): its sampled tokens then depend on nothing else. The schemas follow OpenAI's: unknown fields are
 refused (422), ``n`` other than 1 and penalties are refused with the reason, ``stop`` strings end
 an answer (cut before them), ``usage`` counts real tokens.
 """
@@ -87,6 +89,12 @@ def _conversation(messages: list[ChatMessage]) -> list[dict[str, str]]:
     return [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in messages]
 
 
+async def _answers(call: ServedCall, conversations: list[list[dict[str, str]]], options: dict[str, Any]) -> list[Any]:
+    if options.get("seed") is not None:  # reproducible: the random draws of this request alone
+        return await call.exclusive(lambda run: run.complete(conversations, **options))
+    return await call.generate(conversations, options)
+
+
 async def _completions(body: CompletionRequest, call: ServedCall) -> Any:
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
     call.check_texts(prompts)
@@ -104,7 +112,7 @@ async def _completions(body: CompletionRequest, call: ServedCall) -> Any:
                     "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
 
         return _stream(call, conversations[0], options, chunk, chunk)
-    answers = await call.exclusive(lambda run: run.complete(conversations, **options))
+    answers = await _answers(call, conversations, options)
     return {"id": ident, "object": "text_completion", "created": created, "model": call.name,
             "choices": [{"index": i, "text": a.text, "finish_reason": a.finish_reason, "logprobs": None} for i, a in enumerate(answers)],
             "usage": _usage(answers)}
@@ -130,7 +138,7 @@ async def _chat(body: ChatRequest, call: ServedCall) -> Any:
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
         return _stream(call, conversation, options, first, chunk)
-    answers = await call.exclusive(lambda run: run.complete([conversation], **options))
+    answers = await _answers(call, [conversation], options)
     answer = answers[0]
     return {"id": ident, "object": "chat.completion", "created": created, "model": call.name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": answer.finish_reason}],

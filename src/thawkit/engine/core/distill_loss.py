@@ -60,7 +60,6 @@ class Distillation:
             return train_ds
         return train_ds.add_column(TEACHER_ROW, list(range(len(train_ds))))
 
-
     def loss(self, model: Any, inputs: dict[str, Any], class_weights: torch.Tensor | None, return_outputs: bool,
              teacher_rows: torch.Tensor | None = None) -> Any:
         hidden = {"output_hidden_states": True} if self.hidden_weight > 0 else {}

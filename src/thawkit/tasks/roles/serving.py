@@ -41,6 +41,11 @@ class ServedCall(Protocol):
         requests; returns the results in order and the input tokens counted."""
         ...
 
+    async def generate(self, conversations: list[list[dict[str, str]]], options: dict[str, Any]) -> list[Any]:
+        """A generation run's answers (``run.complete``'s), written together with other requests' that
+        have the same options (continuous batching)."""
+        ...
+
     async def exclusive(self, work: Callable[[Any], Any]) -> Any:
         """Run ``work(run)`` on a worker thread, alone on the run's model (its adapter active): for work
         that is not one forward pass (generating an answer token by token)."""
