@@ -216,7 +216,10 @@ def test_a_decoder_teacher_teaches_an_encoder_student_across_tokenizers(decoder_
         student, facts = thawkit.distill(teacher_run.path, str(tiny_bert), data=flipped, epochs=5, lr=3e-3, batch_size=8,
                                          max_length=16, distill_alpha=alpha, out=tmp_path / f"alpha{alpha}", progress="off",
                                          measure_forgetting=False, select_best=False)
-        assert "teacher's own tokenizer" in facts["soft_targets"] and student.info["timings"]["teacher_targets"] > 0
+        if alpha:
+            assert "teacher's own tokenizer" in facts["soft_targets"] and student.info["timings"]["teacher_targets"] > 0
+        else:  # the teacher's outputs would weigh nothing: not computed
+            assert facts["soft_targets"].startswith("none") and student.info["timings"]["teacher_targets"] < 0.01
         predicted = [p["label"] for p in student.predict(held_out)]
         agreement[alpha] = sum(a == b for a, b in zip(predicted, expected)) / len(held_out)
     assert agreement[1.0] >= 0.9 and agreement[0.0] <= 0.1, agreement
@@ -270,3 +273,23 @@ def test_ner_soft_targets_align_by_word_across_tokenizers(tiny_bert, tmp_path):
     assert torch.equal(targets[0], torch.from_numpy(per_word[0]))
     tags, _ = teacher.word_predictions(sentences[0][0])
     assert [teacher.labels[i] for i in per_word[0].argmax(-1)] == tags
+
+
+def test_the_teacher_scores_each_text_once(teacher, monkeypatch):
+    """The --unlabeled texts the teacher labelled are not run through it again for their soft targets."""
+    from thawkit.tasks import get_task
+
+    teacher_run, _ = teacher
+    task = get_task("classification")
+    scored: list[str] = []
+    original = teacher_run.logits
+
+    def counting(texts, *args, **kwargs):
+        scored.extend(texts)
+        return original(texts, *args, **kwargs)
+
+    monkeypatch.setattr(teacher_run, "logits", counting)
+    first = task.teacher_logits(teacher_run, ["great film", "awful plot", "great film"])
+    again = task.teacher_logits(teacher_run, ["awful plot", "great film", "dull music"])
+    assert scored == ["great film", "awful plot", "dull music"]
+    assert (first[0] == again[1]).all() and (first[1] == again[0]).all() and (first[0] == first[2]).all()

@@ -8,6 +8,7 @@ for unmerged LoRA, or a pooled-feature head (``thawkit_head.json``) for ``frozen
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Union
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from thawkit.config import TrainConfig
 
 log = logging.getLogger("thawkit")
+
+# Per teacher run (weakly: gone with it), its logits per text already computed by distillation.
+_TEACHER_LOGITS: "weakref.WeakKeyDictionary[RunBase, dict[str, np.ndarray]]" = weakref.WeakKeyDictionary()
 
 
 def _problem_type(multi_label: bool) -> str:
@@ -146,13 +150,21 @@ class ClassificationTask(Task):
         """The teacher's logits per training text (each of a text's windows gets the text's)."""
         frame = data.train
         pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
-        logits = torch.from_numpy(teacher.logits(frame["text"].tolist(), pairs))  # type: ignore[attr-defined]
+        logits = torch.from_numpy(self.teacher_logits(teacher, frame["text"].tolist(), pairs))
         mapping = data.scratch.get("windows:train")
         return [logits[i] for i in (mapping if mapping is not None else range(len(logits)))]
 
     @staticmethod
-    def teacher_logits(teacher: RunBase, texts: list[str]) -> np.ndarray:
-        return teacher.logits(texts)  # type: ignore[attr-defined]
+    def teacher_logits(teacher: RunBase, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        """The teacher's logits per text; a single text it already scored in this process (the
+        ``--unlabeled`` texts it labelled, a repeated text) is not run through it again."""
+        if pairs is not None:
+            return teacher.logits(texts, pairs)  # type: ignore[attr-defined]
+        seen = _TEACHER_LOGITS.setdefault(teacher, {})
+        missing = list(dict.fromkeys(t for t in texts if t not in seen))
+        if missing:
+            seen.update(zip(missing, teacher.logits(missing)))  # type: ignore[attr-defined]
+        return np.stack([seen[t] for t in texts]) if texts else np.zeros((0, len(teacher.labels)), dtype=np.float32)
 
     def add_training_examples(self, data: TaskData, examples: Any) -> None:
         import pandas as pd

@@ -49,6 +49,8 @@ class Distillation:
     def attach_targets(self, task: Any, data: Any, tokenizer: Any, cfg: Any, train_ds: Any) -> Any:
         """The teacher's targets for every encoded training row, and the rows marked with their
         ``teacher_row`` (``TeacherRowCollator`` carries it into each batch)."""
+        if self.alpha <= 0:  # the labels alone: the teacher's outputs would weigh nothing
+            return train_ds
         self.targets = list(task.teacher_targets(self.teacher_run, data, tokenizer, cfg))
         self.shape_targets = task.distillation_targets
         if len(self.targets) != len(train_ds):
@@ -67,17 +69,21 @@ class Distillation:
         labels = inputs["labels"]
         student_logits = outputs.logits.float()
         teacher_outputs = None
-        if self.targets is not None:
-            if teacher_rows is None or self.shape_targets is None:
-                raise RuntimeError("distillation: a training batch without its teacher_row")
-            teacher_logits = self.shape_targets([self.targets[i] for i in teacher_rows.tolist()], labels).to(student_logits.device)
-        else:
+        if not self.precomputed:  # hidden-state matching: the teacher beside the student, on its inputs
             features = {k: v for k, v in inputs.items() if k != "labels"}
             device = next(self.teacher.parameters()).device.type
             with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=self.autocast_bf16):
                 teacher_outputs = self.teacher(**features, **hidden)
-            teacher_logits = teacher_outputs.logits
-        soft = self.soft_loss(student_logits, teacher_logits.float(), labels, self.temperature)
+        if self.alpha <= 0:
+            soft = student_logits.new_zeros(())
+        else:
+            if teacher_outputs is not None:
+                teacher_logits = teacher_outputs.logits
+            elif teacher_rows is None or self.targets is None or self.shape_targets is None:
+                raise RuntimeError("distillation: a training batch without its teacher_row")
+            else:
+                teacher_logits = self.shape_targets([self.targets[i] for i in teacher_rows.tolist()], labels)
+            soft = self.soft_loss(student_logits, teacher_logits.to(student_logits.device).float(), labels, self.temperature)
         if class_weights is not None:
             hard = torch.nn.functional.cross_entropy(student_logits, labels, weight=class_weights.to(student_logits.device))
         else:

@@ -177,7 +177,8 @@ def run_distill(plan: RunPlan, teacher_path: Path, teacher: RunBase, student: St
     facts = {
         "teacher": str(teacher_path), "student": student.spec, "alpha": cfg.distill_alpha, "temperature": cfg.distill_temperature,
         "hidden_weight": cfg.distill_hidden_weight, "layer_map": distillation.layer_map, **unlabeled_facts,
-        "soft_targets": ("computed once before training from the raw examples with the teacher's own tokenizer"
+        "soft_targets": ("none: --distill-alpha 0 trains on the labels alone" if cfg.distill_alpha <= 0 and distillation.precomputed
+                         else "computed once before training from the raw examples with the teacher's own tokenizer"
                          if distillation.precomputed else "the teacher run beside the student on the same inputs (hidden-state matching)"),
         "teacher_params": sum(p.numel() for p in teacher.model.parameters()),
         "student_params": sum(p.numel() for p in run.model.parameters()),
