@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="the results JSON")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     second = styled_run(args.lora_run.parent)
@@ -116,7 +117,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 
