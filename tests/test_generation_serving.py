@@ -161,6 +161,18 @@ def test_concurrent_answers_are_written_together_and_each_as_if_alone(runs):
     assert calls < len(asks) and alone < calls, metrics  # fewer generate calls than answers: some were written together
 
 
+def test_one_generate_call_writes_answers_through_different_adapters(runs):
+    """LoRA runs of one base batch together: each row of the batch goes through its own adapter."""
+    served = load_served(runs)
+    short, long = served["short"], served["long"]
+    assert short.run.model is long.run.model and short.adapter != long.adapter
+    conversations = [[{"role": "user", "content": prompt}] for prompt in (PROMPTS[0], PROMPTS[1], PROMPTS[0])]
+    mixed = short.run.complete(conversations, max_new_tokens=6, adapter_names=[short.adapter, long.adapter, long.adapter])
+    assert [a.text for a in mixed] == [_expected(runs["short"], PROMPTS[0]), _expected(runs["long"], PROMPTS[1]),
+                                       _expected(runs["long"], PROMPTS[0])]
+    assert mixed[0].text != mixed[2].text  # the same prompt, two adapters, two answers
+
+
 @pytest.mark.skipif(importlib.util.find_spec("openai") is None, reason="needs the openai package (the test extra)")
 def test_the_openai_client_streams_from_thawkit_serve(runs):
     import openai
@@ -193,3 +205,41 @@ def test_the_openai_client_streams_from_thawkit_serve(runs):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_generation_only_servers_keep_openmp_threads_spinning(runs, tiny_bert, toy_csv, tmp_path, monkeypatch):
+    """Read from thawkit.json before torch loads: a server of generation runs only keeps OpenMP's
+    threads spinning (ACTIVE: answers are many small passes), any other lets them sleep (PASSIVE); a
+    user's own setting wins; the torch-free table agrees with the tasks' own flag."""
+    from thawkit.tasks import _TOKEN_BY_TOKEN_RUN_TYPES, _load, serves_token_by_token
+
+    assert _TOKEN_BY_TOKEN_RUN_TYPES == {cls.run_type for cls in _load().values() if cls.serves_token_by_token}
+    classifier = thawkit.train(data=toy_csv, model=str(tiny_bert), strategy="frozen", epochs=1, max_length=16, out=tmp_path / "cls",
+                               progress="off", measure_forgetting=False).path
+    assert serves_token_by_token(runs["short"]) and not serves_token_by_token(classifier)
+    import thawkit.cli.serve_cmd as serve_cmd
+
+    seen = {}
+
+    def stop_here(*_args, **_kwargs):
+        seen["policy"] = os.environ.get("OMP_WAIT_POLICY")
+        raise SystemExit(0)
+
+    monkeypatch.setattr("thawkit.serve.http.bind", stop_here)
+    cases = (([str(runs["short"]), str(runs["long"])], None, "ACTIVE"), ([str(runs["short"]), str(classifier)], None, "PASSIVE"),
+             ([str(runs["short"])], "PASSIVE", "PASSIVE"))
+    for served, given, expected in cases:
+        if given is None:
+            monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        else:
+            monkeypatch.setenv("OMP_WAIT_POLICY", given)
+        with pytest.raises(SystemExit):
+            serve_cmd.serve(runs=served, host="127.0.0.1", port=0, max_batch_tokens=16384, max_wait_ms=0.0, max_inputs=64,
+                            max_chars=20000, max_body_bytes=1_000_000, max_queue=1024, max_connections=256, header_timeout=10.0,
+                            body_timeout=30.0)
+        assert seen["policy"] == expected, served
+    # The policy only holds if torch (hence OpenMP) loads after it is set: nothing before the bind loads torch.
+    probe = ("import sys\nimport thawkit.serve.http as h\n"
+             "def stop(*a, **k):\n    print('torch' in sys.modules)\n    raise SystemExit(0)\n"
+             f"h.bind = stop\nfrom thawkit.cli.app import main\nmain(['serve', {str(runs['short'])!r}])\n")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"

@@ -177,13 +177,20 @@ class GenerationItem:
     future: asyncio.Future = field(repr=False)
 
     def key(self) -> tuple[Any, ...]:
-        return self.model.name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in self.options.items()))
+        """Answers with the same key are written in one generate call: one run, or LoRA runs of one
+        base that render prompts alike (each answer through its own adapter)."""
+        options = {**self.options, "max_new_tokens": self.options.get("max_new_tokens") or self.model.run.max_new_tokens}
+        resolved = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+        if _mixes_generation(self.model):
+            return "base", id(self.model.lock), self.model.run.tokenizer.chat_template, resolved
+        return self.model.name, resolved
 
 
 class GenerationBatcher:
     """Continuous batching of answers: what queued while the model was writing goes into the next
-    ``generate`` call together (left-padded, one batch per run and set of options), so concurrent
-    requests share each decoding step instead of taking turns. One per underlying model."""
+    ``generate`` call together (left-padded; one batch per set of options and per run, or per base
+    for LoRA runs sharing one, each answer through its own adapter), so concurrent requests share
+    each decoding step instead of taking turns. One per underlying model."""
 
     def __init__(self, max_batch: int, max_queue: int, observe: Callable[[int], None] | None = None) -> None:
         self.max_batch = max_batch
@@ -230,7 +237,8 @@ class GenerationBatcher:
             if self.observe is not None:
                 self.observe(len(group))
             try:
-                answers = await loop.run_in_executor(None, _generate, group[0].model, [i.conversation for i in group], group[0].options)
+                answers = await loop.run_in_executor(None, _generate, [i.model for i in group], [i.conversation for i in group],
+                                                     group[0].options)
             except Exception as exc:  # noqa: BLE001 - answered to each waiting request
                 for item in group:
                     if not item.future.done():
@@ -241,7 +249,20 @@ class GenerationBatcher:
                     item.future.set_result(answer)
 
 
-def _generate(model: ServedModel, conversations: list[list[dict[str, str]]], options: dict[str, Any]) -> list[Any]:
+def _generate(models: list[ServedModel], conversations: list[list[dict[str, str]]], options: dict[str, Any]) -> list[Any]:
+    model = models[0]
     with model.lock:  # runs sharing a base switch adapters: one at a time
-        model.activate()
-        return model.run.complete(conversations, **options)
+        if len({m.name for m in models}) == 1:
+            model.activate()
+            return model.run.complete(conversations, **options)
+        resolved = {**options, "max_new_tokens": options.get("max_new_tokens") or model.run.max_new_tokens}
+        return model.run.complete(conversations, adapter_names=[m.adapter for m in models], **resolved)
+
+
+def _mixes_generation(model: ServedModel) -> bool:
+    """A LoRA adapter (not DoRA) on a shared base: peft routes each row of a batch to its own adapter."""
+    if model.adapter is None:
+        return False
+    config = model.run.model.peft_config.get(model.adapter)
+    kind = getattr(getattr(config, "peft_type", None), "value", None)
+    return kind == "LORA" and not getattr(config, "use_dora", False)

@@ -29,6 +29,24 @@ def _load(names: list[str] | None = None) -> dict[str, type[Task]]:
     return registered_tasks()
 
 
+# Run types whose served work is an answer written token by token (many small forward passes): known
+# before torch loads, which fixes OpenMP's thread wait policy for the server. One source of truth with
+# the tasks' ``serves_token_by_token`` (a test checks the two agree).
+_TOKEN_BY_TOKEN_RUN_TYPES = frozenset({"text-generation"})
+
+
+def serves_token_by_token(path: str | Path) -> bool:
+    """Whether a finished run's served answers are written token by token: its thawkit.json's task,
+    read without loading torch (``read_run_files``' weight checks load it); False for a folder that is
+    not a readable run (loading it reports why)."""
+    import json
+
+    try:
+        return json.loads((Path(path) / RUN_FILE).read_text(encoding="utf-8")).get("task") in _TOKEN_BY_TOKEN_RUN_TYPES
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def available_tasks() -> list[str]:
     return sorted(set(_BUILT_IN) | set(registered_tasks()))
 
@@ -77,4 +95,5 @@ def load_checked(task: Task, run: Path, info: dict[str, Any], labels: dict[str, 
         raise RunDirError(f"{run}: cannot be loaded ({type(exc).__name__}: {reason}); {DAMAGED_FIX}") from exc
 
 
-__all__ = ["load_checked", "open_run", "RunBase", "Task", "TaskData", "available_tasks", "get_task", "register_task", "task_for_run", "task_only_settings"]
+__all__ = ["load_checked", "open_run", "RunBase", "Task", "TaskData", "available_tasks", "get_task", "register_task", "serves_token_by_token",
+           "task_for_run", "task_only_settings"]

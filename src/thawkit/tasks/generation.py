@@ -48,6 +48,7 @@ MAX_NEW_TOKENS_CAP = 512
 @register_task("generation")
 class GenerationTask(Task):
     run_type = "text-generation"
+    serves_token_by_token = True
     default_metric = "loss"
     metrics = ("loss", "token_accuracy")
     peft_task_type = "CAUSAL_LM"
@@ -254,8 +255,9 @@ class GenerationRun(RunBase):
 
     def complete(self, conversations: list[list[dict[str, str]]], max_new_tokens: int | None = None, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
-                 streamer: Any = None) -> list[Any]:
-        """Answers with their token counts and why each ended (``thawkit serve``'s OpenAI endpoints)."""
+                 streamer: Any = None, adapter_names: list[str] | None = None) -> list[Any]:
+        """Answers with their token counts and why each ended (``thawkit serve``'s OpenAI endpoints);
+        ``adapter_names``: the LoRA adapter of the shared base that writes each answer."""
         import torch
 
         from thawkit.tasks.generation_text import generate_answers
@@ -264,7 +266,7 @@ class GenerationRun(RunBase):
             torch.manual_seed(seed)
         options = generation_options(max_new_tokens or self.max_new_tokens, 1, do_sample, temperature, top_p)
         return generate_answers(self.model, self.tokenizer, conversations, options, 1 if streamer is not None else 16, streamer,
-                                stop=stop)
+                                stop=stop, adapter_names=adapter_names)
 
     def prediction_inputs(self, path: Path, text_col: str | None, text_pair_col: str | None) -> tuple[list[Any], list[str] | None]:
         if text_pair_col is not None:

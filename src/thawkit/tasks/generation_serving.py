@@ -3,10 +3,11 @@
 A request picks its run with ``model`` (LoRA runs of one base share it and answer through their own
 adapter). Answers are written on a worker thread, with continuous batching (``ServedCall.generate``):
 the prompts that arrived while the model was writing are answered together in its next ``generate``
-call, one batch per run and set of options. A request with a ``seed``, and a streamed one, is
-written alone on the model (``ServedCall.exclusive``): its sampled tokens then depend on nothing else. The schemas follow OpenAI's: unknown fields are
-refused (422), ``n`` other than 1 and penalties are refused with the reason, ``stop`` strings end
-an answer (cut before them), ``usage`` counts real tokens.
+call, one batch per set of options and per run (LoRA runs of one base: one batch, each answer
+through its own adapter). A request with a ``seed``, and a streamed one, is written alone on the
+model (``ServedCall.exclusive``): its sampled tokens then depend on nothing else. The schemas follow
+OpenAI's: unknown fields are refused (422), ``n`` other than 1 and penalties are refused with the
+reason, ``stop`` strings end an answer (cut before them), ``usage`` counts real tokens.
 """
 
 from __future__ import annotations

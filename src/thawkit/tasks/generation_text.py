@@ -131,9 +131,11 @@ def generation_inputs(model: Any, ids: Any, mask: Any) -> tuple[Any, dict[str, A
 
 @torch.inference_mode()
 def generate_answers(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], options: dict[str, Any],
-                     batch_size: int = 16, streamer: Any = None, stop: list[str] | None = None) -> list[Answer]:
+                     batch_size: int = 16, streamer: Any = None, stop: list[str] | None = None,
+                     adapter_names: list[str] | None = None) -> list[Answer]:
     """The answer to each conversation, in order: batches of similar length, left-padded; ``stop``:
-    strings that also end an answer (cut before them)."""
+    strings that also end an answer (cut before them); ``adapter_names``: the LoRA adapter that
+    writes each answer, several in one batch (peft's mixed-adapter batches)."""
     prompts = [prompt_ids(tokenizer, render(tokenizer, messages)[0]) for messages in conversations]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     device = next(model.parameters()).device
@@ -148,7 +150,8 @@ def generate_answers(model: Any, tokenizer: Any, conversations: list[list[dict[s
         ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chosen], device=device)
         mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chosen], device=device)
         generator, inputs, front = generation_inputs(model, ids, mask)
-        output = generator.generate(**inputs, pad_token_id=pad, eos_token_id=stops, streamer=streamer, **options, **extra)
+        routing = {"adapter_names": [adapter_names[i] for i in chosen]} if adapter_names is not None else {}
+        output = generator.generate(**inputs, pad_token_id=pad, eos_token_id=stops, streamer=streamer, **options, **extra, **routing)
         for index, row in zip(chosen, output[:, front:].tolist()):
             ended = next((i for i, token in enumerate(row) if token in stops), None)
             written = row if ended is None else row[: ended + 1]

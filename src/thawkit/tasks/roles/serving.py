@@ -71,6 +71,9 @@ class ServingRole:
     # What the card's usage snippet predicts: arguments of `thawkit predict RUN ...` (tests run it).
     usage_arguments: ClassVar[tuple[str, ...]] = ("your text",)
     unserved_fix: ClassVar[str] = "use thawkit predict"  # what to do instead, for a task without routes
+    # Served answers are written token by token (many small forward passes): the server keeps OpenMP
+    # threads spinning between passes rather than sleeping (thawkit.tasks.serves_token_by_token).
+    serves_token_by_token: ClassVar[bool] = False
     # The card's stock-library snippet for a standard folder ({run}: the folder), or None with
     # ``stock_note`` saying why none exists (tests run every snippet against thawkit predict).
     stock_python: ClassVar[str | None] = None
