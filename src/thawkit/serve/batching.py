@@ -27,18 +27,11 @@ class Item:
     future: asyncio.Future = field(repr=False)
 
 
-class Batcher:
-    """One per underlying model (models sharing a LoRA base share one)."""
+class _Worker:
+    """A bounded queue of items, each with a future, and the task that works through it (``_run``)."""
 
-    def __init__(self, max_batch_tokens: int, max_wait_ms: float, max_queue: int,
-                 observe: Callable[[int, int], None] | None = None,
-                 count_pass: Callable[[int], None] | None = None) -> None:
-        self.max_batch_tokens = max_batch_tokens
-        self.max_wait = max_wait_ms / 1000.0
-        self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=max_queue)
-        self.observe = observe  # (batch size, padded tokens)
-        self.count_pass = count_pass  # (served models in one forward pass)
-        self.task: asyncio.Task | None = None
+    queue: asyncio.Queue[Any]
+    task: asyncio.Task | None
 
     def start(self) -> None:
         if self.task is None:
@@ -56,13 +49,30 @@ class Batcher:
     def depth(self) -> int:
         return self.queue.qsize()
 
-    async def submit(self, items: list[Item]) -> list[Any]:
+    async def submit(self, items: list[Any]) -> list[Any]:
         self.start()
         if self.queue.qsize() + len(items) > self.queue.maxsize:
             raise QueueFull()
         for item in items:
             self.queue.put_nowait(item)
         return list(await asyncio.gather(*(item.future for item in items)))
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Batcher(_Worker):
+    """One per underlying model (models sharing a LoRA base share one)."""
+
+    def __init__(self, max_batch_tokens: int, max_wait_ms: float, max_queue: int,
+                 observe: Callable[[int, int], None] | None = None,
+                 count_pass: Callable[[int], None] | None = None) -> None:
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait = max_wait_ms / 1000.0
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=max_queue)
+        self.observe = observe  # (batch size, padded tokens)
+        self.count_pass = count_pass  # (served models in one forward pass)
+        self.task: asyncio.Task | None = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -106,19 +116,24 @@ class Batcher:
             texts, pairs = [i.text for i in items], [i.pair for i in items] if has_pair else None
             if self.count_pass is not None:
                 self.count_pass(len({i.model.name for i in items}))
-            try:
-                if len({i.model.name for i in items}) > 1:
-                    results = await loop.run_in_executor(None, _forward_mixed, [i.model for i in items], kind, texts, pairs)
-                else:
-                    results = await loop.run_in_executor(None, _forward, items[0].model, kind, texts, pairs)
-            except Exception as exc:  # noqa: BLE001 - answered to each waiting request
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
-            for item, result in zip(items, results):
-                if not item.future.done():
-                    item.future.set_result(result)
+            if len({i.model.name for i in items}) > 1:
+                await _settle(items, loop.run_in_executor(None, _forward_mixed, [i.model for i in items], kind, texts, pairs))
+            else:
+                await _settle(items, loop.run_in_executor(None, _forward, items[0].model, kind, texts, pairs))
+
+
+async def _settle(items: list[Any], work: Any) -> None:
+    """Each waiting request gets its own result from ``work``, or the error that stopped it."""
+    try:
+        results = await work
+    except Exception as exc:  # noqa: BLE001 - answered to each waiting request
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(exc)
+        return
+    for item, result in zip(items, results):
+        if not item.future.done():
+            item.future.set_result(result)
 
 
 def _forward(model: ServedModel, kind: str, texts: list[str], pairs: list[str] | None) -> list[Any]:
@@ -186,7 +201,7 @@ class GenerationItem:
         return self.model.name, resolved
 
 
-class GenerationBatcher:
+class GenerationBatcher(_Worker):
     """Continuous batching of answers: what queued while the model was writing goes into the next
     ``generate`` call together (left-padded; one batch per set of options and per run, or per base
     for LoRA runs sharing one, each answer through its own adapter), so concurrent requests share
@@ -197,30 +212,6 @@ class GenerationBatcher:
         self.queue: asyncio.Queue[GenerationItem] = asyncio.Queue(maxsize=max_queue)
         self.observe = observe  # (answers in one generate call)
         self.task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
-            self.task = None
-
-    def depth(self) -> int:
-        return self.queue.qsize()
-
-    async def submit(self, items: list[GenerationItem]) -> list[Any]:
-        self.start()
-        if self.queue.qsize() + len(items) > self.queue.maxsize:
-            raise QueueFull()
-        for item in items:
-            self.queue.put_nowait(item)
-        return list(await asyncio.gather(*(item.future for item in items)))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -236,17 +227,8 @@ class GenerationBatcher:
             waiting = [item for item in waiting if item not in group]
             if self.observe is not None:
                 self.observe(len(group))
-            try:
-                answers = await loop.run_in_executor(None, _generate, [i.model for i in group], [i.conversation for i in group],
-                                                     group[0].options)
-            except Exception as exc:  # noqa: BLE001 - answered to each waiting request
-                for item in group:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
-            for item, answer in zip(group, answers):
-                if not item.future.done():
-                    item.future.set_result(answer)
+            await _settle(group, loop.run_in_executor(None, _generate, [i.model for i in group], [i.conversation for i in group],
+                                                      group[0].options))
 
 
 def _generate(models: list[ServedModel], conversations: list[list[dict[str, str]]], options: dict[str, Any]) -> list[Any]:
