@@ -2,10 +2,15 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Tests never read or fill the user's feature cache.
+# Tests never read or fill the user's feature cache: one folder per session, removed at its end by
+# the process that made it (pytest-xdist workers and CLI subprocesses inherit the variable).
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
-os.environ.setdefault("THAWKIT_CACHE_DIR", tempfile.mkdtemp(prefix="thawkit-cache-"))
+if "THAWKIT_CACHE_DIR" not in os.environ:
+    os.environ["THAWKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="thawkit-cache-")
+    atexit.register(shutil.rmtree, os.environ["THAWKIT_CACHE_DIR"], ignore_errors=True)
 
 from pathlib import Path  # noqa: E402
 

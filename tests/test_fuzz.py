@@ -3,6 +3,7 @@ never another exception (which the CLI would turn into exit code 1, "a bug")."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -16,9 +17,13 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 CELLS = st.text(alphabet=st.sampled_from(list('ab,;\t"\'\n\r 1.0NaN\\[]{}:é')), max_size=12)
 
 
+# One folder for every generated file, removed at exit (a folder per example left thousands in /tmp).
+_FOLDER = tempfile.TemporaryDirectory(prefix="fuzz-")
+_NUMBERS = itertools.count()
+
+
 def _file(suffix: str, data: bytes) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="fuzz-"))
-    path = folder / f"data{suffix}"
+    path = Path(_FOLDER.name) / f"data{next(_NUMBERS)}{suffix}"
     path.write_bytes(data)
     return path
 
