@@ -61,6 +61,9 @@ def test_exactly_intended_blocks_train(tiny_bert, toy_csv, tmp_path, strategy, o
     assert len(history) == epochs
     assert [h["epoch"] for h in history] == [float(e + 1) for e in range(epochs)]
     assert all(h["trainable_params"] > 0 and h["train_loss"] is not None for h in history)
+    # The run's trainable-parameter count is what its reached stages trained, not every stage it planned.
+    layout, params = build_layout(run.model), dict(run.model.named_parameters())
+    assert run.info["trainable_params"] == sum(params[n].numel() for block in expected for n in layout.params[block])
 
 
 def test_head_changes_and_lora_trains_only_adapter_and_head(tiny_bert, toy_csv, tmp_path):

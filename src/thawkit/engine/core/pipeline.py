@@ -155,7 +155,7 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
         prepared.guards.add(collapse)
         if cfg.measure_forgetting and is_main:
             mark = time.perf_counter()
-            encoder_trained = any(n not in layout.params[HEAD] for n in ever_trainable)
+            encoder_trained = any(n not in layout.params[HEAD] for n in controller.trained())
             metrics["forgetting"] = measure_forgetting_of(cfg.model, model, tokenizer, frozen_encoder=not encoder_trained)
             history.records.append({"type": "forgetting", "step": int(trainer.state.global_step), **metrics["forgetting"]})
             timings["forgetting"] = time.perf_counter() - mark
@@ -163,7 +163,7 @@ def _run_training(plan: RunPlan, extra_facts: dict[str, Any] | None, distillatio
         merge = hasattr(model, "merge_and_unload") and (strategy.merge_adapters or task.saves_merged_weights)
         info = {
             **_run_info(plan, strategy, data, model),
-            **_training_facts(trainer, controller, layout, loop, train_seconds, training_loss, args.world_size, ever_trainable),
+            **_training_facts(trainer, controller, layout, loop, train_seconds, training_loss, args.world_size),
             "merged_lora": merge,
             "precision": "bf16 autocast, fp32 weights" if args.bf16 else "fp32",
             "cache": runtime.summary() if runtime is not None else {"used": False, "reason": cache_reason},
@@ -364,17 +364,17 @@ def _head_fit(model: Any) -> str:
 
 
 def _training_facts(trainer: Any, controller: Any, layout: Any, loop: Any, train_seconds: float,
-                    training_loss: float | None, world_size: int, ever_trainable: set[str]) -> dict[str, Any]:
+                    training_loss: float | None, world_size: int) -> dict[str, Any]:
     """What thawkit.json says about the training itself."""
-    model = trainer.model
+    model, trained = trainer.model, controller.trained()
     return {
         "train_seconds": round(train_seconds, 3),
         "train_loss": training_loss,
         "global_steps": int(trainer.state.global_step),
         "best": loop.best.summary(),
         "stopped_by_time_limit": bool(loop.time_limit and loop.time_limit.stopped),
-        # Everything any stage trained (for gradual: the most that was ever thawed).
-        "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in ever_trainable),
+        # Everything the stages the run reached trained (for gradual: the most that was thawed).
+        "trainable_params": sum(p.numel() for n, p in model.named_parameters() if n in trained),
         "total_params": sum(p.numel() for p in model.parameters()),
         "num_layers": layout.num_layers,
         "stages": controller.stage_log,

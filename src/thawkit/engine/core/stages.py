@@ -79,6 +79,13 @@ class StageController:
             names |= self.strategy.plan(self.layout, stage).trainable
         return names
 
+    def trained(self) -> set[str]:
+        """Union over the stages the run reached (a short gradual run never thaws the bottom)."""
+        reached = {entry["stage"] for entry in self.stage_log}
+        if not reached:
+            return self.ever_trainable()
+        return set().union(*(self.strategy.plan(self.layout, stage).trainable for stage in reached))
+
     def stage_for(self, epoch: float, global_step: int) -> int:
         every = self.strategy.stage_every_steps
         stage = global_step // every if every else int(epoch + 1e-6)
