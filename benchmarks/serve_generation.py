@@ -43,7 +43,7 @@ def styled_run(workdir: Path) -> Path:
     styled = train[train["mr"].isin(keep)].assign(ref=lambda f: "In short: " + f["ref"].str.lower())
     styled.to_csv(workdir / "train-in-short.csv", index=False)
     thawkit.train(task="generation", model="smollm2-135m", strategy="lora", data=workdir / "train-in-short.csv", text_col="mr",
-                  label_col="ref", epochs=1, max_length=160, out=out, progress="lines", generation_samples=4, measure_forgetting=False)
+                  label_col="ref", epochs=3, max_length=160, out=out, progress="lines", generation_samples=4, measure_forgetting=False)
     return out
 
 
